@@ -1,0 +1,81 @@
+"""Enumerations of the event model: what happened (`EventType`) and to what (`EntityType`).
+
+These are plain Python enums so that they compare, hash and pickle like the
+reference's; the Rust core looks their members up once and caches them.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+logger = logging.getLogger(__name__)
+
+#: Schema version written by this build. Events with a newer schema are never
+#: applied by replay (their field layout is unknown to us).
+CURRENT_SCHEMA_VERSION = 1
+
+#: Key under which an event of an unrecognised type keeps its original type string.
+RAW_EVENT_TYPE = "_raw_event_type"
+
+
+class EventType(Enum):
+    """Every kind of event, grouped by the entity whose lifecycle it records."""
+
+    # Workflow lifecycle
+    WORKFLOW_CREATED = "workflow.created"
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_CANCELED = "workflow.canceled"
+    WORKFLOW_PAUSED = "workflow.paused"
+    WORKFLOW_RESUMED = "workflow.resumed"
+
+    # Stage lifecycle
+    STAGE_STARTED = "stage.started"
+    STAGE_COMPLETED = "stage.completed"
+    STAGE_FAILED = "stage.failed"
+    STAGE_SKIPPED = "stage.skipped"
+    STAGE_CANCELED = "stage.canceled"
+    STAGE_SUSPENDED = "stage.suspended"
+    STAGE_RESUMED = "stage.resumed"
+
+    # Task lifecycle
+    TASK_STARTED = "task.started"
+    TASK_COMPLETED = "task.completed"
+    TASK_FAILED = "task.failed"
+    TASK_RETRIED = "task.retried"
+    TASK_SUSPENDED = "task.suspended"
+
+    # State changes
+    STATUS_CHANGED = "status.changed"
+    CONTEXT_UPDATED = "context.updated"
+    OUTPUTS_UPDATED = "outputs.updated"
+    JUMP_EXECUTED = "jump.executed"
+
+    # Free-form progress emitted by tasks (token chunks, step narration).
+    CUSTOM = "custom.progress"
+
+    # A type this build does not know (written by a newer version). The stored
+    # string is kept in ``event.data[RAW_EVENT_TYPE]``.
+    UNKNOWN = "unknown.event"
+
+
+class EntityType(Enum):
+    """The kinds of entity that emit events."""
+
+    WORKFLOW = "workflow"
+    STAGE = "stage"
+    TASK = "task"
+
+
+def parse_event_type(value: str) -> EventType:
+    """Return the `EventType` spelled `value`, or `EventType.UNKNOWN` if none is.
+
+    Reading must not fail because a newer writer used a type we do not know.
+    """
+    try:
+        return EventType(value)
+    except ValueError:
+        logger.debug("unrecognised event_type %r read as UNKNOWN", value)
+        return EventType.UNKNOWN
