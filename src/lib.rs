@@ -1,3 +1,45 @@
+//! The Rust core of `stabilize_events`, loaded as `stabilize_events._core`.
+//!
+//! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
+//! - `codec/`: payload msgpack encoding and decoding.
+//! - `store/`: the SQLite and in-memory backends behind `NativeStore`.
+
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub mod args;
+pub mod codec;
+pub mod errors;
+pub mod event;
+pub mod pyrefs;
+pub mod store;
+pub mod time;
+
+use errors::{CoreError, Kind};
+
+/// Encode a payload as the stores do (msgpack with extension types).
+#[pyfunction]
+fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(128);
+    codec::encode::encode(value, &mut out)
+        .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path("data"), e.message)))?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Decode bytes made by `encode_payload`.
+#[pyfunction]
+fn decode_payload<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    codec::decode::decode(py, data)
+        .map_err(|e| CoreError::new(Kind::CorruptEvent, format!("payload cannot be decoded: {}", e.0)).into())
+}
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event::Event>()?;
+    m.add_class::<event::EventMetadata>()?;
+    m.add_class::<store::native::NativeStore>()?;
+    m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
+    m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
+    Ok(())
+}

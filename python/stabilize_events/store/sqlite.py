@@ -1,0 +1,49 @@
+"""`SqliteEventStore`: events in an SQLite file (or in SQLite's memory).
+
+Durability (``synchronous``):
+
+- ``"NORMAL"`` (default): WAL mode, synced at checkpoints. A committed append
+  survives a crash of the process; an OS crash or power loss may lose the last
+  commits, never corrupting the file.
+- ``"FULL"``: every commit is synced to disk before ``append`` returns, so it
+  survives power loss too; slower.
+
+Concurrency: threads share one store; several processes may append to one
+file. A writer that finds the file locked waits up to ``busy_timeout_ms``
+(5 s by default) and then raises `StoreError`.
+"""
+
+from __future__ import annotations
+
+from stabilize_events._core import NativeStore
+from stabilize_events.store.native import NativeEventStore
+
+
+class SqliteEventStore(NativeEventStore):
+    """An event store in an SQLite database.
+
+    ``url`` is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+    ``sqlite:///:memory:``. With ``create_tables`` (the default) missing tables
+    are created; without it the database must already hold an event store.
+    """
+
+    def __init__(
+        self,
+        connection_string: str,
+        create_tables: bool = True,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        super().__init__(
+            NativeStore.sqlite(
+                connection_string,
+                create_tables=create_tables,
+                synchronous=synchronous,
+                busy_timeout_ms=busy_timeout_ms,
+            )
+        )
+        self._connection_string = connection_string
+
+    def __repr__(self) -> str:
+        return f"SqliteEventStore({self._connection_string!r})"

@@ -1,0 +1,252 @@
+//! Python value -> msgpack bytes.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use rmp::encode as mp;
+
+use super::{ext, MAX_DEPTH};
+use crate::pyrefs;
+use crate::time;
+
+/// One step of the path from the payload root to a value.
+#[derive(Debug, Clone)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// Why a value could not be encoded, and where it sits in the payload.
+#[derive(Debug, Clone)]
+pub struct EncodeError {
+    /// Steps from the root, innermost last (pushed while unwinding, so reversed).
+    steps_rev: Vec<PathStep>,
+    pub message: String,
+}
+
+impl EncodeError {
+    fn new(message: impl Into<String>) -> Self {
+        EncodeError { steps_rev: Vec::new(), message: message.into() }
+    }
+
+    fn at(mut self, step: PathStep) -> Self {
+        self.steps_rev.push(step);
+        self
+    }
+
+    /// `root["a"][2]`, the path of the offending value.
+    pub fn path(&self, root: &str) -> String {
+        let mut out = String::from(root);
+        for step in self.steps_rev.iter().rev() {
+            match step {
+                PathStep::Key(k) => out.push_str(&format!("[{k:?}]")),
+                PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+type Result<T> = std::result::Result<T, EncodeError>;
+
+fn from_py(err: PyErr, py: Python<'_>) -> EncodeError {
+    EncodeError::new(err.value(py).to_string())
+}
+
+/// Encode `value` as msgpack, appending to `out`.
+pub fn encode(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<()> {
+    encode_value(value, out, 0)
+}
+
+fn type_is(value: &Bound<'_, PyAny>, ty: *mut ffi::PyTypeObject) -> bool {
+    value.get_type_ptr() == ty
+}
+
+fn encode_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<()> {
+    // Exact types first: one pointer comparison each, no isinstance walk.
+    unsafe {
+        if type_is(value, &raw mut ffi::PyUnicode_Type) {
+            return encode_str(value.cast_unchecked::<PyString>(), out);
+        }
+        if type_is(value, &raw mut ffi::PyDict_Type) {
+            return encode_dict(value.cast_unchecked::<PyDict>(), out, depth);
+        }
+        if type_is(value, &raw mut ffi::PyLong_Type) {
+            return encode_int(value, out);
+        }
+        if value.is_none() {
+            mp::write_nil(out).ok();
+            return Ok(());
+        }
+        if type_is(value, &raw mut ffi::PyBool_Type) {
+            mp::write_bool(out, value.is_truthy().unwrap_or(false)).ok();
+            return Ok(());
+        }
+        if type_is(value, &raw mut ffi::PyFloat_Type) {
+            mp::write_f64(out, value.cast_unchecked::<PyFloat>().value()).ok();
+            return Ok(());
+        }
+        if type_is(value, &raw mut ffi::PyList_Type) {
+            return encode_seq(value, value.cast_unchecked::<PyList>().len(), out, depth);
+        }
+        if type_is(value, &raw mut ffi::PyTuple_Type) {
+            return encode_seq(value, value.cast_unchecked::<PyTuple>().len(), out, depth);
+        }
+        if type_is(value, &raw mut ffi::PyBytes_Type) {
+            let b = value.cast_unchecked::<PyBytes>().as_bytes();
+            mp::write_bin(out, b).ok();
+            return Ok(());
+        }
+    }
+    encode_other(value, out, depth)
+}
+
+/// Subclasses of the plain types, and the extension types.
+fn encode_other(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<()> {
+    let py = value.py();
+    let isinstance = |cls: PyResult<&Bound<'_, pyo3::types::PyType>>| -> Result<bool> {
+        let cls = cls.map_err(|e| from_py(e, py))?;
+        value.is_instance(cls).map_err(|e| from_py(e, py))
+    };
+    // An Enum member is stored as its value (checked first: IntEnum is an int too).
+    if isinstance(pyrefs::enum_class(py))? {
+        let inner = value.getattr("value").map_err(|e| from_py(e, py))?;
+        return encode_value(&inner, out, depth);
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return encode_str(s, out);
+    }
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        mp::write_bool(out, value.is_truthy().unwrap_or(false)).ok();
+        return Ok(());
+    }
+    if value.is_instance_of::<pyo3::types::PyInt>() {
+        return encode_int(value, out);
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        mp::write_f64(out, f.value()).ok();
+        return Ok(());
+    }
+    if let Ok(d) = value.cast::<PyDict>() {
+        return encode_dict(d, out, depth);
+    }
+    if let Ok(l) = value.cast::<PyList>() {
+        return encode_seq(value, l.len(), out, depth);
+    }
+    if let Ok(t) = value.cast::<PyTuple>() {
+        return encode_seq(value, t.len(), out, depth);
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        mp::write_bin(out, b.as_bytes()).ok();
+        return Ok(());
+    }
+    // datetime before date: a datetime is a date too.
+    if isinstance(pyrefs::datetime_class(py))? {
+        let f = time::datetime_fields(value).map_err(|e| from_py(e, py))?;
+        let mut payload = Vec::with_capacity(12);
+        payload.extend_from_slice(&f.wall_micros.to_be_bytes());
+        if let Some(off) = f.offset_seconds {
+            payload.extend_from_slice(&(off as i32).to_be_bytes());
+        }
+        return write_ext(out, ext::DATETIME, &payload);
+    }
+    if isinstance(pyrefs::date_class(py))? {
+        let get = |n: &str| -> Result<i64> {
+            value.getattr(n).and_then(|v| v.extract()).map_err(|e| from_py(e, py))
+        };
+        let days = time::days_from_civil(get("year")?, get("month")? as u32, get("day")? as u32);
+        return write_ext(out, ext::DATE, &(days as i32).to_be_bytes());
+    }
+    if isinstance(pyrefs::uuid_class(py))? {
+        let raw = value.getattr("bytes").map_err(|e| from_py(e, py))?;
+        let raw = raw.cast::<PyBytes>().map_err(|e| EncodeError::new(e.to_string()))?;
+        return write_ext(out, ext::UUID, raw.as_bytes());
+    }
+    if isinstance(pyrefs::decimal_class(py))? {
+        let text = value.str().map_err(|e| from_py(e, py))?;
+        let text = text.to_str().map_err(|e| from_py(e, py))?;
+        return write_ext(out, ext::DECIMAL, text.as_bytes());
+    }
+    let type_name = value
+        .get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    Err(EncodeError::new(format!("values of type {type_name} cannot be stored in an event payload")))
+}
+
+fn encode_str(s: &Bound<'_, PyString>, out: &mut Vec<u8>) -> Result<()> {
+    let text = s.to_str().map_err(|e| from_py(e, s.py()))?;
+    mp::write_str(out, text).ok();
+    Ok(())
+}
+
+fn encode_int(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<()> {
+    if let Ok(v) = value.extract::<i64>() {
+        mp::write_sint(out, v).ok();
+        return Ok(());
+    }
+    if let Ok(v) = value.extract::<u64>() {
+        mp::write_uint(out, v).ok();
+        return Ok(());
+    }
+    // Beyond 64 bits: two's complement bytes, as long as the value needs.
+    let py = value.py();
+    let bits: usize = value
+        .call_method0("bit_length")
+        .and_then(|b| b.extract())
+        .map_err(|e| from_py(e, py))?;
+    let length = bits / 8 + 1;
+    let kwargs = pyrefs::kwargs1(py, "signed", true).map_err(|e| from_py(e, py))?;
+    let raw = value
+        .call_method("to_bytes", (length, "little"), Some(&kwargs))
+        .map_err(|e| from_py(e, py))?;
+    let raw = raw.cast::<PyBytes>().map_err(|e| EncodeError::new(e.to_string()))?;
+    write_ext(out, ext::BIGINT, raw.as_bytes())
+}
+
+fn encode_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Result<()> {
+    if depth >= MAX_DEPTH {
+        return Err(EncodeError::new(format!(
+            "nesting deeper than {MAX_DEPTH} levels (or a reference cycle)"
+        )));
+    }
+    mp::write_map_len(out, dict.len() as u32).ok();
+    for (key, value) in dict.iter() {
+        let key_text = match key.cast::<PyString>() {
+            Ok(k) => k,
+            Err(_) => {
+                let shown = key.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
+                let tname = key.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+                return Err(EncodeError::new(format!(
+                    "dict keys must be str, found {tname} key {shown}"
+                )));
+            }
+        };
+        encode_str(key_text, out).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+        encode_value(&value, out, depth + 1)
+            .map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+    }
+    Ok(())
+}
+
+fn encode_seq(seq: &Bound<'_, PyAny>, len: usize, out: &mut Vec<u8>, depth: usize) -> Result<()> {
+    if depth >= MAX_DEPTH {
+        return Err(EncodeError::new(format!(
+            "nesting deeper than {MAX_DEPTH} levels (or a reference cycle)"
+        )));
+    }
+    mp::write_array_len(out, len as u32).ok();
+    let iter = seq.try_iter().map_err(|e| from_py(e, seq.py()))?;
+    for (i, item) in iter.enumerate() {
+        let item = item.map_err(|e| from_py(e, seq.py()))?;
+        encode_value(&item, out, depth + 1).map_err(|e| e.at(PathStep::Index(i)))?;
+    }
+    Ok(())
+}
+
+fn write_ext(out: &mut Vec<u8>, code: i8, payload: &[u8]) -> Result<()> {
+    mp::write_ext_meta(out, payload.len() as u32, code).ok();
+    out.extend_from_slice(payload);
+    Ok(())
+}

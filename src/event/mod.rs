@@ -1,0 +1,10 @@
+//! The event model: the plain Rust row (`EventRecord`) that stores, replay and
+//! the codec work on, and the Python classes `Event` and `EventMetadata`.
+
+mod metadata;
+mod py_event;
+mod record;
+
+pub use metadata::EventMetadata;
+pub use py_event::Event;
+pub use record::EventRecord;

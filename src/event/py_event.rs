@@ -1,0 +1,466 @@
+//! The Python `Event` class: an immutable event whose fields are read from an
+//! `EventRecord` on access, and whose payload is decoded only when first read.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use super::{EventMetadata, EventRecord};
+use crate::args::{enum_value, int_arg, str_arg};
+use crate::codec;
+use crate::errors::{raise, CoreError, Kind};
+use crate::{pyrefs, time};
+
+const RAW_EVENT_TYPE: &str = "_raw_event_type";
+const UNKNOWN_TYPE: &str = "unknown.event";
+const CURRENT_SCHEMA_VERSION: i64 = 1;
+
+/// An immutable record of one state change.
+#[pyclass(frozen, module = "stabilize_events", name = "Event")]
+pub struct Event {
+    rec: Arc<EventRecord>,
+    /// The payload object: given at construction, or decoded from `rec.data` on first access.
+    data: PyOnceLock<Py<PyAny>>,
+    metadata: PyOnceLock<Py<PyAny>>,
+    timestamp: PyOnceLock<Py<PyAny>>,
+}
+
+fn cell_with(py: Python<'_>, value: Option<&Py<PyAny>>) -> PyOnceLock<Py<PyAny>> {
+    let cell = PyOnceLock::new();
+    if let Some(v) = value {
+        let _ = cell.set(py, v.clone_ref(py));
+    }
+    cell
+}
+
+impl Event {
+    /// An event read from a store: nothing is converted to Python yet.
+    pub fn from_record(rec: Arc<EventRecord>) -> Event {
+        Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
+    }
+
+    pub fn record(&self) -> &Arc<EventRecord> {
+        &self.rec
+    }
+
+    /// The same event under a new sequence, sharing the Python objects already built.
+    pub fn resequenced(&self, py: Python<'_>, rec: Arc<EventRecord>) -> Event {
+        Event {
+            rec,
+            data: cell_with(py, self.data.get(py)),
+            metadata: cell_with(py, self.metadata.get(py)),
+            timestamp: cell_with(py, self.timestamp.get(py)),
+        }
+    }
+
+    /// The record to store: the payload is (re-)encoded if Python holds it, since a
+    /// dict may have been changed after construction.
+    pub fn to_record(&self, py: Python<'_>) -> Result<EventRecord, CoreError> {
+        let mut rec = EventRecord { data: Vec::new(), ..(*self.rec).clone() };
+        match self.data.get(py) {
+            Some(obj) => {
+                let mut out = Vec::with_capacity(128);
+                codec::encode::encode(obj.bind(py), &mut out).map_err(|e| {
+                    CoreError::new(
+                        Kind::Payload,
+                        format!("{}: {} (event {})", e.path("data"), e.message, self.rec.event_id),
+                    )
+                })?;
+                rec.data = out;
+            }
+            None => rec.data = self.rec.data.clone(),
+        }
+        Ok(rec)
+    }
+
+    fn data_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        self.data
+            .get_or_try_init(py, || {
+                let obj = codec::decode::decode(py, &self.rec.data).map_err(|e| {
+                    CoreError::new(
+                        Kind::CorruptEvent,
+                        format!(
+                            "payload of event {} (sequence {}) cannot be decoded: {}",
+                            self.rec.event_id, self.rec.sequence, e.0
+                        ),
+                    )
+                })?;
+                if !pyrefs::event_types(py)?.by_value.contains_key(&self.rec.event_type) {
+                    if let Ok(d) = obj.cast::<PyDict>() {
+                        d.set_item(RAW_EVENT_TYPE, &self.rec.event_type)?;
+                    }
+                }
+                Ok::<_, PyErr>(obj.unbind())
+            })
+            .map(|o| o.bind(py))
+    }
+
+    fn event_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let table = pyrefs::event_types(py)?;
+        match table.by_value.get(&self.rec.event_type).or(table.unknown.as_ref()) {
+            Some(m) => Ok(m.bind(py).clone()),
+            None => raise(Kind::Store, "EventType has no UNKNOWN member"),
+        }
+    }
+
+    fn entity_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match pyrefs::entity_types(py)?.by_value.get(&self.rec.entity_type) {
+            Some(m) => Ok(m.bind(py).clone()),
+            None => raise(
+                Kind::CorruptEvent,
+                format!(
+                    "event {} (sequence {}) has unknown entity_type {:?}",
+                    self.rec.event_id, self.rec.sequence, self.rec.entity_type
+                ),
+            ),
+        }
+    }
+
+    fn metadata_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        self.metadata
+            .get_or_try_init(py, || {
+                let m = EventMetadata {
+                    correlation_id: self.rec.correlation_id.clone(),
+                    causation_id: self.rec.causation_id.clone(),
+                    actor: self.rec.actor.clone(),
+                    source_handler: self.rec.source_handler.clone(),
+                };
+                Ok::<_, PyErr>(Bound::new(py, m)?.into_any().unbind())
+            })
+            .map(|o| o.bind(py))
+    }
+
+    fn timestamp_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        self.timestamp
+            .get_or_try_init(py, || Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind()))
+            .map(|o| o.bind(py))
+    }
+
+    fn field_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let r = &self.rec;
+        PyTuple::new(
+            py,
+            [
+                PyString::new(py, &r.event_id).into_any(),
+                self.event_type_object(py)?,
+                self.timestamp_object(py)?.clone(),
+                r.sequence.into_pyobject(py)?.into_any(),
+                self.entity_type_object(py)?,
+                PyString::new(py, &r.entity_id).into_any(),
+                PyString::new(py, &r.workflow_id).into_any(),
+                r.version.into_pyobject(py)?.into_any(),
+                self.data_object(py)?.clone(),
+                self.metadata_object(py)?.clone(),
+                r.schema_version.into_pyobject(py)?.into_any(),
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    #[pyo3(signature = (
+        event_id=None, event_type=None, timestamp=None, sequence=None, entity_type=None,
+        entity_id=None, workflow_id=None, version=None, data=None, metadata=None, schema_version=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        event_id: Option<&Bound<'_, PyAny>>,
+        event_type: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+        sequence: Option<&Bound<'_, PyAny>>,
+        entity_type: Option<&Bound<'_, PyAny>>,
+        entity_id: Option<&Bound<'_, PyAny>>,
+        workflow_id: Option<&Bound<'_, PyAny>>,
+        version: Option<&Bound<'_, PyAny>>,
+        data: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        schema_version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Event> {
+        fn given<'py>(o: Option<&Bound<'py, PyAny>>) -> Option<Bound<'py, PyAny>> {
+            o.filter(|v| !v.is_none()).cloned()
+        }
+        let text = |o: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<String> {
+            given(o).map(|v| str_arg(&v, name)).transpose().map(Option::unwrap_or_default)
+        };
+        let int = |o: Option<&Bound<'_, PyAny>>, name: &str, default: i64| -> PyResult<i64> {
+            given(o).map(|v| int_arg(&v, name)).transpose().map(|v| v.unwrap_or(default))
+        };
+
+        let data_obj = match given(data) {
+            Some(d) => d,
+            None => PyDict::new(py).into_any(),
+        };
+        let mut event_type_str = match given(event_type) {
+            Some(t) => enum_value(&t, "event_type")?,
+            None => "status.changed".to_owned(),
+        };
+        if event_type_str == UNKNOWN_TYPE {
+            // Keep the original type of an event this build could not read.
+            if let Ok(d) = data_obj.cast::<PyDict>() {
+                if let Some(raw) = d.get_item(RAW_EVENT_TYPE)? {
+                    if let Ok(raw) = raw.extract::<String>() {
+                        event_type_str = raw;
+                    }
+                }
+            }
+        }
+        let entity_type_str = match given(entity_type) {
+            Some(t) => {
+                let v = enum_value(&t, "entity_type")?;
+                if !pyrefs::entity_types(py)?.by_value.contains_key(&v) {
+                    return raise(Kind::InvalidArgument, format!("entity_type {v:?} is not one of workflow, stage, task"));
+                }
+                v
+            }
+            None => "workflow".to_owned(),
+        };
+        let (timestamp_us, timestamp_obj) = match given(timestamp) {
+            Some(ts) => {
+                if !ts.is_instance(pyrefs::datetime_class(py)?)? {
+                    return raise(Kind::ArgumentType, "timestamp must be a datetime.datetime");
+                }
+                (time::utc_micros(&ts)?, None)
+            }
+            None => (time::now_micros(), None::<Py<PyAny>>),
+        };
+        let meta_obj = given(metadata);
+        let meta = match &meta_obj {
+            Some(m) => EventMetadata::from_object(m)?,
+            None => EventMetadata {
+                correlation_id: String::new(),
+                causation_id: None,
+                actor: "system".to_owned(),
+                source_handler: None,
+            },
+        };
+        let rec = EventRecord {
+            sequence: int(sequence, "sequence", 0)?,
+            event_id: match given(event_id) {
+                Some(id) => str_arg(&id, "event_id")?,
+                None => ulid::Ulid::generate().to_string(),
+            },
+            event_type: event_type_str,
+            timestamp_us,
+            entity_type: entity_type_str,
+            entity_id: text(entity_id, "entity_id")?,
+            workflow_id: text(workflow_id, "workflow_id")?,
+            version: int(version, "version", 0)?,
+            data: Vec::new(),
+            correlation_id: meta.correlation_id,
+            causation_id: meta.causation_id,
+            actor: meta.actor,
+            source_handler: meta.source_handler,
+            schema_version: int(schema_version, "schema_version", CURRENT_SCHEMA_VERSION)?,
+        };
+        let data_unbound = data_obj.unbind();
+        Ok(Event {
+            rec: Arc::new(rec),
+            data: cell_with(py, Some(&data_unbound)),
+            metadata: cell_with(py, meta_obj.map(|m| m.unbind()).as_ref()),
+            timestamp: cell_with(py, timestamp_obj.as_ref()),
+        })
+    }
+
+    /// Unique id (a ULID, so ids sort by creation time).
+    #[getter]
+    fn event_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.rec.event_id)
+    }
+
+    /// What happened; `EventType.UNKNOWN` for a type this build does not know.
+    #[getter]
+    fn event_type<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.event_type_object(py)
+    }
+
+    /// When it happened, as an aware UTC datetime.
+    #[getter]
+    fn timestamp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.timestamp_object(py).cloned()
+    }
+
+    /// Global position in the store (0 until appended).
+    #[getter]
+    fn sequence(&self) -> i64 {
+        self.rec.sequence
+    }
+
+    /// The kind of entity the event is about.
+    #[getter]
+    fn entity_type<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.entity_type_object(py)
+    }
+
+    #[getter]
+    fn entity_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.rec.entity_id)
+    }
+
+    #[getter]
+    fn workflow_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.rec.workflow_id)
+    }
+
+    /// The entity's version after this event.
+    #[getter]
+    fn version(&self) -> i64 {
+        self.rec.version
+    }
+
+    /// The payload, decoded on first access.
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.data_object(py).cloned()
+    }
+
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.metadata_object(py).cloned()
+    }
+
+    #[getter]
+    fn schema_version(&self) -> i64 {
+        self.rec.schema_version
+    }
+
+    /// A copy of this event with another sequence number.
+    fn with_sequence(&self, py: Python<'_>, sequence: &Bound<'_, PyAny>) -> PyResult<Event> {
+        let seq = int_arg(sequence, "sequence")?;
+        Ok(self.resequenced(py, Arc::new(self.rec.with_sequence(seq))))
+    }
+
+    /// The event as a plain dict: enum values, ISO timestamp, metadata dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let r = &self.rec;
+        d.set_item("event_id", &r.event_id)?;
+        d.set_item("event_type", self.event_type_object(py)?.getattr("value")?)?;
+        d.set_item("timestamp", self.timestamp_object(py)?.call_method0("isoformat")?)?;
+        d.set_item("sequence", r.sequence)?;
+        d.set_item("entity_type", &r.entity_type)?;
+        d.set_item("entity_id", &r.entity_id)?;
+        d.set_item("workflow_id", &r.workflow_id)?;
+        d.set_item("version", r.version)?;
+        d.set_item("data", self.data_object(py)?)?;
+        d.set_item("metadata", self.metadata_object(py)?.call_method0("to_dict")?)?;
+        d.set_item("schema_version", r.schema_version)?;
+        Ok(d)
+    }
+
+    /// An event from a dict as `to_dict` makes (ISO timestamps with or without `Z`).
+    #[classmethod]
+    fn from_dict(cls: &Bound<'_, PyType>, data: &Bound<'_, PyDict>) -> PyResult<Event> {
+        let py = cls.py();
+        let kwargs = PyDict::new(py);
+        for key in [
+            "event_id", "event_type", "sequence", "entity_type", "entity_id", "workflow_id", "version",
+            "schema_version",
+        ] {
+            if let Some(v) = data.get_item(key)? {
+                kwargs.set_item(key, v)?;
+            }
+        }
+        if let Some(ts) = data.get_item("timestamp")? {
+            if let Ok(text) = ts.extract::<String>() {
+                let text = match text.strip_suffix('Z') {
+                    Some(t) => format!("{t}+00:00"),
+                    None => text,
+                };
+                kwargs.set_item("timestamp", pyrefs::datetime_class(py)?.call_method1("fromisoformat", (text,))?)?;
+            } else if !ts.is_none() {
+                kwargs.set_item("timestamp", ts)?;
+            }
+        }
+        let payload = match data.get_item("data")? {
+            Some(p) if !p.is_none() => p,
+            _ => PyDict::new(py).into_any(),
+        };
+        if let Some(t) = data.get_item("event_type")? {
+            let raw: String = enum_value(&t, "event_type")?;
+            if !pyrefs::event_types(py)?.by_value.contains_key(&raw) {
+                // Mirror the read path: unknown types keep their raw string in the payload.
+                let copy = PyDict::new(py);
+                if let Ok(p) = payload.cast::<PyDict>() {
+                    copy.update(p.as_mapping())?;
+                }
+                copy.set_item(RAW_EVENT_TYPE, &raw)?;
+                kwargs.set_item("event_type", UNKNOWN_TYPE)?;
+                kwargs.set_item("data", copy)?;
+            } else {
+                kwargs.set_item("data", payload)?;
+            }
+        } else {
+            kwargs.set_item("data", payload)?;
+        }
+        if let Some(m) = data.get_item("metadata")? {
+            if let Ok(m) = m.cast::<PyDict>() {
+                let meta = py.get_type::<EventMetadata>().call_method1("from_dict", (m,))?;
+                kwargs.set_item("metadata", meta)?;
+            }
+        }
+        Ok(cls.call((), Some(&kwargs))?.cast_into::<Event>()?.get().clone_in(py))
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<Event>() else {
+            return Ok(py.NotImplemented());
+        };
+        let o = other.get();
+        let (a, b) = (&*self.rec, &*o.rec);
+        let same_head = a.sequence == b.sequence
+            && a.event_id == b.event_id
+            && a.event_type == b.event_type
+            && a.timestamp_us == b.timestamp_us
+            && a.entity_type == b.entity_type
+            && a.entity_id == b.entity_id
+            && a.workflow_id == b.workflow_id
+            && a.version == b.version
+            && a.schema_version == b.schema_version;
+        let equal = same_head
+            && self.metadata_object(py)?.eq(o.metadata_object(py)?)?
+            && self.data_object(py)?.eq(o.data_object(py)?)?;
+        Ok(pyo3::types::PyBool::new(py, equal).to_owned().into_any().unbind())
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        // Like a frozen dataclass: the hash of all fields (so a dict payload makes it unhashable).
+        self.field_tuple(py)?.hash()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let head = |s: &str| s.chars().take(8).collect::<String>();
+        Ok(format!(
+            "Event(id={}..., type={}, entity={}/{}..., seq={})",
+            head(&self.rec.event_id),
+            self.event_type_object(py)?.getattr("value")?,
+            self.rec.entity_type,
+            head(&self.rec.entity_id),
+            self.rec.sequence
+        ))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        PyTuple::new(py, [slf.get_type().into_any(), slf.get().field_tuple(py)?.into_any()])
+    }
+
+    fn __setattr__(&self, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Python::attach(|py| Err(PyErr::from_type(pyrefs::frozen_instance_error(py)?.clone(), format!("cannot assign to field '{name}'"))))
+    }
+
+    fn __delattr__(&self, name: &str) -> PyResult<()> {
+        Python::attach(|py| Err(PyErr::from_type(pyrefs::frozen_instance_error(py)?.clone(), format!("cannot delete field '{name}'"))))
+    }
+}
+
+impl Event {
+    fn clone_in(&self, py: Python<'_>) -> Event {
+        self.resequenced(py, self.rec.clone())
+    }
+}

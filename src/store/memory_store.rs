@@ -1,0 +1,126 @@
+//! The in-memory backend: a vector of records plus id, workflow and entity
+//! indexes, behind one read-write lock. For tests and short-lived processes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::filter::OrderBy;
+use super::{Backend, Filter};
+use crate::errors::{CoreError, CoreResult, Kind};
+use crate::event::EventRecord;
+
+#[derive(Default)]
+struct State {
+    /// Record with sequence `n` sits at index `n - 1`.
+    events: Vec<Arc<EventRecord>>,
+    by_id: HashMap<String, usize>,
+    by_workflow: HashMap<String, Vec<usize>>,
+    by_entity: HashMap<String, Vec<usize>>,
+}
+
+/// Events held in process memory; lost when the process ends.
+pub struct MemoryBackend {
+    state: RwLock<Option<State>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        MemoryBackend { state: RwLock::new(Some(State::default())) }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> CoreResult<T> {
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(f).ok_or_else(closed)
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn closed() -> CoreError {
+    CoreError::new(Kind::StoreClosed, "the in-memory event store is closed")
+}
+
+impl Backend for MemoryBackend {
+    fn append(&self, records: &mut [EventRecord]) -> CoreResult<()> {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let state = guard.as_mut().ok_or_else(closed)?;
+        // Check the whole batch before touching anything: all or nothing.
+        let mut seen = std::collections::HashSet::new();
+        for r in records.iter() {
+            if state.by_id.contains_key(&r.event_id) || !seen.insert(r.event_id.as_str()) {
+                return Err(CoreError::new(
+                    Kind::DuplicateEvent,
+                    format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                ));
+            }
+        }
+        for r in records.iter_mut() {
+            let index = state.events.len();
+            r.sequence = index as i64 + 1;
+            state.by_id.insert(r.event_id.clone(), index);
+            state.by_workflow.entry(r.workflow_id.clone()).or_default().push(index);
+            state.by_entity.entry(r.entity_id.clone()).or_default().push(index);
+            state.events.push(Arc::new(r.clone()));
+        }
+        Ok(())
+    }
+
+    fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
+        self.read(|s| {
+            let mut hits: Vec<Arc<EventRecord>> = candidates(s, filter)
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect();
+            if filter.order_by == OrderBy::Timestamp {
+                hits.sort_by_key(|r| (r.timestamp_us, r.sequence));
+            }
+            if !filter.ascending {
+                hits.reverse();
+            }
+            let skip = filter.offset.max(0) as usize;
+            let take = filter.limit.map_or(usize::MAX, |l| l.max(0) as usize);
+            hits.into_iter().skip(skip).take(take).collect()
+        })
+    }
+
+    fn count(&self, filter: &Filter) -> CoreResult<i64> {
+        self.read(|s| candidates(s, filter).filter(|r| filter.matches(r)).count() as i64)
+    }
+
+    fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>> {
+        self.read(|s| s.by_id.get(event_id).map(|&i| s.events[i].clone()))
+    }
+
+    fn current_sequence(&self) -> CoreResult<i64> {
+        self.read(|s| s.events.len() as i64)
+    }
+
+    fn close(&self) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// The records worth testing against `filter`, in sequence order, using an index when one applies.
+fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
+    let indexed = match (&filter.workflow_id, &filter.entity_id) {
+        (Some(w), _) => Some(s.by_workflow.get(w)),
+        (None, Some(e)) => Some(s.by_entity.get(e)),
+        (None, None) => None,
+    };
+    match indexed {
+        Some(Some(idx)) => {
+            // Skip straight past from_sequence: indexes are in sequence order.
+            let start = filter.from_sequence.map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
+            Box::new(idx[start..].iter().map(move |&i| &s.events[i]))
+        }
+        Some(None) => Box::new(std::iter::empty()),
+        None => {
+            let start = filter.from_sequence.map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
+            Box::new(s.events[start..].iter())
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `NativeStore`: the Python face of a backend. It turns `Event`s into records
+//! (encoding payloads while it holds the GIL), runs the backend with the GIL
+//! released, and turns records back into lazily-decoded `Event`s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::memory_store::MemoryBackend;
+use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous};
+use super::{Backend, Filter};
+use crate::args::{enum_value, int_arg, str_arg};
+use crate::errors::{raise, CoreResult, Kind};
+use crate::event::{Event, EventRecord};
+
+/// An event store backend callable from Python (wrapped by the public store classes).
+#[pyclass(frozen, module = "stabilize_events._core")]
+pub struct NativeStore {
+    backend: Box<dyn Backend>,
+}
+
+const FIELDS: [&str; 11] = [
+    "event_id", "event_type", "timestamp", "sequence", "entity_type", "entity_id", "workflow_id", "version",
+    "data", "metadata", "schema_version",
+];
+
+/// Our `Event`, or an equivalent built from any object with the same fields
+/// (such as Stabilize's own dataclass).
+fn coerce_event<'py>(obj: &Bound<'py, PyAny>, position: Option<usize>) -> PyResult<Bound<'py, Event>> {
+    if let Ok(e) = obj.cast::<Event>() {
+        return Ok(e.clone());
+    }
+    let py = obj.py();
+    if FIELDS.iter().all(|f| obj.hasattr(*f).unwrap_or(false)) {
+        let kwargs = PyDict::new(py);
+        for f in FIELDS {
+            kwargs.set_item(f, obj.getattr(f)?)?;
+        }
+        return Ok(py.get_type::<Event>().call((), Some(&kwargs))?.cast_into::<Event>()?);
+    }
+    let what = match position {
+        Some(i) => format!("events[{i}]"),
+        None => "event".to_owned(),
+    };
+    let tname = obj.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+    raise(Kind::ArgumentType, format!("{what} must be an Event, not {tname}"))
+}
+
+fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
+    let items = records
+        .into_iter()
+        .map(|r| Bound::new(py, Event::from_record(r)))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+impl NativeStore {
+    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&dyn Backend) -> CoreResult<T> + Send) -> PyResult<T> {
+        let backend: &dyn Backend = &*self.backend;
+        Ok(py.detach(|| f(backend))?)
+    }
+
+    fn append_events<'py>(
+        &self,
+        py: Python<'py>,
+        events: Vec<Bound<'py, Event>>,
+    ) -> PyResult<Vec<Bound<'py, Event>>> {
+        let mut records = events
+            .iter()
+            .map(|e| e.get().to_record(py))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut records = self.run(py, move |b| b.append(&mut records).map(|_| records))?;
+        events
+            .iter()
+            .zip(records.drain(..))
+            .map(|(e, r)| Bound::new(py, e.get().resequenced(py, Arc::new(r))))
+            .collect()
+    }
+}
+
+#[pymethods]
+impl NativeStore {
+    /// Open an SQLite event store at `url` (see `SqliteEventStore`).
+    #[staticmethod]
+    #[pyo3(signature = (url, create_tables=None, synchronous=None, busy_timeout_ms=None))]
+    fn sqlite(
+        py: Python<'_>,
+        url: &Bound<'_, PyAny>,
+        create_tables: Option<&Bound<'_, PyAny>>,
+        synchronous: Option<&Bound<'_, PyAny>>,
+        busy_timeout_ms: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<NativeStore> {
+        let url = str_arg(url, "url")?;
+        let synchronous = match synchronous {
+            Some(s) => Synchronous::parse(&str_arg(s, "synchronous")?)?,
+            None => Synchronous::Normal,
+        };
+        let busy_ms = match busy_timeout_ms {
+            Some(b) => int_arg(b, "busy_timeout_ms")?,
+            None => 5000,
+        };
+        if busy_ms < 0 {
+            return raise(Kind::InvalidArgument, format!("busy_timeout_ms must be >= 0, not {busy_ms}"));
+        }
+        let create_tables = match create_tables {
+            None => true,
+            Some(c) if c.is_instance_of::<pyo3::types::PyBool>() => c.is_truthy()?,
+            Some(_) => return raise(Kind::ArgumentType, "create_tables must be a bool"),
+        };
+        let config = SqliteConfig {
+            location: Location::parse(&url)?,
+            create_tables,
+            synchronous,
+            busy_timeout: Duration::from_millis(busy_ms as u64),
+        };
+        let backend = py.detach(|| SqliteBackend::open(config))?;
+        Ok(NativeStore { backend: Box::new(backend) })
+    }
+
+    /// A new, empty in-memory store.
+    #[staticmethod]
+    fn memory() -> NativeStore {
+        NativeStore { backend: Box::new(MemoryBackend::new()) }
+    }
+
+    fn append<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Event>> {
+        let event = coerce_event(event, None)?;
+        Ok(self.append_events(py, vec![event])?.remove(0))
+    }
+
+    fn append_batch<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let mut items = Vec::new();
+        for (i, item) in events.try_iter()?.enumerate() {
+            items.push(coerce_event(&item?, Some(i))?);
+        }
+        PyList::new(py, self.append_events(py, items)?)
+    }
+
+    fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let filter = Filter::from_query(query, true)?;
+        let records = self.run(py, move |b| b.query(&filter))?;
+        to_list(py, records)
+    }
+
+    #[pyo3(signature = (query=None))]
+    fn count(&self, py: Python<'_>, query: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+        let filter = match query {
+            Some(q) if !q.is_none() => Filter::from_query(q, false)?,
+            _ => Filter::all(),
+        };
+        self.run(py, move |b| b.count(&filter))
+    }
+
+    fn events_for_entity<'py>(
+        &self,
+        py: Python<'py>,
+        entity_type: &Bound<'py, PyAny>,
+        entity_id: &Bound<'py, PyAny>,
+        from_version: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filter = Filter {
+            entity_type: Some(enum_value(entity_type, "entity_type")?),
+            entity_id: Some(str_arg(entity_id, "entity_id")?),
+            from_version: Some(int_arg(from_version, "from_version")?),
+            ..Filter::all()
+        };
+        let records = self.run(py, move |b| b.query(&filter))?;
+        to_list(py, records)
+    }
+
+    fn events_for_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: &Bound<'py, PyAny>,
+        from_sequence: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filter = Filter {
+            workflow_id: Some(str_arg(workflow_id, "workflow_id")?),
+            from_sequence: Some(int_arg(from_sequence, "from_sequence")?),
+            ..Filter::all()
+        };
+        let records = self.run(py, move |b| b.query(&filter))?;
+        to_list(py, records)
+    }
+
+    fn events_since<'py>(
+        &self,
+        py: Python<'py>,
+        sequence: &Bound<'py, PyAny>,
+        limit: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let limit = int_arg(limit, "limit")?;
+        if limit < 0 {
+            return raise(Kind::InvalidArgument, format!("limit must be >= 0, not {limit}"));
+        }
+        let filter = Filter {
+            from_sequence: Some(int_arg(sequence, "sequence")?),
+            limit: Some(limit),
+            ..Filter::all()
+        };
+        let records = self.run(py, move |b| b.query(&filter))?;
+        to_list(py, records)
+    }
+
+    fn event_by_id(&self, py: Python<'_>, event_id: &Bound<'_, PyAny>) -> PyResult<Option<Event>> {
+        let id = str_arg(event_id, "event_id")?;
+        Ok(self.run(py, move |b| b.by_id(&id))?.map(Event::from_record))
+    }
+
+    fn current_sequence(&self, py: Python<'_>) -> PyResult<i64> {
+        self.run(py, |b| b.current_sequence())
+    }
+
+    /// Release the database; later calls raise `StoreClosedError`.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.backend.close())
+    }
+}

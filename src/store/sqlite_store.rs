@@ -1,0 +1,523 @@
+//! The SQLite backend (rusqlite, bundled SQLite).
+//!
+//! One writer connection appends inside `BEGIN IMMEDIATE` transactions, so
+//! sequences (the table's rowid) are assigned under SQLite's write lock and
+//! stay unique across threads and processes; under contention a writer waits
+//! up to the busy timeout. Readers take connections from a small pool and, in
+//! WAL mode, never block the writer. All of it runs without the GIL.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use super::filter::OrderBy;
+use super::{Backend, Filter};
+use crate::errors::{CoreError, CoreResult, Kind};
+use crate::event::EventRecord;
+
+/// The on-disk schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS event_store_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO event_store_meta (key, value) VALUES ('schema_version', '1');
+CREATE TABLE IF NOT EXISTS event_log (
+    sequence INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp_us INTEGER NOT NULL,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id TEXT,
+    actor TEXT NOT NULL,
+    source_handler TEXT,
+    schema_version INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS event_log_event_id ON event_log (event_id);
+-- The rowid (sequence) is implicitly the last index column: these serve
+-- 'workflow_id = ? AND sequence > ? ORDER BY sequence' without a sort.
+CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_id);
+CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_id);
+";
+
+const COLUMNS: &str = "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
+     version, data, correlation_id, causation_id, actor, source_handler, schema_version";
+
+const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
+     workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// How much a commit survives (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// WAL is synced at checkpoints only: survives a process crash; a power
+    /// loss or OS crash may lose the last commits (never corrupts).
+    Normal,
+    /// Every commit is synced before it returns: survives power loss.
+    Full,
+}
+
+impl Synchronous {
+    pub fn parse(text: &str) -> CoreResult<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "NORMAL" => Ok(Synchronous::Normal),
+            "FULL" => Ok(Synchronous::Full),
+            _ => Err(CoreError::new(
+                Kind::InvalidArgument,
+                format!("synchronous must be 'NORMAL' or 'FULL', not {text:?}"),
+            )),
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+impl Location {
+    /// Parse `sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:`.
+    pub fn parse(url: &str) -> CoreResult<Self> {
+        let Some(rest) = url.strip_prefix("sqlite:///") else {
+            return Err(CoreError::new(
+                Kind::InvalidArgument,
+                format!(
+                    "not an SQLite URL: {url:?} (expected sqlite:///relative.db, sqlite:////absolute/path.db \
+                     or sqlite:///:memory:)"
+                ),
+            ));
+        };
+        if rest == ":memory:" {
+            return Ok(Location::Memory);
+        }
+        if rest.is_empty() || rest.ends_with('/') || rest.contains('\0') || rest.contains('?') {
+            return Err(CoreError::new(
+                Kind::InvalidArgument,
+                format!("SQLite URL {url:?} does not name a database file"),
+            ));
+        }
+        Ok(Location::File(PathBuf::from(rest)))
+    }
+}
+
+/// Connection settings shared by the writer and the readers.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub location: Location,
+    pub create_tables: bool,
+    pub synchronous: Synchronous,
+    pub busy_timeout: Duration,
+}
+
+pub struct SqliteBackend {
+    config: SqliteConfig,
+    writer: Mutex<Option<Connection>>,
+    /// Idle read connections (file databases only; `:memory:` reads through the writer).
+    readers: Mutex<Vec<Connection>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> CoreError {
+    let place = match &config.location {
+        Location::File(p) => p.display().to_string(),
+        Location::Memory => ":memory:".to_owned(),
+    };
+    let kind = match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::CannotOpen) => Kind::StoreOpen,
+        _ => Kind::Store,
+    };
+    let extra = if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
+        format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
+    } else {
+        String::new()
+    };
+    CoreError::new(kind, format!("{doing} in {place} failed: {err}{extra}"))
+}
+
+impl SqliteBackend {
+    /// Open (and, if asked, create) the event store at `config.location`.
+    /// On failure nothing is left behind: a file this call created is removed.
+    pub fn open(config: SqliteConfig) -> CoreResult<SqliteBackend> {
+        let created_file = match &config.location {
+            Location::File(path) => {
+                check_path(path, config.create_tables)?;
+                !path.exists()
+            }
+            Location::Memory => false,
+        };
+        let result = Self::open_writer(&config).and_then(|writer| {
+            Ok(SqliteBackend {
+                config: config.clone(),
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(Vec::new()),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
+        if result.is_err() && created_file {
+            if let Location::File(path) = &config.location {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+            }
+        }
+        result
+    }
+
+    fn connect(config: &SqliteConfig, create: bool) -> CoreResult<Connection> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = match &config.location {
+            Location::File(path) => Connection::open_with_flags(path, flags),
+            Location::Memory => Connection::open_in_memory_with_flags(flags),
+        }
+        .map_err(|e| sql_error(e, "opening the database", config))?;
+        conn.busy_timeout(config.busy_timeout)
+            .map_err(|e| sql_error(e, "setting the busy timeout", config))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn open_writer(config: &SqliteConfig) -> CoreResult<Connection> {
+        let conn = Self::connect(config, config.create_tables)?;
+        // The first real read tells a non-database file apart.
+        let has_log = table_exists(&conn, "event_log").map_err(|e| sql_error(e, "reading the schema", config))?;
+        if !config.create_tables && !has_log {
+            return Err(CoreError::new(
+                Kind::Schema,
+                format!(
+                    "{} is an SQLite database but not an event store (no event_log table); \
+                     open it with create_tables=True to add one",
+                    location_text(config)
+                ),
+            ));
+        }
+        if let Location::File(_) = config.location {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                .map_err(|e| sql_error(e, "switching to WAL", config))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(CoreError::new(
+                    Kind::StoreOpen,
+                    format!("{} cannot use WAL journaling (got {mode})", location_text(config)),
+                ));
+            }
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous={}; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;",
+            config.synchronous.pragma()
+        ))
+        .map_err(|e| sql_error(e, "configuring the connection", config))?;
+        if config.create_tables {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+                .map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    sql_error(e, "creating the event tables", config)
+                })?;
+        }
+        check_schema_version(&conn, config)?;
+        Ok(conn)
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> CoreResult<T>) -> CoreResult<T> {
+        let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(conn) => f(conn),
+            None => Err(self.closed_error()),
+        }
+    }
+
+    /// Run `f` on a read connection (the writer for `:memory:`).
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> CoreResult<T>) -> CoreResult<T> {
+        if self.config.location == Location::Memory {
+            return self.with_writer(|c| f(c));
+        }
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Self::connect(&self.config, false)?;
+                c.execute_batch("PRAGMA cache_size=-32768; PRAGMA query_only=1;")
+                    .map_err(|e| sql_error(e, "configuring a reader", &self.config))?;
+                c
+            }
+        };
+        let result = f(&conn);
+        if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        }
+        result
+    }
+
+    fn closed_error(&self) -> CoreError {
+        CoreError::new(Kind::StoreClosed, format!("the event store {} is closed", location_text(&self.config)))
+    }
+
+    fn read_records(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> CoreResult<Vec<Arc<EventRecord>>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(|e| sql_error(e, "preparing a query", &self.config))?;
+            let mut rows = stmt.query(params).map_err(|e| sql_error(e, "querying events", &self.config))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| sql_error(e, "reading events", &self.config))? {
+                out.push(Arc::new(row_to_record(row)?));
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn location_text(config: &SqliteConfig) -> String {
+    match &config.location {
+        Location::File(p) => p.display().to_string(),
+        Location::Memory => ":memory:".to_owned(),
+    }
+}
+
+fn check_path(path: &Path, create: bool) -> CoreResult<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(CoreError::new(
+            Kind::StoreOpen,
+            format!("cannot open {}: directory {} does not exist", path.display(), parent.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(CoreError::new(Kind::StoreOpen, format!("cannot open {}: it is a directory", path.display())));
+    }
+    if !create && !path.exists() {
+        return Err(CoreError::new(
+            Kind::StoreOpen,
+            format!("{} does not exist (pass create_tables=True to create it)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<()> {
+    let version: Option<String> = if table_exists(conn, "event_store_meta").unwrap_or(false) {
+        conn.query_row("SELECT value FROM event_store_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .ok()
+    } else {
+        None
+    };
+    match version.as_deref().map(str::parse::<i64>) {
+        Some(Ok(v)) if v <= SCHEMA_VERSION => Ok(()),
+        Some(Ok(v)) => Err(CoreError::new(
+            Kind::Schema,
+            format!(
+                "{} holds event store schema v{v}, newer than this build's v{SCHEMA_VERSION}; upgrade stabilize-events",
+                location_text(config)
+            ),
+        )),
+        _ => Err(CoreError::new(
+            Kind::Schema,
+            format!("{} has an event_log table but no readable event_store_meta schema version", location_text(config)),
+        )),
+    }
+}
+
+fn corrupt(sequence: i64, what: &str) -> CoreError {
+    CoreError::new(Kind::CorruptEvent, format!("stored event at sequence {sequence} is corrupt: {what}"))
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
+    let sequence = match row.get_ref(0) {
+        Ok(ValueRef::Integer(i)) => i,
+        _ => return Err(corrupt(0, "sequence is not an integer")),
+    };
+    let text = |i: usize, name: &str| -> CoreResult<String> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Text(t)) => String::from_utf8(t.to_vec()).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
+            _ => Err(corrupt(sequence, &format!("{name} is not text"))),
+        }
+    };
+    let opt_text = |i: usize, name: &str| -> CoreResult<Option<String>> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Null) => Ok(None),
+            _ => text(i, name).map(Some),
+        }
+    };
+    let int = |i: usize, name: &str| -> CoreResult<i64> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Integer(v)) => Ok(v),
+            _ => Err(corrupt(sequence, &format!("{name} is not an integer"))),
+        }
+    };
+    let data = match row.get_ref(8) {
+        Ok(ValueRef::Blob(b)) => b.to_vec(),
+        _ => return Err(corrupt(sequence, "data is not a blob")),
+    };
+    Ok(EventRecord {
+        sequence,
+        event_id: text(1, "event_id")?,
+        event_type: text(2, "event_type")?,
+        timestamp_us: int(3, "timestamp_us")?,
+        entity_type: text(4, "entity_type")?,
+        entity_id: text(5, "entity_id")?,
+        workflow_id: text(6, "workflow_id")?,
+        version: int(7, "version")?,
+        data,
+        correlation_id: text(9, "correlation_id")?,
+        causation_id: opt_text(10, "causation_id")?,
+        actor: text(11, "actor")?,
+        source_handler: opt_text(12, "source_handler")?,
+        schema_version: int(13, "schema_version")?,
+    })
+}
+
+/// `WHERE ...` for a filter, with its parameters.
+fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from(" WHERE 1=1");
+    let mut params: Vec<Value> = Vec::new();
+    let eq = |col: &str, v: &Option<String>, sql: &mut String, params: &mut Vec<Value>| {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {col} = ?"));
+            params.push(Value::Text(v.clone()));
+        }
+    };
+    eq("workflow_id", &filter.workflow_id, &mut sql, &mut params);
+    eq("entity_id", &filter.entity_id, &mut sql, &mut params);
+    eq("entity_type", &filter.entity_type, &mut sql, &mut params);
+    if let Some(types) = &filter.event_types {
+        sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));
+        params.extend(types.iter().map(|t| Value::Text(t.clone())));
+    }
+    let bounds: [(&str, Option<i64>); 5] = [
+        ("sequence >", filter.from_sequence),
+        ("sequence <=", filter.to_sequence),
+        ("timestamp_us >=", filter.from_timestamp),
+        ("timestamp_us <=", filter.to_timestamp),
+        ("version >", filter.from_version),
+    ];
+    for (cmp, value) in bounds {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {cmp} ?"));
+            params.push(Value::Integer(v));
+        }
+    }
+    (sql, params)
+}
+
+impl Backend for SqliteBackend {
+    fn append(&self, records: &mut [EventRecord]) -> CoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_error(e, "starting a write transaction", &self.config))?;
+            {
+                let mut stmt = tx.prepare_cached(INSERT).map_err(|e| sql_error(e, "preparing the insert", &self.config))?;
+                for r in records.iter_mut() {
+                    let inserted = stmt.execute(rusqlite::params![
+                        r.event_id,
+                        r.event_type,
+                        r.timestamp_us,
+                        r.entity_type,
+                        r.entity_id,
+                        r.workflow_id,
+                        r.version,
+                        r.data,
+                        r.correlation_id,
+                        r.causation_id,
+                        r.actor,
+                        r.source_handler,
+                        r.schema_version,
+                    ]);
+                    match inserted {
+                        Ok(_) => r.sequence = tx.last_insert_rowid(),
+                        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                            return Err(CoreError::new(
+                                Kind::DuplicateEvent,
+                                format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                            ));
+                        }
+                        Err(e) => return Err(sql_error(e, "appending events", &self.config)),
+                    }
+                }
+            }
+            tx.commit().map_err(|e| sql_error(e, "committing appended events", &self.config))
+        })
+    }
+
+    fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
+        let (mut sql, mut params) = where_clause(filter);
+        let dir = if filter.ascending { "ASC" } else { "DESC" };
+        match filter.order_by {
+            OrderBy::Sequence => sql.push_str(&format!(" ORDER BY sequence {dir}")),
+            OrderBy::Timestamp => sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}")),
+        }
+        if filter.limit.is_some() || filter.offset > 0 {
+            sql.push_str(" LIMIT ? OFFSET ?");
+            params.push(rusqlite::types::Value::Integer(filter.limit.unwrap_or(-1)));
+            params.push(rusqlite::types::Value::Integer(filter.offset));
+        }
+        let full = format!("SELECT {COLUMNS} FROM event_log{sql}");
+        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+        self.read_records(&full, &refs)
+    }
+
+    fn count(&self, filter: &Filter) -> CoreResult<i64> {
+        let (sql, params) = where_clause(filter);
+        let full = format!("SELECT count(*) FROM event_log{sql}");
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&full).map_err(|e| sql_error(e, "preparing a count", &self.config))?;
+            stmt.query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))
+                .map_err(|e| sql_error(e, "counting events", &self.config))
+        })
+    }
+
+    fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>> {
+        let sql = format!("SELECT {COLUMNS} FROM event_log WHERE event_id = ?");
+        Ok(self.read_records(&sql, &[&event_id])?.into_iter().next())
+    }
+
+    fn current_sequence(&self) -> CoreResult<i64> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT coalesce(max(sequence), 0) FROM event_log", [], |r| r.get(0))
+                .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
+        })
+    }
+
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
