@@ -43,3 +43,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     Ok(())
 }
+
+// Records are allocated and freed by the thousand per query; mimalloc keeps
+// that off glibc's slower paths and avoids returning pages to the OS each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::key_cache::KeyCache;
+use super::key_cache::{KeyCache, MAX_KEY_LEN, MAX_VALUE_LEN};
 use super::{ext, MAX_DEPTH};
 use crate::pyrefs;
 use crate::time;
@@ -87,6 +87,11 @@ impl<'a, 'py> Reader<'a, 'py> {
         std::str::from_utf8(raw).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))
     }
 
+    fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
+        let text = self.text(n)?;
+        Ok(self.keys.get(self.py, text, MAX_VALUE_LEN).into_any())
+    }
+
     fn value(&mut self, depth: usize) -> Result<Bound<'py, PyAny>> {
         let py = self.py;
         let m = self.u8()?;
@@ -96,7 +101,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             0x90..=0x9f => return self.array((m & 0x0f) as usize, depth),
             0xa0..=0xbf => {
                 let n = (m & 0x1f) as usize;
-                pyo3::types::PyString::new(py, self.text(n)?).into_any()
+                self.string(n)?
             }
             0xc0 => py.None().into_bound(py),
             0xc2 => pyo3::types::PyBool::new(py, false).to_owned().into_any(),
@@ -142,15 +147,15 @@ impl<'a, 'py> Reader<'a, 'py> {
             0xd8 => return self.ext(16),
             0xd9 => {
                 let n = self.u8()? as usize;
-                pyo3::types::PyString::new(py, self.text(n)?).into_any()
+                self.string(n)?
             }
             0xda => {
                 let n = self.len16()?;
-                pyo3::types::PyString::new(py, self.text(n)?).into_any()
+                self.string(n)?
             }
             0xdb => {
                 let n = self.len32()?;
-                pyo3::types::PyString::new(py, self.text(n)?).into_any()
+                self.string(n)?
             }
             0xdc => {
                 let n = self.len16()?;
@@ -219,7 +224,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             }
         };
         let text = self.text(n)?;
-        Ok(self.keys.get(self.py, text).into_any())
+        Ok(self.keys.get(self.py, text, MAX_KEY_LEN).into_any())
     }
 
     fn ext(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {

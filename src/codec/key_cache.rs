@@ -1,14 +1,17 @@
-//! A small direct-mapped cache of Python strings for dict keys.
+//! A small direct-mapped cache of Python strings.
 //!
-//! Event payloads repeat the same few keys millions of times; handing back a
-//! cached `str` (one incref) is much cheaper than building a new one.
+//! Event payloads repeat the same few keys (and many short values such as
+//! statuses) millions of times; handing back a cached `str` (one incref) is
+//! cheaper than building a new one, and allocates nothing.
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 const SLOTS: usize = 4096;
-/// Longer keys are rare and not worth caching.
-const MAX_LEN: usize = 64;
+/// Longest key cached; longer keys are rare.
+pub const MAX_KEY_LEN: usize = 64;
+/// Longest value cached: short values repeat (statuses, types), long ones rarely do.
+pub const MAX_VALUE_LEN: usize = 16;
 
 struct Slot {
     hash: u64,
@@ -26,8 +29,8 @@ impl KeyCache {
     }
 
     /// The Python string for `text`, from the cache when it was seen before.
-    pub fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
-        if text.len() > MAX_LEN {
+    pub fn get<'py>(&mut self, py: Python<'py>, text: &str, max_len: usize) -> Bound<'py, PyString> {
+        if text.len() > max_len {
             return PyString::new(py, text);
         }
         let hash = fx_hash(text.as_bytes());
