@@ -56,7 +56,10 @@ pub struct CoreError {
 
 impl CoreError {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        CoreError { kind, message: message.into() }
+        CoreError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 

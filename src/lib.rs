@@ -19,7 +19,10 @@ use errors::{CoreError, Kind};
 
 /// Encode a payload as the stores do (msgpack with extension types).
 #[pyfunction]
-fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+fn encode_payload<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(128);
     codec::encode::encode(value, &mut out)
         .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path("data"), e.message)))?;
@@ -29,8 +32,13 @@ fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<B
 /// Decode bytes made by `encode_payload`.
 #[pyfunction]
 fn decode_payload<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    codec::decode::decode(py, data)
-        .map_err(|e| CoreError::new(Kind::CorruptEvent, format!("payload cannot be decoded: {}", e.0)).into())
+    codec::decode::decode(py, data).map_err(|e| {
+        CoreError::new(
+            Kind::CorruptEvent,
+            format!("payload cannot be decoded: {}", e.0),
+        )
+        .into()
+    })
 }
 
 #[pymodule]

@@ -64,12 +64,18 @@ cached_class!(frozen_instance_error, "dataclasses", "FrozenInstanceError");
 /// `datetime.timezone.utc`.
 pub fn utc(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    CELL.get_or_try_init(py, || Ok::<_, PyErr>(timezone_class(py)?.getattr("utc")?.unbind()))
-        .map(|o| o.bind(py))
+    CELL.get_or_try_init(py, || {
+        Ok::<_, PyErr>(timezone_class(py)?.getattr("utc")?.unbind())
+    })
+    .map(|o| o.bind(py))
 }
 
 /// Keyword arguments dict `{k: v}` helper for the few Python calls that need one.
-pub fn kwargs1<'py>(py: Python<'py>, key: &str, value: impl IntoPyObject<'py>) -> PyResult<Bound<'py, PyDict>> {
+pub fn kwargs1<'py>(
+    py: Python<'py>,
+    key: &str,
+    value: impl IntoPyObject<'py>,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(key, value)?;
     Ok(d)

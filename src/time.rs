@@ -56,10 +56,14 @@ pub fn datetime_fields(dt: &Bound<'_, PyAny>) -> PyResult<Fields> {
     let offset_seconds = if offset.is_none() {
         None
     } else {
-        let secs: i64 = offset.getattr("days")?.extract::<i64>()? * 86_400 + offset.getattr("seconds")?.extract::<i64>()?;
+        let secs: i64 = offset.getattr("days")?.extract::<i64>()? * 86_400
+            + offset.getattr("seconds")?.extract::<i64>()?;
         Some(secs)
     };
-    Ok(Fields { wall_micros, offset_seconds })
+    Ok(Fields {
+        wall_micros,
+        offset_seconds,
+    })
 }
 
 /// The instant of a datetime in UTC microseconds; naive datetimes are taken as UTC.
@@ -85,7 +89,8 @@ pub fn datetime_from_wall<'py>(
     };
     let dt = PyDateTime::new(
         py,
-        i32::try_from(y).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?,
+        i32::try_from(y)
+            .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?,
         m as u8,
         d as u8,
         (secs / 3600) as u8,

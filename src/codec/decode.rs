@@ -25,10 +25,18 @@ pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
     // One lock per payload, not per key; the GIL already serialises callers.
     let mut guard = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let cache = guard.get_or_insert_with(KeyCache::new);
-    let mut reader = Reader { py, buf: bytes, pos: 0, keys: cache };
+    let mut reader = Reader {
+        py,
+        buf: bytes,
+        pos: 0,
+        keys: cache,
+    };
     let value = reader.value(0)?;
     if reader.pos != bytes.len() {
-        return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
+        return err(format!(
+            "{} trailing bytes after the payload",
+            bytes.len() - reader.pos
+        ));
     }
     Ok(value)
 }
@@ -174,7 +182,12 @@ impl<'a, 'py> Reader<'a, 'py> {
                 return self.map(n, depth);
             }
             0xe0..=0xff => num(py, (m as i8) as i64),
-            0xc1 => return err(format!("invalid msgpack marker 0xc1 at byte {}", self.pos - 1)),
+            0xc1 => {
+                return err(format!(
+                    "invalid msgpack marker 0xc1 at byte {}",
+                    self.pos - 1
+                ))
+            }
         };
         Ok(obj)
     }
@@ -185,7 +198,10 @@ impl<'a, 'py> Reader<'a, 'py> {
         }
         // Every element takes at least one byte: a length beyond the rest is corrupt.
         if n > self.buf.len() - self.pos {
-            return err(format!("container of {n} items at byte {} is longer than the payload", self.pos));
+            return err(format!(
+                "container of {n} items at byte {} is longer than the payload",
+                self.pos
+            ));
         }
         Ok(())
     }
@@ -196,7 +212,9 @@ impl<'a, 'py> Reader<'a, 'py> {
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
-        Ok(PyList::new(self.py, items).map_err(|e| self.py_err(e))?.into_any())
+        Ok(PyList::new(self.py, items)
+            .map_err(|e| self.py_err(e))?
+            .into_any())
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Bound<'py, PyAny>> {
@@ -258,13 +276,17 @@ impl<'a, 'py> Reader<'a, 'py> {
                 c.call((), Some(&kwargs))
             }),
             ext::DECIMAL => {
-                let text = std::str::from_utf8(payload).map_err(|e| DecodeError(format!("invalid decimal text: {e}")))?;
+                let text = std::str::from_utf8(payload)
+                    .map_err(|e| DecodeError(format!("invalid decimal text: {e}")))?;
                 pyrefs::decimal_class(py).and_then(|c| c.call1((text,)))
             }
             ext::BIGINT => {
                 let kwargs = pyrefs::kwargs1(py, "signed", true).map_err(|e| self.py_err(e))?;
-                py.get_type::<pyo3::types::PyInt>()
-                    .call_method("from_bytes", (PyBytes::new(py, payload), "little"), Some(&kwargs))
+                py.get_type::<pyo3::types::PyInt>().call_method(
+                    "from_bytes",
+                    (PyBytes::new(py, payload), "little"),
+                    Some(&kwargs),
+                )
             }
             _ => return err(format!("unknown extension type {code} of {n} bytes")),
         };

@@ -38,7 +38,12 @@ fn cell_with(py: Python<'_>, value: Option<&Py<PyAny>>) -> PyOnceLock<Py<PyAny>>
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
-        Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
+        Event {
+            rec,
+            data: PyOnceLock::new(),
+            metadata: PyOnceLock::new(),
+            timestamp: PyOnceLock::new(),
+        }
     }
 
     pub fn record(&self) -> &Arc<EventRecord> {
@@ -58,14 +63,22 @@ impl Event {
     /// The record to store: the payload is (re-)encoded if Python holds it, since a
     /// dict may have been changed after construction.
     pub fn to_record(&self, py: Python<'_>) -> Result<EventRecord, CoreError> {
-        let mut rec = EventRecord { data: Vec::new(), ..(*self.rec).clone() };
+        let mut rec = EventRecord {
+            data: Vec::new(),
+            ..(*self.rec).clone()
+        };
         match self.data.get(py) {
             Some(obj) => {
                 let mut out = Vec::with_capacity(128);
                 codec::encode::encode(obj.bind(py), &mut out).map_err(|e| {
                     CoreError::new(
                         Kind::Payload,
-                        format!("{}: {} (event {})", e.path("data"), e.message, self.rec.event_id),
+                        format!(
+                            "{}: {} (event {})",
+                            e.path("data"),
+                            e.message,
+                            self.rec.event_id
+                        ),
                     )
                 })?;
                 rec.data = out;
@@ -87,7 +100,10 @@ impl Event {
                         ),
                     )
                 })?;
-                if !pyrefs::event_types(py)?.by_value.contains_key(&self.rec.event_type) {
+                if !pyrefs::event_types(py)?
+                    .by_value
+                    .contains_key(&self.rec.event_type)
+                {
                     if let Ok(d) = obj.cast::<PyDict>() {
                         d.set_item(RAW_EVENT_TYPE, &self.rec.event_type)?;
                     }
@@ -99,14 +115,21 @@ impl Event {
 
     fn event_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let table = pyrefs::event_types(py)?;
-        match table.by_value.get(&self.rec.event_type).or(table.unknown.as_ref()) {
+        match table
+            .by_value
+            .get(&self.rec.event_type)
+            .or(table.unknown.as_ref())
+        {
             Some(m) => Ok(m.bind(py).clone()),
             None => raise(Kind::Store, "EventType has no UNKNOWN member"),
         }
     }
 
     fn entity_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match pyrefs::entity_types(py)?.by_value.get(&self.rec.entity_type) {
+        match pyrefs::entity_types(py)?
+            .by_value
+            .get(&self.rec.entity_type)
+        {
             Some(m) => Ok(m.bind(py).clone()),
             None => raise(
                 Kind::CorruptEvent,
@@ -134,7 +157,9 @@ impl Event {
 
     fn timestamp_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
         self.timestamp
-            .get_or_try_init(py, || Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind()))
+            .get_or_try_init(py, || {
+                Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind())
+            })
             .map(|o| o.bind(py))
     }
 
@@ -185,10 +210,16 @@ impl Event {
             o.filter(|v| !v.is_none()).cloned()
         }
         let text = |o: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<String> {
-            given(o).map(|v| str_arg(&v, name)).transpose().map(Option::unwrap_or_default)
+            given(o)
+                .map(|v| str_arg(&v, name))
+                .transpose()
+                .map(Option::unwrap_or_default)
         };
         let int = |o: Option<&Bound<'_, PyAny>>, name: &str, default: i64| -> PyResult<i64> {
-            given(o).map(|v| int_arg(&v, name)).transpose().map(|v| v.unwrap_or(default))
+            given(o)
+                .map(|v| int_arg(&v, name))
+                .transpose()
+                .map(|v| v.unwrap_or(default))
         };
 
         let data_obj = match given(data) {
@@ -213,7 +244,10 @@ impl Event {
             Some(t) => {
                 let v = enum_value(&t, "entity_type")?;
                 if !pyrefs::entity_types(py)?.by_value.contains_key(&v) {
-                    return raise(Kind::InvalidArgument, format!("entity_type {v:?} is not one of workflow, stage, task"));
+                    return raise(
+                        Kind::InvalidArgument,
+                        format!("entity_type {v:?} is not one of workflow, stage, task"),
+                    );
                 }
                 v
             }
@@ -340,14 +374,20 @@ impl Event {
         let r = &self.rec;
         d.set_item("event_id", &r.event_id)?;
         d.set_item("event_type", self.event_type_object(py)?.getattr("value")?)?;
-        d.set_item("timestamp", self.timestamp_object(py)?.call_method0("isoformat")?)?;
+        d.set_item(
+            "timestamp",
+            self.timestamp_object(py)?.call_method0("isoformat")?,
+        )?;
         d.set_item("sequence", r.sequence)?;
         d.set_item("entity_type", &r.entity_type)?;
         d.set_item("entity_id", &r.entity_id)?;
         d.set_item("workflow_id", &r.workflow_id)?;
         d.set_item("version", r.version)?;
         d.set_item("data", self.data_object(py)?)?;
-        d.set_item("metadata", self.metadata_object(py)?.call_method0("to_dict")?)?;
+        d.set_item(
+            "metadata",
+            self.metadata_object(py)?.call_method0("to_dict")?,
+        )?;
         d.set_item("schema_version", r.schema_version)?;
         Ok(d)
     }
@@ -358,7 +398,13 @@ impl Event {
         let py = cls.py();
         let kwargs = PyDict::new(py);
         for key in [
-            "event_id", "event_type", "sequence", "entity_type", "entity_id", "workflow_id", "version",
+            "event_id",
+            "event_type",
+            "sequence",
+            "entity_type",
+            "entity_id",
+            "workflow_id",
+            "version",
             "schema_version",
         ] {
             if let Some(v) = data.get_item(key)? {
@@ -371,7 +417,10 @@ impl Event {
                     Some(t) => format!("{t}+00:00"),
                     None => text,
                 };
-                kwargs.set_item("timestamp", pyrefs::datetime_class(py)?.call_method1("fromisoformat", (text,))?)?;
+                kwargs.set_item(
+                    "timestamp",
+                    pyrefs::datetime_class(py)?.call_method1("fromisoformat", (text,))?,
+                )?;
             } else if !ts.is_none() {
                 kwargs.set_item("timestamp", ts)?;
             }
@@ -399,11 +448,17 @@ impl Event {
         }
         if let Some(m) = data.get_item("metadata")? {
             if let Ok(m) = m.cast::<PyDict>() {
-                let meta = py.get_type::<EventMetadata>().call_method1("from_dict", (m,))?;
+                let meta = py
+                    .get_type::<EventMetadata>()
+                    .call_method1("from_dict", (m,))?;
                 kwargs.set_item("metadata", meta)?;
             }
         }
-        Ok(cls.call((), Some(&kwargs))?.cast_into::<Event>()?.get().clone_in(py))
+        Ok(cls
+            .call((), Some(&kwargs))?
+            .cast_into::<Event>()?
+            .get()
+            .clone_in(py))
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -425,7 +480,10 @@ impl Event {
         let equal = same_head
             && self.metadata_object(py)?.eq(o.metadata_object(py)?)?
             && self.data_object(py)?.eq(o.data_object(py)?)?;
-        Ok(pyo3::types::PyBool::new(py, equal).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, equal)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
@@ -447,15 +505,31 @@ impl Event {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        PyTuple::new(py, [slf.get_type().into_any(), slf.get().field_tuple(py)?.into_any()])
+        PyTuple::new(
+            py,
+            [
+                slf.get_type().into_any(),
+                slf.get().field_tuple(py)?.into_any(),
+            ],
+        )
     }
 
     fn __setattr__(&self, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
-        Python::attach(|py| Err(PyErr::from_type(pyrefs::frozen_instance_error(py)?.clone(), format!("cannot assign to field '{name}'"))))
+        Python::attach(|py| {
+            Err(PyErr::from_type(
+                pyrefs::frozen_instance_error(py)?.clone(),
+                format!("cannot assign to field '{name}'"),
+            ))
+        })
     }
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
-        Python::attach(|py| Err(PyErr::from_type(pyrefs::frozen_instance_error(py)?.clone(), format!("cannot delete field '{name}'"))))
+        Python::attach(|py| {
+            Err(PyErr::from_type(
+                pyrefs::frozen_instance_error(py)?.clone(),
+                format!("cannot delete field '{name}'"),
+            ))
+        })
     }
 }
 

@@ -38,7 +38,10 @@ pub struct Filter {
 impl Filter {
     /// Everything, by ascending sequence.
     pub fn all() -> Filter {
-        Filter { ascending: true, ..Default::default() }
+        Filter {
+            ascending: true,
+            ..Default::default()
+        }
     }
 
     /// Read an `EventQuery` (or any object with its attributes), checking every field.
@@ -46,18 +49,28 @@ impl Filter {
         let py = query.py();
         let attr = |name: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             let v = query.getattr(name).or_else(|_| {
-                raise(Kind::ArgumentType, format!("query must be an EventQuery (it has no attribute {name:?})"))
+                raise(
+                    Kind::ArgumentType,
+                    format!("query must be an EventQuery (it has no attribute {name:?})"),
+                )
             })?;
             Ok(if v.is_none() { None } else { Some(v) })
         };
         let opt_int = |name: &str| -> PyResult<Option<i64>> {
-            attr(name)?.map(|v| int_arg(&v, &format!("EventQuery.{name}"))).transpose()
+            attr(name)?
+                .map(|v| int_arg(&v, &format!("EventQuery.{name}")))
+                .transpose()
         };
         let opt_ts = |name: &str| -> PyResult<Option<i64>> {
             match attr(name)? {
                 None => Ok(None),
-                Some(v) if v.is_instance(crate::pyrefs::datetime_class(py)?)? => Ok(Some(time::utc_micros(&v)?)),
-                Some(_) => raise(Kind::ArgumentType, format!("EventQuery.{name} must be a datetime")),
+                Some(v) if v.is_instance(crate::pyrefs::datetime_class(py)?)? => {
+                    Ok(Some(time::utc_micros(&v)?))
+                }
+                Some(_) => raise(
+                    Kind::ArgumentType,
+                    format!("EventQuery.{name} must be a datetime"),
+                ),
             }
         };
         let event_types = match attr("event_types")? {
@@ -68,7 +81,11 @@ impl Filter {
                     values.push(enum_value(&item?, "EventQuery.event_types[]")?);
                 }
                 // An empty list filters nothing, as in the reference.
-                if values.is_empty() { None } else { Some(values) }
+                if values.is_empty() {
+                    None
+                } else {
+                    Some(values)
+                }
             }
         };
         let order_by = match attr("order_by")? {
@@ -79,7 +96,9 @@ impl Filter {
                 other => {
                     return raise(
                         Kind::InvalidArgument,
-                        format!("EventQuery.order_by must be 'sequence' or 'timestamp', not {other:?}"),
+                        format!(
+                            "EventQuery.order_by must be 'sequence' or 'timestamp', not {other:?}"
+                        ),
                     )
                 }
             },
@@ -88,19 +107,31 @@ impl Filter {
             let limit = opt_int("limit")?;
             let offset = opt_int("offset")?.unwrap_or(0);
             if limit.is_some_and(|l| l < 0) {
-                return raise(Kind::InvalidArgument, format!("EventQuery.limit must be >= 0, not {}", limit.unwrap_or(0)));
+                return raise(
+                    Kind::InvalidArgument,
+                    format!("EventQuery.limit must be >= 0, not {}", limit.unwrap_or(0)),
+                );
             }
             if offset < 0 {
-                return raise(Kind::InvalidArgument, format!("EventQuery.offset must be >= 0, not {offset}"));
+                return raise(
+                    Kind::InvalidArgument,
+                    format!("EventQuery.offset must be >= 0, not {offset}"),
+                );
             }
             (limit, offset)
         } else {
             (None, 0)
         };
         Ok(Filter {
-            entity_type: attr("entity_type")?.map(|v| enum_value(&v, "EventQuery.entity_type")).transpose()?,
-            entity_id: attr("entity_id")?.map(|v| str_arg(&v, "EventQuery.entity_id")).transpose()?,
-            workflow_id: attr("workflow_id")?.map(|v| str_arg(&v, "EventQuery.workflow_id")).transpose()?,
+            entity_type: attr("entity_type")?
+                .map(|v| enum_value(&v, "EventQuery.entity_type"))
+                .transpose()?,
+            entity_id: attr("entity_id")?
+                .map(|v| str_arg(&v, "EventQuery.entity_id"))
+                .transpose()?,
+            workflow_id: attr("workflow_id")?
+                .map(|v| str_arg(&v, "EventQuery.workflow_id"))
+                .transpose()?,
             event_types,
             from_sequence: opt_int("from_sequence")?,
             to_sequence: opt_int("to_sequence")?,
@@ -125,7 +156,10 @@ impl Filter {
         eq(&self.entity_type, &rec.entity_type)
             && eq(&self.entity_id, &rec.entity_id)
             && eq(&self.workflow_id, &rec.workflow_id)
-            && self.event_types.as_ref().is_none_or(|ts| ts.iter().any(|t| t == &rec.event_type))
+            && self
+                .event_types
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|t| t == &rec.event_type))
             && self.from_sequence.is_none_or(|s| rec.sequence > s)
             && self.to_sequence.is_none_or(|s| rec.sequence <= s)
             && self.from_timestamp.is_none_or(|t| rec.timestamp_us >= t)

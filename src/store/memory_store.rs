@@ -25,7 +25,9 @@ pub struct MemoryBackend {
 
 impl MemoryBackend {
     pub fn new() -> Self {
-        MemoryBackend { state: RwLock::new(Some(State::default())) }
+        MemoryBackend {
+            state: RwLock::new(Some(State::default())),
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> CoreResult<T> {
@@ -54,7 +56,10 @@ impl Backend for MemoryBackend {
             if state.by_id.contains_key(&r.event_id) || !seen.insert(r.event_id.as_str()) {
                 return Err(CoreError::new(
                     Kind::DuplicateEvent,
-                    format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                    format!(
+                        "event {} is already stored; nothing of this batch was written",
+                        r.event_id
+                    ),
                 ));
             }
         }
@@ -62,8 +67,16 @@ impl Backend for MemoryBackend {
             let index = state.events.len();
             r.sequence = index as i64 + 1;
             state.by_id.insert(r.event_id.clone(), index);
-            state.by_workflow.entry(r.workflow_id.clone()).or_default().push(index);
-            state.by_entity.entry(r.entity_id.clone()).or_default().push(index);
+            state
+                .by_workflow
+                .entry(r.workflow_id.clone())
+                .or_default()
+                .push(index);
+            state
+                .by_entity
+                .entry(r.entity_id.clone())
+                .or_default()
+                .push(index);
             state.events.push(Arc::new(r.clone()));
         }
         Ok(())
@@ -105,7 +118,10 @@ impl Backend for MemoryBackend {
 }
 
 /// The records worth testing against `filter`, in sequence order, using an index when one applies.
-fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
+fn candidates<'a>(
+    s: &'a State,
+    filter: &Filter,
+) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
     let indexed = match (&filter.workflow_id, &filter.entity_id) {
         (Some(w), _) => Some(s.by_workflow.get(w)),
         (None, Some(e)) => Some(s.by_entity.get(e)),
@@ -114,12 +130,16 @@ fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a 
     match indexed {
         Some(Some(idx)) => {
             // Skip straight past from_sequence: indexes are in sequence order.
-            let start = filter.from_sequence.map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
+            let start = filter
+                .from_sequence
+                .map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
             Box::new(idx[start..].iter().map(move |&i| &s.events[i]))
         }
         Some(None) => Box::new(std::iter::empty()),
         None => {
-            let start = filter.from_sequence.map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
+            let start = filter
+                .from_sequence
+                .map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
             Box::new(s.events[start..].iter())
         }
     }

@@ -22,13 +22,25 @@ pub struct NativeStore {
 }
 
 const FIELDS: [&str; 11] = [
-    "event_id", "event_type", "timestamp", "sequence", "entity_type", "entity_id", "workflow_id", "version",
-    "data", "metadata", "schema_version",
+    "event_id",
+    "event_type",
+    "timestamp",
+    "sequence",
+    "entity_type",
+    "entity_id",
+    "workflow_id",
+    "version",
+    "data",
+    "metadata",
+    "schema_version",
 ];
 
 /// Our `Event`, or an equivalent built from any object with the same fields
 /// (such as Stabilize's own dataclass).
-fn coerce_event<'py>(obj: &Bound<'py, PyAny>, position: Option<usize>) -> PyResult<Bound<'py, Event>> {
+fn coerce_event<'py>(
+    obj: &Bound<'py, PyAny>,
+    position: Option<usize>,
+) -> PyResult<Bound<'py, Event>> {
     if let Ok(e) = obj.cast::<Event>() {
         return Ok(e.clone());
     }
@@ -38,14 +50,24 @@ fn coerce_event<'py>(obj: &Bound<'py, PyAny>, position: Option<usize>) -> PyResu
         for f in FIELDS {
             kwargs.set_item(f, obj.getattr(f)?)?;
         }
-        return Ok(py.get_type::<Event>().call((), Some(&kwargs))?.cast_into::<Event>()?);
+        return Ok(py
+            .get_type::<Event>()
+            .call((), Some(&kwargs))?
+            .cast_into::<Event>()?);
     }
     let what = match position {
         Some(i) => format!("events[{i}]"),
         None => "event".to_owned(),
     };
-    let tname = obj.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
-    raise(Kind::ArgumentType, format!("{what} must be an Event, not {tname}"))
+    let tname = obj
+        .get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    raise(
+        Kind::ArgumentType,
+        format!("{what} must be an Event, not {tname}"),
+    )
 }
 
 fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
@@ -57,7 +79,11 @@ fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bou
 }
 
 impl NativeStore {
-    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&dyn Backend) -> CoreResult<T> + Send) -> PyResult<T> {
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&dyn Backend) -> CoreResult<T> + Send,
+    ) -> PyResult<T> {
         let backend: &dyn Backend = &*self.backend;
         Ok(py.detach(|| f(backend))?)
     }
@@ -102,7 +128,10 @@ impl NativeStore {
             None => 5000,
         };
         if busy_ms < 0 {
-            return raise(Kind::InvalidArgument, format!("busy_timeout_ms must be >= 0, not {busy_ms}"));
+            return raise(
+                Kind::InvalidArgument,
+                format!("busy_timeout_ms must be >= 0, not {busy_ms}"),
+            );
         }
         let create_tables = match create_tables {
             None => true,
@@ -116,21 +145,33 @@ impl NativeStore {
             busy_timeout: Duration::from_millis(busy_ms as u64),
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Box::new(backend) })
+        Ok(NativeStore {
+            backend: Box::new(backend),
+        })
     }
 
     /// A new, empty in-memory store.
     #[staticmethod]
     fn memory() -> NativeStore {
-        NativeStore { backend: Box::new(MemoryBackend::new()) }
+        NativeStore {
+            backend: Box::new(MemoryBackend::new()),
+        }
     }
 
-    fn append<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Event>> {
+    fn append<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, Event>> {
         let event = coerce_event(event, None)?;
         Ok(self.append_events(py, vec![event])?.remove(0))
     }
 
-    fn append_batch<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn append_batch<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut items = Vec::new();
         for (i, item) in events.try_iter()?.enumerate() {
             items.push(coerce_event(&item?, Some(i))?);
@@ -138,7 +179,11 @@ impl NativeStore {
         PyList::new(py, self.append_events(py, items)?)
     }
 
-    fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let filter = Filter::from_query(query, true)?;
         let records = self.run(py, move |b| b.query(&filter))?;
         to_list(py, records)
@@ -193,7 +238,10 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyList>> {
         let limit = int_arg(limit, "limit")?;
         if limit < 0 {
-            return raise(Kind::InvalidArgument, format!("limit must be >= 0, not {limit}"));
+            return raise(
+                Kind::InvalidArgument,
+                format!("limit must be >= 0, not {limit}"),
+            );
         }
         let filter = Filter {
             from_sequence: Some(int_arg(sequence, "sequence")?),

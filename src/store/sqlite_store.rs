@@ -50,7 +50,8 @@ CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_id);
 CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_id);
 ";
 
-const COLUMNS: &str = "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
+const COLUMNS: &str =
+    "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
      version, data, correlation_id, causation_id, actor, source_handler, schema_version";
 
 const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
@@ -146,7 +147,10 @@ fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> CoreEr
         _ => Kind::Store,
     };
     let extra = if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
-        format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
+        format!(
+            " (still locked after the busy timeout of {} ms)",
+            config.busy_timeout.as_millis()
+        )
     } else {
         String::new()
     };
@@ -164,13 +168,11 @@ impl SqliteBackend {
             }
             Location::Memory => false,
         };
-        let result = Self::open_writer(&config).and_then(|writer| {
-            Ok(SqliteBackend {
-                config: config.clone(),
-                writer: Mutex::new(Some(writer)),
-                readers: Mutex::new(Vec::new()),
-                closed: std::sync::atomic::AtomicBool::new(false),
-            })
+        let result = Self::open_writer(&config).map(|writer| SqliteBackend {
+            config: config.clone(),
+            writer: Mutex::new(Some(writer)),
+            readers: Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         if result.is_err() && created_file {
             if let Location::File(path) = &config.location {
@@ -203,7 +205,8 @@ impl SqliteBackend {
     fn open_writer(config: &SqliteConfig) -> CoreResult<Connection> {
         let conn = Self::connect(config, config.create_tables)?;
         // The first real read tells a non-database file apart.
-        let has_log = table_exists(&conn, "event_log").map_err(|e| sql_error(e, "reading the schema", config))?;
+        let has_log = table_exists(&conn, "event_log")
+            .map_err(|e| sql_error(e, "reading the schema", config))?;
         if !config.create_tables && !has_log {
             return Err(CoreError::new(
                 Kind::Schema,
@@ -221,7 +224,10 @@ impl SqliteBackend {
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(CoreError::new(
                     Kind::StoreOpen,
-                    format!("{} cannot use WAL journaling (got {mode})", location_text(config)),
+                    format!(
+                        "{} cannot use WAL journaling (got {mode})",
+                        location_text(config)
+                    ),
                 ));
             }
         }
@@ -269,21 +275,38 @@ impl SqliteBackend {
         };
         let result = f(&conn);
         if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            self.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
         }
         result
     }
 
     fn closed_error(&self) -> CoreError {
-        CoreError::new(Kind::StoreClosed, format!("the event store {} is closed", location_text(&self.config)))
+        CoreError::new(
+            Kind::StoreClosed,
+            format!("the event store {} is closed", location_text(&self.config)),
+        )
     }
 
-    fn read_records(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> CoreResult<Vec<Arc<EventRecord>>> {
+    fn read_records(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> CoreResult<Vec<Arc<EventRecord>>> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(sql).map_err(|e| sql_error(e, "preparing a query", &self.config))?;
-            let mut rows = stmt.query(params).map_err(|e| sql_error(e, "querying events", &self.config))?;
+            let mut stmt = conn
+                .prepare_cached(sql)
+                .map_err(|e| sql_error(e, "preparing a query", &self.config))?;
+            let mut rows = stmt
+                .query(params)
+                .map_err(|e| sql_error(e, "querying events", &self.config))?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| sql_error(e, "reading events", &self.config))? {
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(e, "reading events", &self.config))?
+            {
                 out.push(Arc::new(row_to_record(row)?));
             }
             Ok(out)
@@ -299,20 +322,33 @@ fn location_text(config: &SqliteConfig) -> String {
 }
 
 fn check_path(path: &Path, create: bool) -> CoreResult<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(CoreError::new(
             Kind::StoreOpen,
-            format!("cannot open {}: directory {} does not exist", path.display(), parent.display()),
+            format!(
+                "cannot open {}: directory {} does not exist",
+                path.display(),
+                parent.display()
+            ),
         ));
     }
     if path.is_dir() {
-        return Err(CoreError::new(Kind::StoreOpen, format!("cannot open {}: it is a directory", path.display())));
+        return Err(CoreError::new(
+            Kind::StoreOpen,
+            format!("cannot open {}: it is a directory", path.display()),
+        ));
     }
     if !create && !path.exists() {
         return Err(CoreError::new(
             Kind::StoreOpen,
-            format!("{} does not exist (pass create_tables=True to create it)", path.display()),
+            format!(
+                "{} does not exist (pass create_tables=True to create it)",
+                path.display()
+            ),
         ));
     }
     Ok(())
@@ -329,8 +365,12 @@ fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 
 fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<()> {
     let version: Option<String> = if table_exists(conn, "event_store_meta").unwrap_or(false) {
-        conn.query_row("SELECT value FROM event_store_meta WHERE key = 'schema_version'", [], |r| r.get(0))
-            .ok()
+        conn.query_row(
+            "SELECT value FROM event_store_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
     } else {
         None
     };
@@ -351,7 +391,10 @@ fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<
 }
 
 fn corrupt(sequence: i64, what: &str) -> CoreError {
-    CoreError::new(Kind::CorruptEvent, format!("stored event at sequence {sequence} is corrupt: {what}"))
+    CoreError::new(
+        Kind::CorruptEvent,
+        format!("stored event at sequence {sequence} is corrupt: {what}"),
+    )
 }
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
@@ -361,7 +404,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
     };
     let text = |i: usize, name: &str| -> CoreResult<String> {
         match row.get_ref(i) {
-            Ok(ValueRef::Text(t)) => String::from_utf8(t.to_vec()).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
+            Ok(ValueRef::Text(t)) => String::from_utf8(t.to_vec())
+                .map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
             _ => Err(corrupt(sequence, &format!("{name} is not text"))),
         }
     };
@@ -414,7 +458,10 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     eq("entity_id", &filter.entity_id, &mut sql, &mut params);
     eq("entity_type", &filter.entity_type, &mut sql, &mut params);
     if let Some(types) = &filter.event_types {
-        sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));
+        sql.push_str(&format!(
+            " AND event_type IN ({})",
+            vec!["?"; types.len()].join(",")
+        ));
         params.extend(types.iter().map(|t| Value::Text(t.clone())));
     }
     let bounds: [(&str, Option<i64>); 5] = [
@@ -443,7 +490,9 @@ impl Backend for SqliteBackend {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| sql_error(e, "starting a write transaction", &self.config))?;
             {
-                let mut stmt = tx.prepare_cached(INSERT).map_err(|e| sql_error(e, "preparing the insert", &self.config))?;
+                let mut stmt = tx
+                    .prepare_cached(INSERT)
+                    .map_err(|e| sql_error(e, "preparing the insert", &self.config))?;
                 for r in records.iter_mut() {
                     let inserted = stmt.execute(rusqlite::params![
                         r.event_id,
@@ -465,14 +514,18 @@ impl Backend for SqliteBackend {
                         Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
                             return Err(CoreError::new(
                                 Kind::DuplicateEvent,
-                                format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                                format!(
+                                    "event {} is already stored; nothing of this batch was written",
+                                    r.event_id
+                                ),
                             ));
                         }
                         Err(e) => return Err(sql_error(e, "appending events", &self.config)),
                     }
                 }
             }
-            tx.commit().map_err(|e| sql_error(e, "committing appended events", &self.config))
+            tx.commit()
+                .map_err(|e| sql_error(e, "committing appended events", &self.config))
         })
     }
 
@@ -481,7 +534,9 @@ impl Backend for SqliteBackend {
         let dir = if filter.ascending { "ASC" } else { "DESC" };
         match filter.order_by {
             OrderBy::Sequence => sql.push_str(&format!(" ORDER BY sequence {dir}")),
-            OrderBy::Timestamp => sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}")),
+            OrderBy::Timestamp => {
+                sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}"))
+            }
         }
         if filter.limit.is_some() || filter.offset > 0 {
             sql.push_str(" LIMIT ? OFFSET ?");
@@ -489,7 +544,8 @@ impl Backend for SqliteBackend {
             params.push(rusqlite::types::Value::Integer(filter.offset));
         }
         let full = format!("SELECT {COLUMNS} FROM event_log{sql}");
-        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+        let refs: Vec<&dyn rusqlite::ToSql> =
+            params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
         self.read_records(&full, &refs)
     }
 
@@ -497,7 +553,9 @@ impl Backend for SqliteBackend {
         let (sql, params) = where_clause(filter);
         let full = format!("SELECT count(*) FROM event_log{sql}");
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(&full).map_err(|e| sql_error(e, "preparing a count", &self.config))?;
+            let mut stmt = conn
+                .prepare_cached(&full)
+                .map_err(|e| sql_error(e, "preparing a count", &self.config))?;
             stmt.query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))
                 .map_err(|e| sql_error(e, "counting events", &self.config))
         })
@@ -510,14 +568,22 @@ impl Backend for SqliteBackend {
 
     fn current_sequence(&self) -> CoreResult<i64> {
         self.with_reader(|conn| {
-            conn.query_row("SELECT coalesce(max(sequence), 0) FROM event_log", [], |r| r.get(0))
-                .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
+            conn.query_row(
+                "SELECT coalesce(max(sequence), 0) FROM event_log",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
         })
     }
 
     fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
