@@ -12,7 +12,7 @@ and where: the event id, the sequence, the key path or the URL.
     ├── ArgumentTypeError (TypeError)       an argument of the wrong type
     ├── PayloadError (TypeError)            a value in ``data`` that cannot be stored; names the key path
     └── StoreError                          the store could not do what was asked
-        ├── StoreOpenError                  the database cannot be opened (missing directory or file, not SQLite)
+        ├── StoreOpenError                  cannot open the database (missing directory or file, not SQLite)
         │   └── SchemaError                 the database is not an event store of a version we can use
         ├── StoreClosedError                the store was closed
         ├── DuplicateEventError             an event with this event_id is already stored

@@ -30,3 +30,152 @@ pub trait Backend: Send + Sync {
     /// Release resources; later calls fail with `StoreClosedError`.
     fn close(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The backend contract in Rust terms, run against both backends (the
+    //! Python conformance suite covers the same ground through `NativeStore`).
+    use super::memory_store::MemoryBackend;
+    use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous};
+    use super::*;
+    use crate::errors::Kind;
+
+    fn record(id: &str, workflow: &str, entity: &str, ts: i64) -> EventRecord {
+        EventRecord {
+            event_id: id.to_owned(),
+            event_type: "task.started".to_owned(),
+            timestamp_us: ts,
+            entity_type: "task".to_owned(),
+            entity_id: entity.to_owned(),
+            workflow_id: workflow.to_owned(),
+            version: 1,
+            data: vec![0x80],
+            actor: "system".to_owned(),
+            schema_version: 1,
+            ..Default::default()
+        }
+    }
+
+    fn backends(dir: &std::path::Path) -> Vec<Box<dyn Backend>> {
+        let sqlite = |location| {
+            SqliteBackend::open(SqliteConfig {
+                location,
+                create_tables: true,
+                synchronous: Synchronous::Normal,
+                busy_timeout: std::time::Duration::from_secs(1),
+            })
+            .expect("open sqlite")
+        };
+        vec![
+            Box::new(MemoryBackend::new()),
+            Box::new(sqlite(Location::Memory)),
+            Box::new(sqlite(Location::File(dir.join("events.db")))),
+        ]
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("se-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn sequences_are_consecutive_and_batches_atomic() {
+        let dir = temp_dir("atomic");
+        for b in backends(&dir) {
+            let mut batch = vec![record("a", "w1", "t1", 10), record("b", "w2", "t2", 20)];
+            b.append(&mut batch).expect("append");
+            assert_eq!((batch[0].sequence, batch[1].sequence), (1, 2));
+            // "a" again in the middle of a batch: nothing of it is stored.
+            let mut dup = vec![record("c", "w1", "t1", 30), record("a", "w1", "t1", 40)];
+            let err = b.append(&mut dup).expect_err("duplicate");
+            assert_eq!(err.kind, Kind::DuplicateEvent);
+            assert!(err.message.contains("event a"), "{}", err.message);
+            assert_eq!(b.count(&Filter::all()).expect("count"), 2);
+            assert_eq!(b.current_sequence().expect("seq"), 2);
+            let mut more = vec![record("c", "w1", "t3", 30)];
+            b.append(&mut more).expect("append after failure");
+            assert_eq!(more[0].sequence, 3);
+        }
+    }
+
+    #[test]
+    fn filters_order_and_paging() {
+        let dir = temp_dir("filters");
+        for b in backends(&dir) {
+            let mut batch: Vec<EventRecord> = (0..10)
+                .map(|i| {
+                    record(
+                        &format!("e{i}"),
+                        if i % 2 == 0 { "even" } else { "odd" },
+                        "t",
+                        100 - i,
+                    )
+                })
+                .collect();
+            b.append(&mut batch).expect("append");
+            let seqs = |f: &Filter| {
+                b.query(f)
+                    .expect("query")
+                    .iter()
+                    .map(|r| r.sequence)
+                    .collect::<Vec<_>>()
+            };
+            let even = Filter {
+                workflow_id: Some("even".into()),
+                from_sequence: Some(3),
+                ..Filter::all()
+            };
+            assert_eq!(seqs(&even), vec![5, 7, 9]);
+            let by_time = Filter {
+                order_by: filter::OrderBy::Timestamp,
+                limit: Some(3),
+                ..Filter::all()
+            };
+            assert_eq!(seqs(&by_time), vec![10, 9, 8]);
+            let desc = Filter {
+                ascending: false,
+                limit: Some(2),
+                offset: 1,
+                ..Filter::all()
+            };
+            assert_eq!(seqs(&desc), vec![9, 8]);
+            let window = Filter {
+                from_timestamp: Some(93),
+                to_timestamp: Some(95),
+                ..Filter::all()
+            };
+            assert_eq!(seqs(&window), vec![6, 7, 8]);
+            assert_eq!(b.count(&window).expect("count"), 3);
+            assert_eq!(b.by_id("e4").expect("by id").map(|r| r.sequence), Some(5));
+            assert!(b.by_id("nope").expect("by id").is_none());
+            let stored = b.by_id("e0").expect("by id").expect("found");
+            assert_eq!(
+                *stored,
+                EventRecord {
+                    sequence: 1,
+                    ..record("e0", "even", "t", 100)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn closed_backends_refuse_work() {
+        let dir = temp_dir("closed");
+        for b in backends(&dir) {
+            b.close();
+            assert_eq!(
+                b.count(&Filter::all()).expect_err("closed").kind,
+                Kind::StoreClosed
+            );
+            assert_eq!(
+                b.append(&mut [record("x", "w", "t", 1)])
+                    .expect_err("closed")
+                    .kind,
+                Kind::StoreClosed
+            );
+        }
+    }
+}
