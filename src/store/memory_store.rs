@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter};
+use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
@@ -16,6 +16,9 @@ struct State {
     by_id: HashMap<String, usize>,
     by_workflow: HashMap<String, Vec<usize>>,
     by_entity: HashMap<String, Vec<usize>>,
+    /// (entity_type, entity_id) -> snapshots by ascending sequence.
+    snapshots: HashMap<(String, String), Vec<SnapshotRecord>>,
+    subscriptions: std::collections::BTreeMap<String, SubscriptionRecord>,
 }
 
 /// Events held in process memory; lost when the process ends.
@@ -28,6 +31,11 @@ impl MemoryBackend {
         MemoryBackend {
             state: RwLock::new(Some(State::default())),
         }
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> CoreResult<T> {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().map(f).ok_or_else(closed)
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> CoreResult<T> {
@@ -110,6 +118,79 @@ impl Backend for MemoryBackend {
 
     fn current_sequence(&self) -> CoreResult<i64> {
         self.read(|s| s.events.len() as i64)
+    }
+
+    fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()> {
+        self.write(|s| {
+            let list = s
+                .snapshots
+                .entry((snapshot.entity_type.clone(), snapshot.entity_id.clone()))
+                .or_default();
+            let at = list.partition_point(|x| x.sequence < snapshot.sequence);
+            if list
+                .get(at)
+                .is_some_and(|x| x.sequence == snapshot.sequence)
+            {
+                list[at] = snapshot.clone();
+            } else {
+                list.insert(at, snapshot.clone());
+            }
+        })
+    }
+
+    fn snapshots(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        max_sequence: Option<i64>,
+        limit: usize,
+    ) -> CoreResult<Vec<SnapshotRecord>> {
+        self.read(|s| {
+            let key = (entity_type.to_owned(), entity_id.to_owned());
+            s.snapshots.get(&key).map_or_else(Vec::new, |list| {
+                list.iter()
+                    .rev()
+                    .filter(|x| max_sequence.is_none_or(|m| x.sequence <= m))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+        })
+    }
+
+    fn put_subscription(&self, subscription: &SubscriptionRecord) -> CoreResult<()> {
+        self.write(|s| {
+            s.subscriptions
+                .insert(subscription.id.clone(), subscription.clone());
+        })
+    }
+
+    fn subscription(&self, id: &str) -> CoreResult<Option<SubscriptionRecord>> {
+        self.read(|s| s.subscriptions.get(id).cloned())
+    }
+
+    fn advance_subscription(
+        &self,
+        id: &str,
+        last_sequence: i64,
+        updated_at_us: i64,
+    ) -> CoreResult<bool> {
+        self.write(|s| match s.subscriptions.get_mut(id) {
+            Some(sub) => {
+                sub.last_sequence = last_sequence;
+                sub.updated_at_us = updated_at_us;
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn delete_subscription(&self, id: &str) -> CoreResult<bool> {
+        self.write(|s| s.subscriptions.remove(id).is_some())
+    }
+
+    fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>> {
+        self.read(|s| s.subscriptions.values().cloned().collect())
     }
 
     fn close(&self) {

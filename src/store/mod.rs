@@ -15,6 +15,30 @@ use crate::errors::CoreResult;
 use crate::event::EventRecord;
 pub use filter::Filter;
 
+/// A checkpoint of an entity's folded state (payload msgpack-encoded).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotRecord {
+    pub entity_type: String,
+    pub entity_id: String,
+    pub workflow_id: String,
+    pub version: i64,
+    /// The last event sequence folded into `state`.
+    pub sequence: i64,
+    pub state: Vec<u8>,
+    /// SHA-256 (hex) of the canonical state, checked before a snapshot is used.
+    pub state_hash: String,
+    pub created_at_us: i64,
+}
+
+/// A durable subscription's persisted position and settings (settings msgpack-encoded).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub config: Vec<u8>,
+    pub last_sequence: i64,
+    pub updated_at_us: i64,
+}
+
 /// What every backend provides. Implementations are shared between threads.
 pub trait Backend: Send + Sync {
     /// Store `records` atomically in order, assigning each its sequence in place.
@@ -27,6 +51,30 @@ pub trait Backend: Send + Sync {
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;
     /// The highest sequence stored, 0 when empty.
     fn current_sequence(&self) -> CoreResult<i64>;
+    /// Store a snapshot, replacing one at the same (entity, sequence).
+    fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()>;
+    /// Snapshots of one entity at or before `max_sequence`, newest first.
+    fn snapshots(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        max_sequence: Option<i64>,
+        limit: usize,
+    ) -> CoreResult<Vec<SnapshotRecord>>;
+    /// Create or replace a subscription.
+    fn put_subscription(&self, subscription: &SubscriptionRecord) -> CoreResult<()>;
+    fn subscription(&self, id: &str) -> CoreResult<Option<SubscriptionRecord>>;
+    /// Move a subscription's position; false when it does not exist.
+    fn advance_subscription(
+        &self,
+        id: &str,
+        last_sequence: i64,
+        updated_at_us: i64,
+    ) -> CoreResult<bool>;
+    /// Remove a subscription; false when it did not exist.
+    fn delete_subscription(&self, id: &str) -> CoreResult<bool>;
+    /// Every subscription, by id.
+    fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>>;
     /// Release resources; later calls fail with `StoreClosedError`.
     fn close(&self);
 }

@@ -10,10 +10,13 @@ use pyo3::types::{PyDict, PyList};
 
 use super::memory_store::MemoryBackend;
 use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous};
-use super::{Backend, Filter};
+use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
+use crate::codec;
+use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{Event, EventRecord};
+use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).
 #[pyclass(frozen, module = "stabilize_events._core")]
@@ -76,6 +79,53 @@ fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bou
         .map(|r| Bound::new(py, Event::from_record(r)))
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
+}
+
+fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
+    if !value.is_instance_of::<PyDict>() {
+        return raise(Kind::ArgumentType, format!("{root} must be a dict"));
+    }
+    let mut out = Vec::with_capacity(256);
+    codec::encode::encode(value, &mut out)
+        .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path(root), e.message)))?;
+    Ok(out)
+}
+
+/// Decode a stored blob, or describe why it cannot be (the caller decides whether to skip it).
+fn decode_or_reason<'py>(
+    py: Python<'py>,
+    bytes: &[u8],
+) -> (Option<Bound<'py, PyAny>>, Option<String>) {
+    match codec::decode::decode(py, bytes) {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e.0)),
+    }
+}
+
+fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let (state, error) = decode_or_reason(py, &s.state);
+    d.set_item("entity_type", &s.entity_type)?;
+    d.set_item("entity_id", &s.entity_id)?;
+    d.set_item("workflow_id", &s.workflow_id)?;
+    d.set_item("version", s.version)?;
+    d.set_item("sequence", s.sequence)?;
+    d.set_item("state", state)?;
+    d.set_item("state_error", error)?;
+    d.set_item("state_hash", &s.state_hash)?;
+    d.set_item("created_at", time::utc_datetime(py, s.created_at_us)?)?;
+    Ok(d)
+}
+
+fn subscription_dict<'py>(py: Python<'py>, s: &SubscriptionRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let (config, error) = decode_or_reason(py, &s.config);
+    d.set_item("id", &s.id)?;
+    d.set_item("config", config)?;
+    d.set_item("config_error", error)?;
+    d.set_item("last_sequence", s.last_sequence)?;
+    d.set_item("updated_at", time::utc_datetime(py, s.updated_at_us)?)?;
+    Ok(d)
 }
 
 impl NativeStore {
@@ -259,6 +309,119 @@ impl NativeStore {
 
     fn current_sequence(&self, py: Python<'_>) -> PyResult<i64> {
         self.run(py, |b| b.current_sequence())
+    }
+
+    /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).
+    #[allow(clippy::too_many_arguments)]
+    fn save_snapshot(
+        &self,
+        py: Python<'_>,
+        entity_type: &Bound<'_, PyAny>,
+        entity_id: &Bound<'_, PyAny>,
+        workflow_id: &Bound<'_, PyAny>,
+        version: &Bound<'_, PyAny>,
+        sequence: &Bound<'_, PyAny>,
+        state: &Bound<'_, PyAny>,
+        state_hash: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let record = SnapshotRecord {
+            entity_type: enum_value(entity_type, "entity_type")?,
+            entity_id: str_arg(entity_id, "entity_id")?,
+            workflow_id: str_arg(workflow_id, "workflow_id")?,
+            version: int_arg(version, "version")?,
+            sequence: int_arg(sequence, "sequence")?,
+            state: encode_dict(state, "state")?,
+            state_hash: str_arg(state_hash, "state_hash")?,
+            created_at_us: time::now_micros(),
+        };
+        self.run(py, move |b| b.save_snapshot(&record))
+    }
+
+    /// Snapshots of an entity at or before `max_sequence`, newest first, as dicts.
+    #[pyo3(signature = (entity_type, entity_id, max_sequence=None, limit=10))]
+    fn snapshots<'py>(
+        &self,
+        py: Python<'py>,
+        entity_type: &Bound<'py, PyAny>,
+        entity_id: &Bound<'py, PyAny>,
+        max_sequence: Option<&Bound<'py, PyAny>>,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let entity_type = enum_value(entity_type, "entity_type")?;
+        let entity_id = str_arg(entity_id, "entity_id")?;
+        let max_sequence = max_sequence
+            .filter(|m| !m.is_none())
+            .map(|m| int_arg(m, "max_sequence"))
+            .transpose()?;
+        let rows = self.run(py, move |b| {
+            b.snapshots(&entity_type, &entity_id, max_sequence, limit)
+        })?;
+        PyList::new(
+            py,
+            rows.iter()
+                .map(|r| snapshot_dict(py, r))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
+    }
+
+    /// Create or replace a durable subscription with its settings and position.
+    fn put_subscription(
+        &self,
+        py: Python<'_>,
+        subscription_id: &Bound<'_, PyAny>,
+        config: &Bound<'_, PyAny>,
+        last_sequence: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let record = SubscriptionRecord {
+            id: str_arg(subscription_id, "subscription_id")?,
+            config: encode_dict(config, "config")?,
+            last_sequence: int_arg(last_sequence, "last_sequence")?,
+            updated_at_us: time::now_micros(),
+        };
+        self.run(py, move |b| b.put_subscription(&record))
+    }
+
+    fn subscription<'py>(
+        &self,
+        py: Python<'py>,
+        subscription_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let id = str_arg(subscription_id, "subscription_id")?;
+        let row = self.run(py, move |b| b.subscription(&id))?;
+        row.map(|r| subscription_dict(py, &r)).transpose()
+    }
+
+    /// Persist a subscription's position; False when it does not exist.
+    fn advance_subscription(
+        &self,
+        py: Python<'_>,
+        subscription_id: &Bound<'_, PyAny>,
+        last_sequence: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let id = str_arg(subscription_id, "subscription_id")?;
+        let seq = int_arg(last_sequence, "last_sequence")?;
+        self.run(py, move |b| {
+            b.advance_subscription(&id, seq, time::now_micros())
+        })
+    }
+
+    fn delete_subscription(
+        &self,
+        py: Python<'_>,
+        subscription_id: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let id = str_arg(subscription_id, "subscription_id")?;
+        self.run(py, move |b| b.delete_subscription(&id))
+    }
+
+    fn subscriptions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.run(py, |b| b.subscriptions())?;
+        PyList::new(
+            py,
+            rows.iter()
+                .map(|r| subscription_dict(py, r))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
     }
 
     /// Release the database; later calls raise `StoreClosedError`.

@@ -14,7 +14,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter};
+use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
@@ -48,6 +48,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS event_log_event_id ON event_log (event_id);
 -- 'workflow_id = ? AND sequence > ? ORDER BY sequence' without a sort.
 CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_id);
 CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_id);
+CREATE TABLE IF NOT EXISTS event_snapshot (
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    workflow_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    state_hash TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_subscription (
+    id TEXT PRIMARY KEY,
+    config BLOB NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 const COLUMNS: &str =
@@ -314,6 +331,30 @@ impl SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    fn read_subscriptions(&self, id: Option<&str>) -> CoreResult<Vec<SubscriptionRecord>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, config, last_sequence, updated_at_us FROM event_subscription \
+                     WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
+                )
+                .map_err(|e| sql_error(e, "preparing a subscription query", &self.config))?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    Ok(SubscriptionRecord {
+                        id: r.get(0)?,
+                        config: r.get(1)?,
+                        last_sequence: r.get(2)?,
+                        updated_at_us: r.get(3)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| sql_error(e, "reading subscriptions", &self.config))
+        })
+    }
+}
+
 fn location_text(config: &SqliteConfig) -> String {
     match &config.location {
         Location::File(p) => p.display().to_string(),
@@ -575,6 +616,110 @@ impl Backend for SqliteBackend {
             )
             .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
         })
+    }
+
+    fn save_snapshot(&self, snap: &SnapshotRecord) -> CoreResult<()> {
+        self.with_writer(|conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO event_snapshot (entity_type, entity_id, sequence, workflow_id, version, \
+                 state, state_hash, created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    snap.entity_type,
+                    snap.entity_id,
+                    snap.sequence,
+                    snap.workflow_id,
+                    snap.version,
+                    snap.state,
+                    snap.state_hash,
+                    snap.created_at_us,
+                ])
+            })
+            .map(|_| ())
+            .map_err(|e| sql_error(e, "saving a snapshot", &self.config))
+        })
+    }
+
+    fn snapshots(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        max_sequence: Option<i64>,
+        limit: usize,
+    ) -> CoreResult<Vec<SnapshotRecord>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entity_type, entity_id, sequence, workflow_id, version, state, state_hash, created_at_us \
+                     FROM event_snapshot WHERE entity_type = ?1 AND entity_id = ?2 AND sequence <= ?3 \
+                     ORDER BY sequence DESC LIMIT ?4",
+                )
+                .map_err(|e| sql_error(e, "preparing a snapshot query", &self.config))?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![entity_type, entity_id, max_sequence.unwrap_or(i64::MAX), limit as i64],
+                    |r| {
+                        Ok(SnapshotRecord {
+                            entity_type: r.get(0)?,
+                            entity_id: r.get(1)?,
+                            sequence: r.get(2)?,
+                            workflow_id: r.get(3)?,
+                            version: r.get(4)?,
+                            state: r.get(5)?,
+                            state_hash: r.get(6)?,
+                            created_at_us: r.get(7)?,
+                        })
+                    },
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| sql_error(e, "reading snapshots", &self.config))
+        })
+    }
+
+    fn put_subscription(&self, sub: &SubscriptionRecord) -> CoreResult<()> {
+        self.with_writer(|conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO event_subscription (id, config, last_sequence, updated_at_us) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![sub.id, sub.config, sub.last_sequence, sub.updated_at_us])
+            })
+            .map(|_| ())
+            .map_err(|e| sql_error(e, "saving a subscription", &self.config))
+        })
+    }
+
+    fn subscription(&self, id: &str) -> CoreResult<Option<SubscriptionRecord>> {
+        Ok(self.read_subscriptions(Some(id))?.into_iter().next())
+    }
+
+    fn advance_subscription(
+        &self,
+        id: &str,
+        last_sequence: i64,
+        updated_at_us: i64,
+    ) -> CoreResult<bool> {
+        self.with_writer(|conn| {
+            conn.prepare_cached("UPDATE event_subscription SET last_sequence = ?2, updated_at_us = ?3 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(rusqlite::params![id, last_sequence, updated_at_us]))
+                .map(|n| n > 0)
+                .map_err(|e| sql_error(e, "moving a subscription position", &self.config))
+        })
+    }
+
+    fn delete_subscription(&self, id: &str) -> CoreResult<bool> {
+        self.with_writer(|conn| {
+            conn.prepare_cached("DELETE FROM event_subscription WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute([id]))
+                .map(|n| n > 0)
+                .map_err(|e| sql_error(e, "deleting a subscription", &self.config))
+        })
+    }
+
+    fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>> {
+        self.read_subscriptions(None)
     }
 
     fn close(&self) {

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from stabilize_events._core import Event, NativeStore
+from stabilize_events.canonical import state_hash
 from stabilize_events.errors import InvalidArgumentError
 from stabilize_events.store.interface import EventQuery, EventStore
-from stabilize_events.types import EntityType
+from stabilize_events.types import EntityType, EventType, parse_event_type
 
 
 class NativeEventStore(EventStore):
@@ -70,6 +71,121 @@ class NativeEventStore(EventStore):
     def count_events(self, query: EventQuery | None = None) -> int:
         """How many events match ``query`` (every filter; limit and offset ignored)."""
         return self._core.count(query)
+
+    # -- snapshots (kept in the same database as the events) -------------------
+
+    def save_snapshot(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        workflow_id: str,
+        version: int,
+        sequence: int,
+        state: dict[str, Any],
+        state_hash_hex: str | None = None,
+    ) -> None:
+        """Save ``state`` as the entity's state after event ``sequence``.
+
+        The SHA-256 of the canonical state is stored beside it (computed here
+        unless given) and checked before the snapshot is used.
+        """
+        digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
+        self._core.save_snapshot(entity_type, entity_id, workflow_id, version, sequence, state, digest)
+
+    def get_snapshots(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        max_sequence: int | None = None,
+        limit: int = 10,
+    ) -> list[dict[str, Any]]:
+        """Snapshots of an entity at or before ``max_sequence``, newest first.
+
+        Each is a dict with ``entity_type``, ``entity_id``, ``workflow_id``,
+        ``version``, ``sequence``, ``state``, ``state_hash``, ``created_at`` and
+        ``state_error`` (why ``state`` could not be decoded, else None).
+        """
+        return self._core.snapshots(entity_type, entity_id, max_sequence, limit)
+
+    def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
+        """The newest snapshot of an entity, as a dict, or None."""
+        found = self.get_snapshots(entity_type, entity_id, None, 1)
+        return found[0] if found else None
+
+    # -- durable subscription positions -----------------------------------------
+
+    def save_subscription(
+        self,
+        subscription_id: str,
+        event_types: list[EventType] | None,
+        entity_filter: dict[str, Any] | None,
+        last_sequence: int,
+        webhook_url: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """Create or replace a durable subscription and its position."""
+        config = {
+            "event_types": [t.value for t in event_types] if event_types else None,
+            "entity_filter": entity_filter,
+            "webhook_url": webhook_url,
+            **settings,
+        }
+        self._core.put_subscription(subscription_id, config, last_sequence)
+
+    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """A subscription as a dict (``id``, ``event_types``, ``entity_filter``,
+        ``last_sequence``, ``webhook_url``, ``last_commit_cursor`` and any extra
+        settings it was saved with), or None."""
+        row = self._core.subscription(subscription_id)
+        if row is None:
+            return None
+        config: dict[str, Any] = dict(row["config"] or {})
+        types = config.pop("event_types", None)
+        return {
+            **config,
+            "id": row["id"],
+            "event_types": [parse_event_type(t) for t in types] if types else None,
+            "entity_filter": config.get("entity_filter"),
+            "webhook_url": config.get("webhook_url"),
+            "last_sequence": row["last_sequence"],
+            "last_commit_cursor": str(row["last_sequence"]),
+            "updated_at": row["updated_at"],
+        }
+
+    def update_subscription_sequence(self, subscription_id: str, last_sequence: int) -> None:
+        """Persist how far a subscription has delivered."""
+        self._core.advance_subscription(subscription_id, last_sequence)
+
+    def update_subscription_cursor(
+        self, subscription_id: str, last_sequence: int, last_commit_cursor: str
+    ) -> None:
+        """Persist a subscription's position (the commit cursor is the sequence here)."""
+        self._core.advance_subscription(subscription_id, last_sequence)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        """Remove a subscription (no error if it does not exist)."""
+        self._core.delete_subscription(subscription_id)
+
+    def list_subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription's ``id`` and ``last_sequence``, by id."""
+        return [{"id": r["id"], "last_sequence": r["last_sequence"]} for r in self._core.subscriptions()]
+
+    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+        """Committed events after ``cursor`` and the cursor to resume from.
+
+        Sequences are assigned under the database's write lock, so commit order
+        is sequence order and the sequence is a gap-free cursor.
+        """
+        try:
+            start = int(cursor or 0)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"commit cursor must be a sequence number, not {cursor!r}") from None
+        events = self.get_events_since(start, limit)
+        return events, str(events[-1].sequence if events else start)
+
+    def supports_commit_cursor(self) -> bool:
+        """True: commit order equals sequence order in these stores."""
+        return True
 
     def close(self) -> None:
         """Release the database. Later calls raise `StoreClosedError`."""
