@@ -1,0 +1,505 @@
+"""The payload codec (`data`): unit tests and property tests.
+
+Every supported value must round-trip exactly through ``_core.encode_payload`` /
+``_core.decode_payload`` and through every store; every unsupported value must
+raise `PayloadError` naming its key path.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import struct
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import STORE_KINDS, close_store, new_event, open_store
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stabilize_events import EntityType, EventStore, EventType, errors
+from stabilize_events._core import decode_payload, encode_payload
+
+# --- exact comparison -------------------------------------------------------------------------
+
+
+def canon(x: Any, *, decoded: bool) -> Any:
+    """A type-tagged form of ``x`` for exact comparison.
+
+    Original values: tuples count as lists and enums as their value (that is how they are
+    stored). Decoded values must use only the types the codec produces, so a tuple or enum
+    coming back is an error.
+    """
+    if x is None:
+        return ("none",)
+    if isinstance(x, enum.Enum):
+        assert not decoded, f"decoded an enum {x!r}"
+        return canon(x.value, decoded=False)
+    if type(x) is bool:
+        return ("bool", x)
+    if type(x) is int:
+        return ("int", x)
+    if type(x) is float:
+        return ("float", "nan") if math.isnan(x) else ("float", struct.pack(">d", x))
+    if type(x) is str:
+        return ("str", x)
+    if type(x) is bytes:
+        return ("bytes", x)
+    if type(x) is list or (type(x) is tuple and not decoded):
+        return ("list", [canon(v, decoded=decoded) for v in x])
+    if type(x) is dict:
+        for k in x:
+            assert type(k) is str, f"non-str key {k!r}"
+        return ("dict", {k: canon(v, decoded=decoded) for k, v in x.items()})
+    if type(x) is datetime:
+        if x.tzinfo is None:
+            return ("naive-datetime", x)
+        return ("aware-datetime", x.astimezone(UTC))
+    if type(x) is date:
+        return ("date", x)
+    if type(x) is uuid.UUID:
+        return ("uuid", x)
+    if type(x) is Decimal:
+        return ("decimal", str(x))
+    raise AssertionError(f"unexpected type {type(x).__name__}: {x!r}")
+
+
+def assert_round_trips(value: Any, got: Any) -> None:
+    assert canon(got, decoded=True) == canon(value, decoded=False)
+
+
+def rt(value: Any) -> Any:
+    b = encode_payload(value)
+    assert type(b) is bytes
+    return decode_payload(b)
+
+
+# --- units ------------------------------------------------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = 2
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        127,
+        128,
+        255,
+        256,
+        -32,
+        -33,
+        2**31 - 1,
+        -(2**31),
+        2**32,
+        2**63 - 1,
+        -(2**63),
+        2**63,
+        2**64 - 1,
+        2**64,
+        -(2**63) - 1,
+        10**40,
+        -(10**40),
+        0.0,
+        -0.0,
+        1.5,
+        1e308,
+        5e-324,
+        float("inf"),
+        float("-inf"),
+        "",
+        "hello",
+        "ünïcödé \u4e2d\u6587 \U0001f600",
+        "x" * 100_000,
+        b"",
+        b"\x00\x01\xff",
+        bytes(range(256)) * 300,
+        [],
+        [1, "a", None],
+        (),
+        (1, (2, 3)),
+        {},
+        {"a": 1, "b": [1, {"c": None}]},
+        {"": "empty key"},
+        date(2024, 2, 29),
+        date(1, 1, 1),
+        date(9999, 12, 31),
+        datetime(2024, 1, 2, 3, 4, 5, 678901),
+        datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 1, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(1, 1, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 999999),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        uuid.UUID(int=0),
+        Decimal("1.10"),
+        Decimal("-0"),
+        Decimal("1E+30"),
+        Decimal("3.141592653589793238462643383279502884197"),
+        Decimal("Infinity"),
+        Decimal("NaN"),
+        Color.RED,
+        Color.BLUE,
+        EventType.TASK_FAILED,
+        EntityType.STAGE,
+        Level.LOW,
+        {"s": {"t": [EventType.STAGE_STARTED, (1, 2)]}},
+    ],
+    ids=repr,
+)
+def test_value_round_trips(value: Any) -> None:
+    assert_round_trips(value, rt(value))
+
+
+def test_nan_round_trips() -> None:
+    got = rt(float("nan"))
+    assert type(got) is float and math.isnan(got)
+
+
+def test_bool_is_not_int_and_int_is_not_bool() -> None:
+    assert rt([True, 1, False, 0]) == [True, 1, False, 0]
+    assert [type(v) for v in rt([True, 1, False, 0])] == [bool, int, bool, int]
+
+
+def test_date_is_not_datetime() -> None:
+    assert type(rt(date(2020, 1, 1))) is date
+    assert type(rt(datetime(2020, 1, 1))) is datetime
+
+
+def test_enum_stored_as_value() -> None:
+    assert rt({"t": EventType.WORKFLOW_FAILED}) == {"t": "workflow.failed"}
+    assert rt(Color.BLUE) == 2
+    assert type(rt(Level.LOW)) is int
+
+
+def test_tuple_comes_back_as_list() -> None:
+    got = rt({"t": (1, (2,))})
+    assert got == {"t": [1, [2]]}
+    assert type(got["t"]) is list and type(got["t"][1]) is list
+
+
+def test_dict_order_preserved() -> None:
+    d = {k: i for i, k in enumerate("zyxwvutsrqponm")}
+    assert list(rt(d)) == list(d)
+
+
+def test_aware_datetime_equal_instant() -> None:
+    t = datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-3)))
+    got = rt(t)
+    assert type(got) is datetime
+    assert got.tzinfo is not None
+    assert got == t
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (None, b"\xc0"),
+        (True, b"\xc3"),
+        (False, b"\xc2"),
+        (1, b"\x01"),
+        (-1, b"\xff"),
+        (2**64 - 1, b"\xcf" + b"\xff" * 8),
+        (-(2**63), b"\xd3\x80" + b"\x00" * 7),
+        ("a", b"\xa1a"),
+        (b"\x01", b"\xc4\x01\x01"),
+        ([1, 2], b"\x92\x01\x02"),
+        ({"a": 1}, b"\x81\xa1a\x01"),
+    ],
+)
+def test_encoding_is_msgpack(value: Any, encoded: bytes) -> None:
+    assert encode_payload(value) == encoded
+    assert decode_payload(encoded) == value
+
+
+def test_decode_accepts_standard_msgpack() -> None:
+    # float32 and the other int widths, as another msgpack writer might produce them
+    assert decode_payload(b"\xca" + struct.pack(">f", 1.5)) == 1.5
+    assert decode_payload(b"\xcc\xff") == 255
+    assert decode_payload(b"\xd0\x80") == -128
+    assert decode_payload(b"\xd9\x03abc") == "abc"
+    assert decode_payload(b"\xdc\x00\x02\xc0\xc3") == [None, True]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\xc1", b"\x92\x01", b"\xa5ab", b"\x81\xa1a", b"\xd9", b"\xc7\x05\x7f\x00", b"\x01\x02"],
+    ids=repr,
+)
+def test_decode_garbage_raises_not_crashes(garbage: bytes) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any ordinary error, but no panic / crash
+        decode_payload(garbage)
+
+
+def test_deep_nesting_does_not_crash() -> None:
+    v: Any = "leaf"
+    for _ in range(100):
+        v = {"k": [v]}
+    assert rt(v) == v
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    try:
+        encode_payload(deep)
+    except (errors.PayloadError, RecursionError, ValueError):
+        pass  # refusing is fine; crashing the interpreter is not
+
+
+def test_lone_surrogate_string() -> None:
+    s = "bad \ud800 surrogate"
+    try:
+        got = rt(s)
+    except (errors.PayloadError, UnicodeError, ValueError):
+        return
+    assert got == s
+
+
+class Thing:
+    pass
+
+
+UNSUPPORTED = [
+    {1, 2},
+    frozenset({1}),
+    object(),
+    Thing(),
+    complex(1, 2),
+    lambda: None,
+    range(3),
+    Ellipsis,
+    type,
+]
+
+
+@pytest.mark.parametrize("bad", UNSUPPORTED, ids=lambda v: type(v).__name__)
+def test_unsupported_values_raise_payload_error(bad: Any) -> None:
+    with pytest.raises(errors.PayloadError) as info:
+        encode_payload({"outputs": {"x": bad}})
+    assert isinstance(info.value, TypeError)
+    assert '["outputs"]["x"]' in str(info.value)
+    with pytest.raises(errors.PayloadError) as info2:
+        encode_payload({"items": [0, 1, bad]})
+    assert '["items"][2]' in str(info2.value)
+
+
+def test_unsupported_in_tuple_names_index() -> None:
+    with pytest.raises(errors.PayloadError) as info:
+        encode_payload({"a": [0, (1, 2, {3})]})
+    assert '["a"][1][2]' in str(info.value)
+
+
+@pytest.mark.parametrize("key", [1, None, 1.5, ("t",), b"k", True])
+def test_non_str_key_raises_payload_error(key: Any) -> None:
+    with pytest.raises(errors.PayloadError) as info:
+        encode_payload({"outer": {key: "v"}})
+    assert '["outer"]' in str(info.value)
+
+
+def test_unsupported_enum_value_raises() -> None:
+    class Weird(enum.Enum):
+        X = frozenset({1})
+
+    with pytest.raises(errors.PayloadError):
+        encode_payload({"w": Weird.X})
+
+
+def test_subclass_of_supported_type() -> None:
+    class MyStr(str):
+        pass
+
+    class MyDict(dict):  # type: ignore[type-arg]
+        pass
+
+    for v in (MyStr("x"), MyDict(a=1)):
+        try:
+            got = rt(v)
+        except errors.PayloadError:
+            continue
+        assert got == v
+
+
+# --- hypothesis strategies --------------------------------------------------------------------
+
+offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+naive_datetimes = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31))
+aware_datetimes = st.builds(lambda d, tz: d.replace(tzinfo=tz), naive_datetimes, offsets | st.just(UTC))
+
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+    | st.binary()
+    | naive_datetimes
+    | aware_datetimes
+    | st.dates()
+    | st.uuids()
+    | st.decimals(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(list(EventType) + list(EntityType) + list(Color) + list(Level))
+)
+
+payload_values = st.recursive(
+    leaves,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+payloads = st.dictionaries(st.text(max_size=12), payload_values, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload_values)
+def test_property_codec_round_trip(value: Any) -> None:
+    assert_round_trips(value, rt(value))
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload_values)
+def test_property_encoding_is_deterministic(value: Any) -> None:
+    assert encode_payload(value) == encode_payload(value)
+
+
+# --- through every store ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_stores(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("codec-stores")
+    stores = {kind: open_store(kind, tmp) for kind in STORE_KINDS}
+    yield stores
+    for s in stores.values():
+        close_store(s)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=payloads)
+def test_property_store_round_trip(
+    module_stores: dict[str, EventStore], kind: str, data: dict[str, Any]
+) -> None:
+    store = module_stores[kind]
+    e = new_event(data=data)
+    stored = store.append(e)
+    got = store.get_event_by_id(e.event_id)
+    assert got is not None
+    assert got.sequence == stored.sequence
+    assert_round_trips(data, got.data)
+    # append returns the appended event itself (with its sequence), payload as given
+    assert canon(stored.data, decoded=False) == canon(data, decoded=False)
+
+
+# --- unsupported values at a random path ---------------------------------------------------------
+
+simple_keys = st.from_regex(r"[a-z_][a-z0-9_]{0,7}", fullmatch=True)
+unsupported = st.sampled_from([{1}, frozenset(), object(), complex(0, 1), Thing(), range(1)])
+
+
+@st.composite
+def payload_with_bad_value(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A payload holding exactly one unsupported value, and the path that names it."""
+    depth = draw(st.integers(min_value=1, max_value=4))
+    bad = draw(unsupported)
+    root_key = draw(simple_keys)
+    path = f'data["{root_key}"]'
+    # Build from the inside out: a list of (container kind, key or index) steps.
+    steps: list[tuple[str, Any, Any]] = []
+    for _ in range(depth - 1):
+        if draw(st.booleans()):
+            key = draw(simple_keys)
+            siblings = draw(
+                st.dictionaries(simple_keys.filter(lambda k, key=key: k != key), leaves, max_size=3)
+            )
+            steps.append(("dict", key, siblings))
+        else:
+            before = draw(st.lists(leaves, max_size=3))
+            after = draw(st.lists(leaves, max_size=2))
+            as_tuple = draw(st.booleans())
+            steps.append(("list", (before, after, as_tuple), None))
+    value: Any = bad
+    suffix = ""
+    for kind, a, b in reversed(steps):
+        if kind == "dict":
+            value = {**b, a: value}
+            suffix = f'["{a}"]' + suffix
+        else:
+            before, after, as_tuple = a
+            items = [*before, value, *after]
+            value = tuple(items) if as_tuple else items
+            suffix = f"[{len(before)}]" + suffix
+    siblings = draw(st.dictionaries(simple_keys.filter(lambda k: k != root_key), leaves, max_size=3))
+    return {**siblings, root_key: value}, path + suffix
+
+
+def _names_exact_path(message: str, path: str) -> bool:
+    # The path must appear and not be merely a prefix of a longer path.
+    return re.search(re.escape(path) + r"(?!\[)", message) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload_with_bad_value())
+def test_property_unsupported_names_path(case: tuple[dict[str, Any], str]) -> None:
+    payload, path = case
+    with pytest.raises(errors.PayloadError) as info:
+        encode_payload(payload)
+    # encode_payload is given the payload itself; the message names the path below it
+    inner = path[len("data") :]
+    assert inner in str(info.value), (str(info.value), path)
+    assert re.search(re.escape(inner) + r"(?!\[)", str(info.value)), (str(info.value), path)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=payload_with_bad_value())
+def test_property_store_rejects_unsupported(
+    module_stores: dict[str, EventStore], kind: str, case: tuple[dict[str, Any], str]
+) -> None:
+    store = module_stores[kind]
+    payload, path = case
+    good = new_event(data={"ok": 1})
+    bad = new_event(data=payload)
+    before = store.count_events()
+    with pytest.raises(errors.PayloadError) as info:
+        store.append_batch([good, bad])
+    assert _names_exact_path(str(info.value), path), (str(info.value), path)
+    assert store.count_events() == before
+    assert store.get_event_by_id(good.event_id) is None
+
+
+def test_store_payload_error_message_paths(tmp_path: Path) -> None:
+    for kind in STORE_KINDS:
+        store = open_store(kind, tmp_path, name=f"{kind}.db")
+        try:
+            with pytest.raises(errors.PayloadError) as info:
+                store.append(new_event(data={"outputs": {"x": {1}}}))
+            assert _names_exact_path(str(info.value), 'data["outputs"]["x"]'), str(info.value)
+            with pytest.raises(errors.PayloadError) as info:
+                store.append(new_event(data={"items": [0, 1, object()]}))
+            assert _names_exact_path(str(info.value), 'data["items"][2]'), str(info.value)
+            with pytest.raises(errors.PayloadError) as info:
+                store.append(new_event(data={"a": {7: "x"}}))
+            assert 'data["a"]' in str(info.value), str(info.value)
+            assert store.count_events() == 0
+        finally:
+            close_store(store)

@@ -1,0 +1,543 @@
+"""SQLite-specific behaviour: URLs, files, WAL, sharing a file between stores and processes, bad input."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import close_store, new_event, sqlite_url
+from stabilize_events import Event, EventQuery, EventType, SqliteEventStore, errors
+from stabilize_events.types import RAW_EVENT_TYPE
+
+
+def listing(d: Path) -> list[str]:
+    return sorted(p.name for p in d.rglob("*"))
+
+
+def sqlite_tables(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    finally:
+        conn.close()
+
+
+def events_table(conn: sqlite3.Connection) -> str:
+    """The table holding events (the one with event_id and event_type columns)."""
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+        cols = {r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')}
+        if {"event_id", "event_type", "data"} <= cols:
+            return str(name)
+    raise AssertionError("no events table found")
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+def test_absolute_url_creates_file(tmp_path: Path) -> None:
+    path = tmp_path / "abs.db"
+    url = f"sqlite:///{path}"
+    assert url.startswith("sqlite:////")
+    s = SqliteEventStore(url)
+    e = s.append(new_event())
+    assert path.is_file()
+    assert s.get_event_by_id(e.event_id) == e
+    close_store(s)
+
+
+def test_relative_url_is_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    s = SqliteEventStore("sqlite:///sub/rel.db")
+    s.append(new_event())
+    assert (tmp_path / "sub" / "rel.db").is_file()
+    close_store(s)
+    s2 = SqliteEventStore("sqlite:///rel2.db", create_tables=True)
+    assert (tmp_path / "rel2.db").is_file()
+    close_store(s2)
+
+
+def test_relative_store_keeps_its_file_after_chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = SqliteEventStore("sqlite:///here.db")
+    first = s.append(new_event())
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    second = s.append(new_event())
+    assert s.get_events_since(0) == [first, second]
+    assert not (other / "here.db").exists()
+    close_store(s)
+
+
+def test_memory_url_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = SqliteEventStore("sqlite:///:memory:")
+    s.append(new_event())
+    assert s.count_events() == 1
+    assert listing(tmp_path) == []
+    close_store(s)
+
+
+def test_memory_stores_are_independent() -> None:
+    a = SqliteEventStore("sqlite:///:memory:")
+    b = SqliteEventStore("sqlite:///:memory:")
+    a.append(new_event())
+    assert a.count_events() == 1
+    assert b.count_events() == 0
+    close_store(a)
+    close_store(b)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_reopen_file_keeps_events_and_continues_sequences(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "e.db")
+    s1 = SqliteEventStore(url)
+    stored = s1.append_batch([new_event() for _ in range(3)])
+    close_store(s1)
+    del s1
+    s2 = SqliteEventStore(url)
+    assert s2.get_events_since(0) == stored
+    assert s2.get_current_sequence() == stored[-1].sequence
+    nxt = s2.append(new_event())
+    assert nxt.sequence > stored[-1].sequence
+    close_store(s2)
+    s3 = SqliteEventStore(url, create_tables=False)
+    assert s3.count_events() == 4
+    close_store(s3)
+
+
+def test_two_stores_on_one_file(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "shared.db")
+    a = SqliteEventStore(url)
+    b = SqliteEventStore(url)
+    ea = a.append(new_event(workflow_id="wf"))
+    assert b.get_event_by_id(ea.event_id) == ea
+    assert b.get_current_sequence() == ea.sequence
+    eb = b.append(new_event(workflow_id="wf"))
+    assert eb.sequence > ea.sequence
+    assert a.get_event_by_id(eb.event_id) == eb
+    assert a.get_events_for_workflow("wf") == [ea, eb]
+    assert a.count_events() == b.count_events() == 2
+    # A duplicate across stores is still a duplicate.
+    with pytest.raises(errors.DuplicateEventError):
+        b.append(ea)
+    close_store(a)
+    close_store(b)
+
+
+def test_two_stores_on_one_file_threads(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "shared.db")
+    stores = [SqliteEventStore(url) for _ in range(3)]
+    out: list[list[Event]] = [[] for _ in stores]
+    errs: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(100):
+                out[i].append(stores[i].append(new_event()))
+        except BaseException as exc:
+            errs.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errs, errs
+    all_seqs = [e.sequence for evs in out for e in evs]
+    assert len(set(all_seqs)) == 300
+    assert stores[0].count_events() == 300
+    assert sorted(all_seqs) == [e.sequence for e in stores[1].get_events_since(0)]
+    for s in stores:
+        close_store(s)
+
+
+def test_wal_mode_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    s = SqliteEventStore(sqlite_url(path))
+    s.append(new_event())
+    close_store(s)  # inspect with Python's sqlite3 only once the store's connections are closed
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sync", ["NORMAL", "FULL"])
+def test_synchronous_option(tmp_path: Path, sync: str) -> None:
+    s = SqliteEventStore(sqlite_url(tmp_path / "s.db"), synchronous=sync)
+    e = s.append(new_event())
+    assert s.get_event_by_id(e.event_id) == e
+    close_store(s)
+
+
+LOCKER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    conn.execute("COMMIT")
+    conn.close()
+    """
+)
+
+
+def test_writer_waits_for_a_foreign_write_lock(tmp_path: Path) -> None:
+    # The lock is held by another process: two SQLite libraries in one process do not see
+    # each other's POSIX locks, so an in-process sqlite3 connection would prove nothing.
+    path = tmp_path / "locked.db"
+    s = SqliteEventStore(sqlite_url(path))
+    s.append(new_event())
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(path), "0.6"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        start = time.monotonic()
+        e = s.append(new_event())
+        waited = time.monotonic() - start
+        assert locker.wait(timeout=30) == 0
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+    assert waited >= 0.3, f"append returned after {waited:.3f}s while the file was write-locked"
+    assert s.get_event_by_id(e.event_id) == e
+    assert s.count_events() == 2
+    close_store(s)
+
+
+def test_unknown_event_type_in_file_reads_as_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "u.db"
+    s = SqliteEventStore(sqlite_url(path))
+    e = s.append(new_event(data={"a": 1}))
+    close_store(s)
+    conn = sqlite3.connect(path)
+    table = events_table(conn)
+    conn.execute(f'UPDATE "{table}" SET event_type = ? WHERE event_id = ?', ("future.kind", e.event_id))
+    conn.commit()
+    conn.close()
+    s2 = SqliteEventStore(sqlite_url(path))
+    for got in (s2.get_event_by_id(e.event_id), *s2.get_events(EventQuery()), *s2.get_events_since(0)):
+        assert got is not None
+        assert got.event_type is EventType.UNKNOWN
+        assert got.data == {"a": 1, RAW_EVENT_TYPE: "future.kind"}
+        assert got.sequence == e.sequence
+    close_store(s2)
+
+
+def test_corrupt_payload_row_names_its_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    s = SqliteEventStore(sqlite_url(path))
+    ok = s.append(new_event())
+    bad = s.append(new_event())
+    close_store(s)
+    conn = sqlite3.connect(path)
+    table = events_table(conn)
+    conn.execute(f'UPDATE "{table}" SET data = ? WHERE event_id = ?', (b"\xc1\xc1\xc1", bad.event_id))
+    conn.commit()
+    conn.close()
+    s2 = SqliteEventStore(sqlite_url(path))
+    assert s2.get_event_by_id(ok.event_id) == ok
+    # The error may come when the row is read or when its payload is first used.
+    with pytest.raises(errors.CorruptEventError) as info:
+        got = s2.get_event_by_id(bad.event_id)
+        assert got is not None
+        _ = got.data
+    assert f"sequence {bad.sequence}" in str(info.value)
+    with pytest.raises(errors.CorruptEventError):
+        for e in s2.get_events(EventQuery()):
+            _ = e.data
+    close_store(s2)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x",
+        "postgresql://user:pw@host/db",
+        "sqlite://relative.db",
+        "sqlite:/x.db",
+        "sqlite:///",
+        "events.db",
+        "",
+        "SQLITE:///x.db",
+        "file:///tmp/x.db",
+    ],
+)
+def test_bad_url_is_invalid_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(errors.InvalidArgumentError) as info:
+        SqliteEventStore(url)
+    assert isinstance(info.value, ValueError)
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", [42, None, b"sqlite:///x.db", ["sqlite:///x.db"]], ids=repr)
+def test_non_str_url_is_argument_type_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(errors.ArgumentTypeError) as info:
+        SqliteEventStore(url)
+    assert isinstance(info.value, TypeError)
+    assert listing(tmp_path) == []
+
+
+def test_path_object_url_is_argument_type_error(tmp_path: Path) -> None:
+    with pytest.raises(errors.ArgumentTypeError):
+        SqliteEventStore(tmp_path / "x.db")  # type: ignore[arg-type]
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("sync", ["BOGUS", "", "NORMAL; DROP TABLE x"])
+def test_bad_synchronous_is_invalid_argument(tmp_path: Path, sync: str) -> None:
+    with pytest.raises(errors.InvalidArgumentError):
+        SqliteEventStore(sqlite_url(tmp_path / "s.db"), synchronous=sync)
+    assert listing(tmp_path) == []
+
+
+def test_missing_directory_is_store_open_error(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "missing" / "deeper" / "e.db")
+    with pytest.raises(errors.StoreOpenError) as info:
+        SqliteEventStore(url)
+    assert "missing" in str(info.value)
+    assert listing(tmp_path) == []
+
+
+def test_missing_directory_memory_style_name(tmp_path: Path) -> None:
+    with pytest.raises(errors.StoreOpenError):
+        SqliteEventStore(sqlite_url(tmp_path / "nodir" / ":memory:"))
+    assert listing(tmp_path) == []
+
+
+def test_not_sqlite_file_is_store_open_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    content = b"this is not an SQLite database, just some text\n" * 200
+    path.write_bytes(content)
+    for create in (True, False):
+        with pytest.raises(errors.StoreOpenError):
+            SqliteEventStore(sqlite_url(path), create_tables=create)
+        assert path.read_bytes() == content
+        assert listing(tmp_path) == ["notes.db"]
+
+
+def test_directory_as_database_is_store_open_error(tmp_path: Path) -> None:
+    d = tmp_path / "adir"
+    d.mkdir()
+    with pytest.raises(errors.StoreOpenError):
+        SqliteEventStore(sqlite_url(d))
+    assert listing(tmp_path) == ["adir"]
+
+
+def _foreign_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+
+
+def test_other_tables_without_event_store_is_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _foreign_db(path)
+    before = path.read_bytes()
+    with pytest.raises(errors.SchemaError) as info:
+        SqliteEventStore(sqlite_url(path), create_tables=False)
+    assert isinstance(info.value, errors.StoreOpenError)
+    assert sqlite_tables(path) == ["users"]
+    assert path.read_bytes() == before, "the database was modified"
+    assert listing(tmp_path) == ["app.db"]
+
+
+def test_create_tables_beside_other_tables(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _foreign_db(path)
+    s = SqliteEventStore(sqlite_url(path), create_tables=True)
+    e = s.append(new_event())
+    assert s.get_event_by_id(e.event_id) == e
+    close_store(s)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name FROM users").fetchall() == [("ada",)]
+    conn.close()
+    s2 = SqliteEventStore(sqlite_url(path), create_tables=False)
+    assert s2.count_events() == 1
+    close_store(s2)
+
+
+def test_create_tables_false_on_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(errors.StoreOpenError):
+        SqliteEventStore(sqlite_url(tmp_path / "absent.db"), create_tables=False)
+    assert listing(tmp_path) == []
+
+
+def test_create_tables_false_on_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(errors.StoreOpenError):
+        SqliteEventStore(sqlite_url(path), create_tables=False)
+    assert path.read_bytes() == b""
+
+
+def test_create_tables_on_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    s = SqliteEventStore(sqlite_url(path))
+    s.append(new_event())
+    assert s.count_events() == 1
+    close_store(s)
+
+
+def test_create_tables_false_on_event_store(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "e.db")
+    close_store(SqliteEventStore(url))
+    s = SqliteEventStore(url, create_tables=False)
+    assert s.count_events() == 0
+    s.append(new_event())
+    assert s.count_events() == 1
+    close_store(s)
+
+
+def test_create_tables_false_on_memory_is_schema_error() -> None:
+    with pytest.raises(errors.StoreOpenError):
+        SqliteEventStore("sqlite:///:memory:", create_tables=False)
+
+
+# --- several processes --------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from stabilize_events import Event, SqliteEventStore
+
+    url, go, n, tag, create = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+    store = SqliteEventStore(url, create_tables=create)
+    print("ready", flush=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            sys.exit("no go signal")
+        time.sleep(0.001)
+    lines = []
+    i = 0
+    while i < n:
+        if i % 3 == 0 and i + 2 <= n:
+            pair = [Event(workflow_id=tag, data={"i": i}), Event(workflow_id=tag, data={"i": i + 1})]
+            batch = store.append_batch(pair)
+            lines += [f"{e.event_id} {e.sequence}" for e in batch]
+            i += 2
+        else:
+            e = store.append(Event(workflow_id=tag, data={"i": i}))
+            lines.append(f"{e.event_id} {e.sequence}")
+            i += 1
+    print("\\n".join(lines), flush=True)
+    """
+)
+
+
+def _spawn(url: str, go: Path, n: int, tag: str, create: bool) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, str(go), str(n), tag, "1" if create else "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _collect(procs: list[subprocess.Popen[str]]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr
+        lines = [ln for ln in stdout.strip().splitlines() if ln and ln != "ready"]
+        for line in lines:
+            eid, seq = line.split()
+            out.append((eid, int(seq)))
+    return out
+
+
+def _wait_ready(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            _, err = p.communicate(timeout=30)
+            raise AssertionError(f"child failed to open the store: {line!r} {err}")
+
+
+def _check_file(url: str, results: list[tuple[str, int]], total: int) -> None:
+    ids = [r[0] for r in results]
+    seqs = [r[1] for r in results]
+    assert len(results) == total
+    assert len(set(ids)) == total
+    assert len(set(seqs)) == total, "a sequence was assigned twice"
+    s = SqliteEventStore(url)
+    assert s.count_events() == total
+    stored = s.get_events_since(0, limit=total + 10)
+    assert [e.sequence for e in stored] == sorted(seqs)
+    by_id = {e.event_id: e.sequence for e in stored}
+    for eid, seq in results:
+        assert by_id.get(eid) == seq, f"event {eid} stored with sequence {by_id.get(eid)}, returned {seq}"
+    assert s.get_current_sequence() == max(seqs)
+    close_store(s)
+
+
+def test_processes_append_to_one_file_concurrently(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "multi.db")
+    go = tmp_path / "go"
+    main_store = SqliteEventStore(url)
+    per_child, n_children, mine = 300, 2, 300
+    procs = [_spawn(url, go, per_child, f"child-{i}", create=True) for i in range(n_children)]
+    try:
+        _wait_ready(procs)
+        go.touch()
+        results: list[tuple[str, int]] = []
+        for i in range(mine):
+            e = main_store.append(new_event(workflow_id="parent", data={"i": i}))
+            results.append((e.event_id, e.sequence))
+        results += _collect(procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    # The parent's own appends increase.
+    parent = [s for _, s in results[:mine]]
+    assert parent == sorted(parent)
+    _check_file(url, results, per_child * n_children + mine)
+    # Each child's events are stored in the order it appended them.
+    for i in range(n_children):
+        got = [e.data["i"] for e in main_store.get_events_for_workflow(f"child-{i}")]
+        assert got == list(range(per_child))
+    close_store(main_store)
+
+
+def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "fresh.db")
+    go = tmp_path / "go"
+    go.touch()  # start appending as soon as open
+    procs = [_spawn(url, go, 50, f"p{i}", create=True) for i in range(4)]
+    try:
+        results = _collect(procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    _check_file(url, results, 200)
+    assert os.path.exists(tmp_path / "fresh.db")
