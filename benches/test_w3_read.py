@@ -1,0 +1,49 @@
+"""W3: ``get_events_for_workflow`` of one 20,000-event workflow in a 200,000-event store.
+
+The store holds 10 standard streams of 20,000 events (env ``W3_EVENTS`` sets the
+per-workflow size), written as in W2, once per implementation before timing. Each
+round reads workflow ``wf-5`` and reads ``e.data.get("status")`` of every event.
+Target: >= 1,000,000 ev/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Impl, record_rate, remove_db
+from streams import WORKFLOWS, env_int, store_batches
+
+PER_WORKFLOW = env_int("W3_EVENTS", 20_000)
+WORKFLOW = "wf-5"
+
+
+@pytest.fixture(scope="module")
+def w3_store(impl: Impl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A file-backed store of 10 workflows x ``PER_WORKFLOW`` events, built untimed."""
+    path: Path = tmp_path_factory.mktemp("w3") / f"w3-{impl.key}.db"
+    store = impl.open(path)
+    for batch in store_batches(impl.api, PER_WORKFLOW * WORKFLOWS):
+        store.append_batch(batch)
+    yield store
+    impl.close(store, path)
+    remove_db(path)
+
+
+def read_workflow(store: Any, workflow_id: str = WORKFLOW) -> int:
+    """Read every event of a workflow and its ``status``; return how many there were."""
+    n = 0
+    for event in store.get_events_for_workflow(workflow_id):
+        event.data.get("status")
+        n += 1
+    return n
+
+
+def test_w3_read_workflow(benchmark: Any, impl: Impl, w3_store: Any) -> None:
+    n = benchmark.pedantic(
+        read_workflow, args=(w3_store,), rounds=impl.rounds("W3", 20), iterations=1, warmup_rounds=1
+    )
+    assert n == PER_WORKFLOW
+    record_rate(benchmark, impl, "W3 read workflow", n)
