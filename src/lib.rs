@@ -11,6 +11,7 @@ pub mod args;
 pub mod codec;
 pub mod errors;
 pub mod event;
+pub mod fold;
 pub mod pyrefs;
 pub mod store;
 pub mod time;
@@ -41,6 +42,39 @@ fn decode_payload<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
     })
 }
 
+/// Fold events given as objects (from a store not backed by this core) into
+/// the state of `workflow_id`; same result shape as `NativeStore.fold_workflow`.
+#[pyfunction]
+#[pyo3(signature = (workflow_id, events, initial_state=None, upcast=None, current_schema_version=1, skip_corrupt=false))]
+fn fold_events<'py>(
+    py: Python<'py>,
+    workflow_id: &str,
+    events: &Bound<'py, PyAny>,
+    initial_state: Option<&Bound<'py, PyAny>>,
+    upcast: Option<&Bound<'py, PyAny>>,
+    current_schema_version: i64,
+    skip_corrupt: bool,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let mut folder = fold::Folder::from_py(
+        workflow_id,
+        0,
+        initial_state,
+        upcast,
+        current_schema_version,
+        skip_corrupt,
+    )?;
+    for (i, item) in events.try_iter()?.enumerate() {
+        let event = event::coerce_event(&item?, Some(i))?;
+        let record = event.get().to_record(py)?;
+        let visited = folder.visit(Ok(fold::EventView::of(&record)));
+        if let Some(err) = folder.py_error.take() {
+            return Err(err);
+        }
+        visited?;
+    }
+    folder.into_py(py)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Event>()?;
@@ -48,6 +82,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::native::NativeStore>()?;
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_events, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 """Type stubs for the Rust core, `stabilize_events._core`."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, final
 
@@ -114,7 +114,19 @@ class NativeStore:
         sequence: int,
         state: dict[str, Any],
         state_hash: str,
+        max_event_time_us: int | None = None,
     ) -> None: ...
+    def fold_workflow(
+        self,
+        workflow_id: str,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        to_timestamp: datetime | None = None,
+        initial_state: dict[str, Any] | None = None,
+        upcast: Callable[[Event], Event] | None = None,
+        current_schema_version: int = 1,
+        skip_corrupt: bool = False,
+    ) -> dict[str, Any]: ...
     def snapshots(
         self, entity_type: EntityType, entity_id: str, max_sequence: int | None = None, limit: int = 10
     ) -> list[dict[str, Any]]: ...
@@ -124,6 +136,16 @@ class NativeStore:
     def delete_subscription(self, subscription_id: str) -> bool: ...
     def subscriptions(self) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
+
+def fold_events(
+    workflow_id: str,
+    events: Iterable[Event],
+    initial_state: dict[str, Any] | None = None,
+    upcast: Callable[[Event], Event] | None = None,
+    current_schema_version: int = 1,
+    skip_corrupt: bool = False,
+) -> dict[str, Any]:
+    """Fold events given as objects into the state of ``workflow_id``."""
 
 def encode_payload(value: Any) -> bytes:
     """Encode a payload as the stores do (msgpack with extension types)."""

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod encode;
 pub mod ext;
 mod key_cache;
+pub mod view;
 
 /// Deepest nesting of lists and dicts accepted either way; deeper (or cyclic)
 /// payloads are refused instead of overflowing the stack.

@@ -6,5 +6,5 @@ mod py_event;
 mod record;
 
 pub use metadata::EventMetadata;
-pub use py_event::Event;
+pub use py_event::{coerce_event, Event};
 pub use record::EventRecord;

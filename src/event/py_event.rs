@@ -27,6 +27,11 @@ pub struct Event {
     timestamp: PyOnceLock<Py<PyAny>>,
 }
 
+/// Whether a stored type string reads back as `EventType.UNKNOWN`.
+fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
+    Ok(event_type == UNKNOWN_TYPE || !pyrefs::event_types(py)?.by_value.contains_key(event_type))
+}
+
 fn cell_with(py: Python<'_>, value: Option<&Py<PyAny>>) -> PyOnceLock<Py<PyAny>> {
     let cell = PyOnceLock::new();
     if let Some(v) = value {
@@ -100,12 +105,12 @@ impl Event {
                         ),
                     )
                 })?;
-                if !pyrefs::event_types(py)?
-                    .by_value
-                    .contains_key(&self.rec.event_type)
-                {
+                if reads_as_unknown(py, &self.rec.event_type)? {
                     if let Ok(d) = obj.cast::<PyDict>() {
-                        d.set_item(RAW_EVENT_TYPE, &self.rec.event_type)?;
+                        // An "unknown.event" row may already carry its original type.
+                        if !d.contains(RAW_EVENT_TYPE)? {
+                            d.set_item(RAW_EVENT_TYPE, &self.rec.event_type)?;
+                        }
                     }
                 }
                 Ok::<_, PyErr>(obj.unbind())
@@ -431,13 +436,15 @@ impl Event {
         };
         if let Some(t) = data.get_item("event_type")? {
             let raw: String = enum_value(&t, "event_type")?;
-            if !pyrefs::event_types(py)?.by_value.contains_key(&raw) {
+            if reads_as_unknown(py, &raw)? {
                 // Mirror the read path: unknown types keep their raw string in the payload.
                 let copy = PyDict::new(py);
                 if let Ok(p) = payload.cast::<PyDict>() {
                     copy.update(p.as_mapping())?;
                 }
-                copy.set_item(RAW_EVENT_TYPE, &raw)?;
+                if !copy.contains(RAW_EVENT_TYPE)? {
+                    copy.set_item(RAW_EVENT_TYPE, &raw)?;
+                }
                 kwargs.set_item("event_type", UNKNOWN_TYPE)?;
                 kwargs.set_item("data", copy)?;
             } else {
@@ -537,4 +544,53 @@ impl Event {
     fn clone_in(&self, py: Python<'_>) -> Event {
         self.resequenced(py, self.rec.clone())
     }
+}
+
+const FIELDS: [&str; 11] = [
+    "event_id",
+    "event_type",
+    "timestamp",
+    "sequence",
+    "entity_type",
+    "entity_id",
+    "workflow_id",
+    "version",
+    "data",
+    "metadata",
+    "schema_version",
+];
+
+/// Our `Event`, or an equivalent built from any object with the same fields
+/// (such as Stabilize's own dataclass).
+pub fn coerce_event<'py>(
+    obj: &Bound<'py, PyAny>,
+    position: Option<usize>,
+) -> PyResult<Bound<'py, Event>> {
+    if let Ok(e) = obj.cast::<Event>() {
+        return Ok(e.clone());
+    }
+    let py = obj.py();
+    if FIELDS.iter().all(|f| obj.hasattr(*f).unwrap_or(false)) {
+        let kwargs = PyDict::new(py);
+        for f in FIELDS {
+            kwargs.set_item(f, obj.getattr(f)?)?;
+        }
+        return Ok(py
+            .get_type::<Event>()
+            .call((), Some(&kwargs))?
+            .cast_into::<Event>()?);
+    }
+    let what = match position {
+        Some(i) => format!("events[{i}]"),
+        None => "event".to_owned(),
+    };
+    let tname = obj
+        .get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    raise(
+        Kind::ArgumentType,
+        format!("{what} must be an Event, not {tname}"),
+    )
 }

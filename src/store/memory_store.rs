@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
+use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
+use crate::fold::EventView;
 
 #[derive(Default)]
 struct State {
@@ -106,6 +107,20 @@ impl Backend for MemoryBackend {
             let take = filter.limit.map_or(usize::MAX, |l| l.max(0) as usize);
             hits.into_iter().skip(skip).take(take).collect()
         })
+    }
+
+    fn scan(&self, filter: &Filter, _full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
+        // Take the records out of the lock first: a visitor may call back into Python.
+        let hits = self.read(|s| {
+            candidates(s, filter)
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect::<Vec<_>>()
+        })?;
+        for r in &hits {
+            visit(Ok(EventView::of(r)))?;
+        }
+        Ok(())
     }
 
     fn count(&self, filter: &Filter) -> CoreResult<i64> {

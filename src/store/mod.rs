@@ -13,6 +13,10 @@ use std::sync::Arc;
 
 use crate::errors::CoreResult;
 use crate::event::EventRecord;
+use crate::fold::EventView;
+
+/// Receives each scanned event (or why a row could not be read) in sequence order.
+pub type Visitor<'v> = dyn FnMut(CoreResult<EventView<'_>>) -> CoreResult<()> + 'v;
 pub use filter::Filter;
 
 /// A checkpoint of an entity's folded state (payload msgpack-encoded).
@@ -28,6 +32,9 @@ pub struct SnapshotRecord {
     /// SHA-256 (hex) of the canonical state, checked before a snapshot is used.
     pub state_hash: String,
     pub created_at_us: i64,
+    /// The latest event timestamp folded into `state` (UTC microseconds): a
+    /// time-travel query to an earlier instant cannot start from this snapshot.
+    pub max_event_us: Option<i64>,
 }
 
 /// A durable subscription's persisted position and settings (settings msgpack-encoded).
@@ -46,6 +53,11 @@ pub trait Backend: Send + Sync {
     fn append(&self, records: &mut [EventRecord]) -> CoreResult<()>;
     /// Records matching `filter`, ordered and paged as it says.
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>>;
+    /// Stream the records matching `filter`, by ascending sequence, to `visit`
+    /// without materialising them. With `full` unset only the fields replay
+    /// reads are filled (sequence, ids, types, timestamp, data, schema version).
+    /// An error returned by `visit` stops the scan and is returned.
+    fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()>;
     /// How many records match `filter` (paging ignored).
     fn count(&self, filter: &Filter) -> CoreResult<i64>;
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;

@@ -15,62 +15,14 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{Event, EventRecord};
+use crate::event::{coerce_event, Event, EventRecord};
+use crate::fold::Folder;
 use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct NativeStore {
     backend: Box<dyn Backend>,
-}
-
-const FIELDS: [&str; 11] = [
-    "event_id",
-    "event_type",
-    "timestamp",
-    "sequence",
-    "entity_type",
-    "entity_id",
-    "workflow_id",
-    "version",
-    "data",
-    "metadata",
-    "schema_version",
-];
-
-/// Our `Event`, or an equivalent built from any object with the same fields
-/// (such as Stabilize's own dataclass).
-fn coerce_event<'py>(
-    obj: &Bound<'py, PyAny>,
-    position: Option<usize>,
-) -> PyResult<Bound<'py, Event>> {
-    if let Ok(e) = obj.cast::<Event>() {
-        return Ok(e.clone());
-    }
-    let py = obj.py();
-    if FIELDS.iter().all(|f| obj.hasattr(*f).unwrap_or(false)) {
-        let kwargs = PyDict::new(py);
-        for f in FIELDS {
-            kwargs.set_item(f, obj.getattr(f)?)?;
-        }
-        return Ok(py
-            .get_type::<Event>()
-            .call((), Some(&kwargs))?
-            .cast_into::<Event>()?);
-    }
-    let what = match position {
-        Some(i) => format!("events[{i}]"),
-        None => "event".to_owned(),
-    };
-    let tname = obj
-        .get_type()
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
-    raise(
-        Kind::ArgumentType,
-        format!("{what} must be an Event, not {tname}"),
-    )
 }
 
 fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
@@ -114,6 +66,7 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py
     d.set_item("state_error", error)?;
     d.set_item("state_hash", &s.state_hash)?;
     d.set_item("created_at", time::utc_datetime(py, s.created_at_us)?)?;
+    d.set_item("max_event_time_us", s.max_event_us)?;
     Ok(d)
 }
 
@@ -311,7 +264,71 @@ impl NativeStore {
         self.run(py, |b| b.current_sequence())
     }
 
+    /// Fold a workflow's events (after `from_sequence`, up to `to_sequence` and
+    /// `to_timestamp`) into its state, starting from `initial_state` if given.
+    /// Runs without the GIL except to upcast older events through `upcast`.
+    #[pyo3(signature = (
+        workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
+        upcast=None, current_schema_version=1, skip_corrupt=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn fold_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: &Bound<'py, PyAny>,
+        from_sequence: Option<&Bound<'py, PyAny>>,
+        to_sequence: Option<&Bound<'py, PyAny>>,
+        to_timestamp: Option<&Bound<'py, PyAny>>,
+        initial_state: Option<&Bound<'py, PyAny>>,
+        upcast: Option<&Bound<'py, PyAny>>,
+        current_schema_version: i64,
+        skip_corrupt: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let workflow_id = str_arg(workflow_id, "workflow_id")?;
+        let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
+        let from_sequence = given(from_sequence)
+            .map(|v| int_arg(&v, "from_sequence"))
+            .transpose()?
+            .unwrap_or(0);
+        let to_sequence = given(to_sequence)
+            .map(|v| int_arg(&v, "as_of_sequence"))
+            .transpose()?;
+        let to_timestamp = match given(to_timestamp) {
+            Some(ts) if ts.is_instance(crate::pyrefs::datetime_class(py)?)? => {
+                Some(time::utc_micros(&ts)?)
+            }
+            Some(_) => return raise(Kind::ArgumentType, "as_of_time must be a datetime"),
+            None => None,
+        };
+        let mut folder = Folder::from_py(
+            &workflow_id,
+            from_sequence,
+            initial_state,
+            upcast,
+            current_schema_version,
+            skip_corrupt,
+        )?;
+        let filter = Filter {
+            workflow_id: Some(workflow_id),
+            from_sequence: Some(from_sequence),
+            to_sequence,
+            to_timestamp,
+            ..Filter::all()
+        };
+        let full = folder.needs_full_rows();
+        let backend: &dyn Backend = &*self.backend;
+        let scanned = py.detach(|| backend.scan(&filter, full, &mut |row| folder.visit(row)));
+        if let Some(err) = folder.py_error.take() {
+            return Err(err);
+        }
+        scanned?;
+        folder.into_py(py)
+    }
+
     /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).
+    #[pyo3(signature = (
+        entity_type, entity_id, workflow_id, version, sequence, state, state_hash, max_event_time_us=None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn save_snapshot(
         &self,
@@ -323,6 +340,7 @@ impl NativeStore {
         sequence: &Bound<'_, PyAny>,
         state: &Bound<'_, PyAny>,
         state_hash: &Bound<'_, PyAny>,
+        max_event_time_us: Option<i64>,
     ) -> PyResult<()> {
         let record = SnapshotRecord {
             entity_type: enum_value(entity_type, "entity_type")?,
@@ -333,6 +351,7 @@ impl NativeStore {
             state: encode_dict(state, "state")?,
             state_hash: str_arg(state_hash, "state_hash")?,
             created_at_us: time::now_micros(),
+            max_event_us: max_event_time_us,
         };
         self.run(py, move |b| b.save_snapshot(&record))
     }

@@ -14,9 +14,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
+use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
+use crate::fold::EventView;
 
 /// The on-disk schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS event_snapshot (
     state BLOB NOT NULL,
     state_hash TEXT NOT NULL,
     created_at_us INTEGER NOT NULL,
+    max_event_us INTEGER,
     PRIMARY KEY (entity_type, entity_id, sequence)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_subscription (
@@ -133,7 +135,14 @@ impl Location {
                 format!("SQLite URL {url:?} does not name a database file"),
             ));
         }
-        Ok(Location::File(PathBuf::from(rest)))
+        // Resolved once: connections opened later must not follow a chdir.
+        let path = std::path::absolute(rest).map_err(|e| {
+            CoreError::new(
+                Kind::InvalidArgument,
+                format!("SQLite URL {url:?} names no usable path: {e}"),
+            )
+        })?;
+        Ok(Location::File(path))
     }
 }
 
@@ -438,19 +447,24 @@ fn corrupt(sequence: i64, what: &str) -> CoreError {
     )
 }
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
+/// Columns a replay scan reads, in `row_to_view` order.
+const FOLD_COLUMNS: &str =
+    "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, schema_version";
+
+/// A borrowed view of a row selected with `COLUMNS` (`full`) or `FOLD_COLUMNS`.
+fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventView<'r>> {
     let sequence = match row.get_ref(0) {
         Ok(ValueRef::Integer(i)) => i,
         _ => return Err(corrupt(0, "sequence is not an integer")),
     };
-    let text = |i: usize, name: &str| -> CoreResult<String> {
+    let text = |i: usize, name: &str| -> CoreResult<&'r str> {
         match row.get_ref(i) {
-            Ok(ValueRef::Text(t)) => String::from_utf8(t.to_vec())
+            Ok(ValueRef::Text(t)) => std::str::from_utf8(t)
                 .map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
             _ => Err(corrupt(sequence, &format!("{name} is not text"))),
         }
     };
-    let opt_text = |i: usize, name: &str| -> CoreResult<Option<String>> {
+    let opt_text = |i: usize, name: &str| -> CoreResult<Option<&'r str>> {
         match row.get_ref(i) {
             Ok(ValueRef::Null) => Ok(None),
             _ => text(i, name).map(Some),
@@ -462,11 +476,26 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
             _ => Err(corrupt(sequence, &format!("{name} is not an integer"))),
         }
     };
-    let data = match row.get_ref(8) {
-        Ok(ValueRef::Blob(b)) => b.to_vec(),
-        _ => return Err(corrupt(sequence, "data is not a blob")),
+    let blob = |i: usize| -> CoreResult<&'r [u8]> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Blob(b)) => Ok(b),
+            _ => Err(corrupt(sequence, "data is not a blob")),
+        }
     };
-    Ok(EventRecord {
+    if !full {
+        return Ok(EventView {
+            sequence,
+            event_id: text(1, "event_id")?,
+            event_type: text(2, "event_type")?,
+            timestamp_us: int(3, "timestamp_us")?,
+            entity_type: text(4, "entity_type")?,
+            entity_id: text(5, "entity_id")?,
+            data: blob(6)?,
+            schema_version: int(7, "schema_version")?,
+            ..EventView::default()
+        });
+    }
+    Ok(EventView {
         sequence,
         event_id: text(1, "event_id")?,
         event_type: text(2, "event_type")?,
@@ -475,13 +504,17 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
         entity_id: text(5, "entity_id")?,
         workflow_id: text(6, "workflow_id")?,
         version: int(7, "version")?,
-        data,
+        data: blob(8)?,
         correlation_id: text(9, "correlation_id")?,
         causation_id: opt_text(10, "causation_id")?,
         actor: text(11, "actor")?,
         source_handler: opt_text(12, "source_handler")?,
         schema_version: int(13, "schema_version")?,
     })
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
+    row_to_view(row, true).map(|v| v.to_record())
 }
 
 /// `WHERE ...` for a filter, with its parameters.
@@ -590,6 +623,27 @@ impl Backend for SqliteBackend {
         self.read_records(&full, &refs)
     }
 
+    fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
+        let (sql, params) = where_clause(filter);
+        let columns = if full { COLUMNS } else { FOLD_COLUMNS };
+        let full_sql = format!("SELECT {columns} FROM event_log{sql} ORDER BY sequence ASC");
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&full_sql)
+                .map_err(|e| sql_error(e, "preparing a scan", &self.config))?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params.iter()))
+                .map_err(|e| sql_error(e, "scanning events", &self.config))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(e, "scanning events", &self.config))?
+            {
+                visit(row_to_view(row, full))?;
+            }
+            Ok(())
+        })
+    }
+
     fn count(&self, filter: &Filter) -> CoreResult<i64> {
         let (sql, params) = where_clause(filter);
         let full = format!("SELECT count(*) FROM event_log{sql}");
@@ -622,7 +676,7 @@ impl Backend for SqliteBackend {
         self.with_writer(|conn| {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO event_snapshot (entity_type, entity_id, sequence, workflow_id, version, \
-                 state, state_hash, created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 state, state_hash, created_at_us, max_event_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(rusqlite::params![
@@ -634,6 +688,7 @@ impl Backend for SqliteBackend {
                     snap.state,
                     snap.state_hash,
                     snap.created_at_us,
+                    snap.max_event_us,
                 ])
             })
             .map(|_| ())
@@ -651,7 +706,8 @@ impl Backend for SqliteBackend {
         self.with_reader(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT entity_type, entity_id, sequence, workflow_id, version, state, state_hash, created_at_us \
+                    "SELECT entity_type, entity_id, sequence, workflow_id, version, state, state_hash, created_at_us, \
+                     max_event_us \
                      FROM event_snapshot WHERE entity_type = ?1 AND entity_id = ?2 AND sequence <= ?3 \
                      ORDER BY sequence DESC LIMIT ?4",
                 )
@@ -669,6 +725,7 @@ impl Backend for SqliteBackend {
                             state: r.get(5)?,
                             state_hash: r.get(6)?,
                             created_at_us: r.get(7)?,
+                            max_event_us: r.get(8)?,
                         })
                     },
                 )

@@ -83,14 +83,18 @@ class NativeEventStore(EventStore):
         sequence: int,
         state: dict[str, Any],
         state_hash_hex: str | None = None,
+        max_event_time_us: int | None = None,
     ) -> None:
         """Save ``state`` as the entity's state after event ``sequence``.
 
         The SHA-256 of the canonical state is stored beside it (computed here
-        unless given) and checked before the snapshot is used.
+        unless given) and checked before the snapshot is used. ``max_event_time_us``
+        is the newest event time folded into ``state``, when known.
         """
         digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
-        self._core.save_snapshot(entity_type, entity_id, workflow_id, version, sequence, state, digest)
+        self._core.save_snapshot(
+            entity_type, entity_id, workflow_id, version, sequence, state, digest, max_event_time_us
+        )
 
     def get_snapshots(
         self,

@@ -1,0 +1,219 @@
+"""Snapshots: checkpoints of folded workflow state that shorten replay.
+
+A snapshot records the state after event ``sequence`` together with the
+SHA-256 of its canonical form; a snapshot whose state no longer matches its
+hash is never used. Snapshots live in the event store's own database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stabilize_events.canonical import state_hash
+from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
+from stabilize_events.store.interface import EventStore
+from stabilize_events.types import EntityType
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    """An aware UTC datetime from microseconds since the epoch (exact)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def datetime_to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC (exact)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass
+class Snapshot:
+    """An entity's state as of event ``sequence``."""
+
+    entity_type: EntityType
+    entity_id: str
+    workflow_id: str
+    version: int
+    sequence: int
+    state: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The latest event timestamp folded into ``state``, if known.
+    max_event_time: datetime | None = None
+
+    @property
+    def state_hash(self) -> str:
+        """SHA-256 (hex) of the canonical state."""
+        return state_hash(self.state)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as plain values (enum value, ISO times, hash)."""
+        return {
+            "entity_type": self.entity_type.value,
+            "entity_id": self.entity_id,
+            "workflow_id": self.workflow_id,
+            "version": self.version,
+            "sequence": self.sequence,
+            "state": self.state,
+            "state_hash": self.state_hash,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """A snapshot from `to_dict` output or a stored snapshot row."""
+        created = data.get("created_at")
+        if isinstance(created, str):
+            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        max_us = data.get("max_event_time_us")
+        return cls(
+            entity_type=EntityType(data["entity_type"]),
+            entity_id=data["entity_id"],
+            workflow_id=data.get("workflow_id", ""),
+            version=data.get("version", 0),
+            sequence=data.get("sequence", 0),
+            state=data.get("state") or {},
+            created_at=created or datetime.now(UTC),
+            max_event_time=None if max_us is None else micros_to_datetime(max_us),
+        )
+
+
+class SnapshotPolicy:
+    """When to take a snapshot: after ``every_n_events`` replayed past the last
+    one, or ``time_interval_seconds`` after it (``event_interval`` is the
+    reference's name for ``every_n_events``)."""
+
+    def __init__(
+        self,
+        every_n_events: int = 100,
+        time_interval_seconds: float = 3600,
+        *,
+        event_interval: int | None = None,
+    ) -> None:
+        if event_interval is not None:
+            every_n_events = event_interval
+        if isinstance(every_n_events, bool) or not isinstance(every_n_events, int):
+            raise ArgumentTypeError(f"every_n_events must be an int, not {type(every_n_events).__name__}")
+        if every_n_events < 1:
+            raise InvalidArgumentError(f"every_n_events must be >= 1, not {every_n_events}")
+        if time_interval_seconds <= 0:
+            raise InvalidArgumentError(f"time_interval_seconds must be > 0, not {time_interval_seconds}")
+        self.every_n_events = every_n_events
+        self.time_interval_seconds = time_interval_seconds
+        self._lock = threading.Lock()
+        self._events_since: dict[str, int] = {}
+        self._last_snapshot: dict[str, float] = {}
+
+    @property
+    def event_interval(self) -> int:
+        """The reference's name for `every_n_events`."""
+        return self.every_n_events
+
+    def should_snapshot(self, entity_id: str, events_since: int) -> bool:
+        """Whether ``events_since`` events (or the time passed) call for a new snapshot."""
+        if events_since >= self.every_n_events:
+            return True
+        with self._lock:
+            last = self._last_snapshot.get(entity_id)
+        return events_since > 0 and last is not None and time.monotonic() - last >= self.time_interval_seconds
+
+    def record_snapshot(self, entity_id: str) -> None:
+        """Note that a snapshot of ``entity_id`` was just taken."""
+        with self._lock:
+            self._events_since[entity_id] = 0
+            self._last_snapshot[entity_id] = time.monotonic()
+
+    def record_event(self, entity_id: str) -> None:
+        """Note one more event for ``entity_id`` (starts its clock on first sight)."""
+        with self._lock:
+            self._events_since[entity_id] = self._events_since.get(entity_id, 0) + 1
+            self._last_snapshot.setdefault(entity_id, time.monotonic())
+
+
+class SnapshotStore:
+    """Snapshots kept in an event store's database, checked before use."""
+
+    def __init__(self, event_store: EventStore, policy: SnapshotPolicy | None = None) -> None:
+        for method in ("save_snapshot", "get_snapshots"):
+            if not hasattr(event_store, method):
+                raise ArgumentTypeError(f"{type(event_store).__name__} cannot store snapshots (no {method})")
+        self._event_store: Any = event_store
+        self.policy = policy
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Persist ``snapshot`` with the hash of its state."""
+        max_us = None if snapshot.max_event_time is None else datetime_to_micros(snapshot.max_event_time)
+        self._event_store.save_snapshot(
+            snapshot.entity_type,
+            snapshot.entity_id,
+            snapshot.workflow_id,
+            snapshot.version,
+            snapshot.sequence,
+            snapshot.state,
+            snapshot.state_hash,
+            max_event_time_us=max_us,
+        )
+        if self.policy is not None:
+            self.policy.record_snapshot(snapshot.entity_id)
+
+    def get_latest_snapshot(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        max_sequence: int | None = None,
+        max_event_time: datetime | None = None,
+    ) -> Snapshot | None:
+        """The newest intact snapshot at or before ``max_sequence`` (and, if
+        given, folding only events up to ``max_event_time``), or None.
+
+        A snapshot that cannot be decoded or whose state does not match its
+        hash is skipped with a warning naming it; an older one is tried.
+        """
+        for row in self._event_store.get_snapshots(entity_type, entity_id, max_sequence, 50):
+            where = f"snapshot of {entity_type.value} {entity_id} at sequence {row['sequence']}"
+            if row.get("state_error"):
+                logger.warning("ignoring %s: its state cannot be decoded (%s)", where, row["state_error"])
+                continue
+            if state_hash(row["state"]) != row["state_hash"]:
+                logger.warning("ignoring %s: its state does not match its SHA-256 hash", where)
+                continue
+            snapshot = Snapshot.from_dict(row)
+            if max_event_time is not None and (
+                snapshot.max_event_time is None or snapshot.max_event_time > max_event_time
+            ):
+                continue
+            return snapshot
+        return None
+
+    def create_workflow_snapshot(
+        self, workflow_state: dict[str, Any], workflow_id: str, version: int, sequence: int
+    ) -> Snapshot:
+        """Save and return a snapshot of a workflow's state after ``sequence``."""
+        snapshot = Snapshot(
+            entity_type=EntityType.WORKFLOW,
+            entity_id=workflow_id,
+            workflow_id=workflow_id,
+            version=version,
+            sequence=sequence,
+            state=workflow_state,
+        )
+        self.save_snapshot(snapshot)
+        return snapshot
+
+    def should_snapshot(self, entity_id: str, events_since_snapshot: int) -> bool:
+        """Whether the policy (if any) calls for a snapshot now."""
+        return self.policy is not None and self.policy.should_snapshot(entity_id, events_since_snapshot)
+
+    def record_event(self, entity_id: str) -> None:
+        """Count one event towards the policy."""
+        if self.policy is not None:
+            self.policy.record_event(entity_id)

@@ -1,0 +1,173 @@
+//! `Folder`: drives a fold over a scan — skips events of a newer schema,
+//! upcasts older ones through a Python migrator, skips or rejects corrupt rows,
+//! and counts what it did.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{EventView, WorkflowState};
+use crate::errors::{CoreError, CoreResult, Kind};
+use crate::event::{coerce_event, Event, EventRecord};
+
+/// How a fold treats events it cannot simply apply.
+pub struct FoldOptions {
+    /// Events with a newer schema are skipped (and reported), never applied.
+    pub current_schema_version: i64,
+    /// Report undecodable rows and go on, instead of failing with `CorruptEventError`.
+    pub skip_corrupt: bool,
+    /// `callable(Event) -> Event` applied to events with an older schema.
+    pub upcast: Option<Py<PyAny>>,
+}
+
+pub struct Folder {
+    pub state: WorkflowState,
+    pub events_replayed: u64,
+    pub last_sequence: i64,
+    pub max_event_us: Option<i64>,
+    pub skipped_newer: Vec<(String, i64)>,
+    pub skipped_corrupt: Vec<String>,
+    options: FoldOptions,
+    /// An exception raised by the upcaster; the scan stops and it is re-raised.
+    pub py_error: Option<PyErr>,
+}
+
+impl Folder {
+    pub fn new(state: WorkflowState, last_sequence: i64, options: FoldOptions) -> Self {
+        Folder {
+            state,
+            events_replayed: 0,
+            last_sequence,
+            max_event_us: None,
+            skipped_newer: Vec::new(),
+            skipped_corrupt: Vec::new(),
+            options,
+            py_error: None,
+        }
+    }
+
+    /// A folder from the Python-facing arguments shared by every fold entry point.
+    pub fn from_py(
+        workflow_id: &str,
+        from_sequence: i64,
+        initial_state: Option<&Bound<'_, PyAny>>,
+        upcast: Option<&Bound<'_, PyAny>>,
+        current_schema_version: i64,
+        skip_corrupt: bool,
+    ) -> PyResult<Folder> {
+        let state = match initial_state.filter(|s| !s.is_none()) {
+            Some(s) => {
+                if !s.is_instance_of::<PyDict>() {
+                    return Err(
+                        CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into(),
+                    );
+                }
+                let mut raw = Vec::new();
+                crate::codec::encode::encode(s, &mut raw).map_err(|e| {
+                    CoreError::new(
+                        Kind::Payload,
+                        format!("{}: {}", e.path("initial_state"), e.message),
+                    )
+                })?;
+                WorkflowState::from_msgpack(workflow_id, &raw).map_err(|e| {
+                    CoreError::new(
+                        Kind::CorruptEvent,
+                        format!("snapshot state cannot be read: {}", e.0),
+                    )
+                })?
+            }
+            None => WorkflowState::new(workflow_id),
+        };
+        let options = FoldOptions {
+            current_schema_version,
+            skip_corrupt,
+            upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
+        };
+        Ok(Folder::new(state, from_sequence, options))
+    }
+
+    /// Whether scans must fill every field (upcasting rebuilds whole events).
+    pub fn needs_full_rows(&self) -> bool {
+        self.options.upcast.is_some()
+    }
+
+    /// Fold one scanned row in.
+    pub fn visit(&mut self, row: CoreResult<EventView<'_>>) -> CoreResult<()> {
+        let view = match row {
+            Ok(v) => v,
+            Err(e) if self.options.skip_corrupt && e.kind == Kind::CorruptEvent => {
+                self.skipped_corrupt.push(e.message);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.last_sequence = self.last_sequence.max(view.sequence);
+        if view.schema_version > self.options.current_schema_version {
+            self.skipped_newer
+                .push((view.event_id.to_owned(), view.schema_version));
+            return Ok(());
+        }
+        let upcasted = if view.schema_version < self.options.current_schema_version {
+            self.upcast(&view)?
+        } else {
+            None
+        };
+        let effective = upcasted.as_ref().map_or(view, EventView::of);
+        match self.state.apply(&effective) {
+            Ok(()) => {
+                self.events_replayed += 1;
+                self.max_event_us = Some(
+                    self.max_event_us
+                        .map_or(view.timestamp_us, |m| m.max(view.timestamp_us)),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!(
+                    "payload of event {} (sequence {}) cannot be read: {}",
+                    view.event_id, view.sequence, e.0
+                );
+                if self.options.skip_corrupt {
+                    self.skipped_corrupt.push(message);
+                    Ok(())
+                } else {
+                    Err(CoreError::new(Kind::CorruptEvent, message))
+                }
+            }
+        }
+    }
+
+    fn upcast(&mut self, view: &EventView<'_>) -> CoreResult<Option<EventRecord>> {
+        let Some(upcast) = &self.options.upcast else {
+            return Ok(None);
+        };
+        let result = Python::attach(|py| -> PyResult<EventRecord> {
+            let event = Bound::new(py, Event::from_record(Arc::new(view.to_record())))?;
+            let migrated = upcast.bind(py).call1((event,))?;
+            let migrated = coerce_event(&migrated, None)?;
+            let mut record = migrated.get().to_record(py)?;
+            record.sequence = view.sequence;
+            Ok(record)
+        });
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.py_error = Some(e);
+                Err(CoreError::new(Kind::Store, "upcasting failed"))
+            }
+        }
+    }
+
+    /// `{"state", "events_replayed", "last_sequence", "max_event_time_us", "skipped_newer", "skipped_corrupt"}`.
+    pub fn into_py<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("state", self.state.to_py(py)?)?;
+        d.set_item("events_replayed", self.events_replayed)?;
+        d.set_item("last_sequence", self.last_sequence)?;
+        d.set_item("max_event_time_us", self.max_event_us)?;
+        d.set_item("skipped_newer", self.skipped_newer)?;
+        d.set_item("skipped_corrupt", self.skipped_corrupt)?;
+        Ok(d)
+    }
+}
