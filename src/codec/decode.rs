@@ -20,25 +20,40 @@ fn err<T>(msg: impl Into<String>) -> Result<T> {
 
 static KEY_CACHE: std::sync::Mutex<Option<KeyCache>> = std::sync::Mutex::new(None);
 
+/// Decoding with the string cache held: take one per batch of values, not per value.
+pub struct Session {
+    guard: std::sync::MutexGuard<'static, Option<KeyCache>>,
+}
+
+/// Start a decoding session (the GIL already serialises callers; the lock is cheap).
+pub fn session() -> Session {
+    Session { guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()) }
+}
+
+impl Session {
+    fn cache(&mut self) -> &mut KeyCache {
+        self.guard.get_or_insert_with(KeyCache::new)
+    }
+
+    /// Decode one msgpack value from `bytes`, which must hold exactly that value.
+    pub fn decode<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
+        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache() };
+        let value = reader.value(0)?;
+        if reader.pos != bytes.len() {
+            return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
+        }
+        Ok(value)
+    }
+
+    /// A (cached) Python string for a dict key.
+    pub fn key<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, pyo3::types::PyString> {
+        self.cache().get(py, text, MAX_KEY_LEN)
+    }
+}
+
 /// Decode one msgpack value from `bytes`, which must hold exactly that value.
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
-    // One lock per payload, not per key; the GIL already serialises callers.
-    let mut guard = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guard.get_or_insert_with(KeyCache::new);
-    let mut reader = Reader {
-        py,
-        buf: bytes,
-        pos: 0,
-        keys: cache,
-    };
-    let value = reader.value(0)?;
-    if reader.pos != bytes.len() {
-        return err(format!(
-            "{} trailing bytes after the payload",
-            bytes.len() - reader.pos
-        ));
-    }
-    Ok(value)
+    session().decode(py, bytes)
 }
 
 /// A Python int or float from a Rust number (infallible conversions).

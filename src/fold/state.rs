@@ -1,105 +1,98 @@
 //! `WorkflowState` and the fold rules (those of the reference's `EventReplayer`).
 //!
-//! Every value kept is raw msgpack (`Raw`), so values of any type pass through
-//! the fold untouched and decode to the same Python objects the payload holds.
+//! Every value kept is raw msgpack, so values of any type pass through the
+//! fold untouched and decode to the same Python objects the payload holds.
+//! The layout is chosen for speed: stage and task fields sit in small vectors
+//! searched linearly, constant values and field names are static (no
+//! allocation), and entities are found through one hash table of indexes.
 
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
 
 use super::EventView;
 use crate::codec::decode;
 use crate::codec::view::{self, ViewError, NIL};
+use crate::errors::{CoreError, Kind};
 use crate::time::{civil_from_days, MICROS_PER_DAY, MICROS_PER_SEC};
 
-type Raw = Box<[u8]>;
+/// A kept value: raw msgpack, static for the fold's own constants.
+type Val = Cow<'static, [u8]>;
 type Result<T> = std::result::Result<T, ViewError>;
 
-/// A map that remembers insertion order (the order Python dicts will show).
-#[derive(Debug, Clone)]
-struct OrderedMap<V> {
-    index: FxHashMap<String, usize>,
-    items: Vec<(String, V)>,
+// msgpack fixstr encodings of the statuses the rules write.
+const RUNNING: &[u8] = b"\xa7RUNNING";
+const SUCCEEDED: &[u8] = b"\xa9SUCCEEDED";
+const TERMINAL: &[u8] = b"\xa8TERMINAL";
+const CANCELED: &[u8] = b"\xa8CANCELED";
+const PAUSED: &[u8] = b"\xa6PAUSED";
+const SUSPENDED: &[u8] = b"\xa9SUSPENDED";
+const SKIPPED: &[u8] = b"\xa7SKIPPED";
+
+/// Fields of a stage or task in first-set order (a handful: linear search wins).
+#[derive(Debug, Clone, Default)]
+struct Fields {
+    items: Vec<(Cow<'static, str>, Val)>,
 }
 
-impl<V> Default for OrderedMap<V> {
-    fn default() -> Self {
-        OrderedMap {
-            index: FxHashMap::default(),
-            items: Vec::new(),
+impl Fields {
+    fn position(&self, key: &str) -> Option<usize> {
+        self.items.iter().position(|(k, _)| k == key)
+    }
+
+    fn put(&mut self, key: &'static str, value: Val) {
+        match self.position(key) {
+            Some(i) => self.items[i].1 = value,
+            None => self.items.push((Cow::Borrowed(key), value)),
         }
+    }
+
+    fn put_owned(&mut self, key: &str, value: Val) {
+        match self.position(key) {
+            Some(i) => self.items[i].1 = value,
+            None => self.items.push((Cow::Owned(key.to_owned()), value)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Val> {
+        self.position(key).map(|i| &self.items[i].1)
     }
 }
 
-impl<V> OrderedMap<V> {
-    fn entry_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
-        let at = match self.index.get(key) {
-            Some(&i) => i,
+/// Entities by id, in first-seen order.
+#[derive(Debug, Clone, Default)]
+struct Entities {
+    table: HashTable<usize>,
+    items: Vec<(Box<str>, Fields)>,
+}
+
+impl Entities {
+    /// The entity `id`, created by `make` on first sight.
+    fn get_or_insert_with(&mut self, id: &str, make: impl FnOnce() -> Result<Fields>) -> Result<&mut Fields> {
+        let hash = FxBuildHasher.hash_one(id);
+        let items = &self.items;
+        let found = self.table.find(hash, |&i| &*items[i].0 == id).copied();
+        let at = match found {
+            Some(i) => i,
             None => {
-                self.items.push((key.to_owned(), make()));
-                self.index.insert(key.to_owned(), self.items.len() - 1);
-                self.items.len() - 1
+                let fields = make()?;
+                self.items.push((id.into(), fields));
+                let i = self.items.len() - 1;
+                let items = &self.items;
+                self.table.insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
+                i
             }
         };
-        &mut self.items[at].1
+        Ok(&mut self.items[at].1)
     }
 
-    fn set(&mut self, key: &str, value: V) {
-        match self.index.get(key) {
-            Some(&i) => self.items[i].1 = value,
-            None => {
-                self.items.push((key.to_owned(), value));
-                self.index.insert(key.to_owned(), self.items.len() - 1);
-            }
-        }
-    }
-}
-
-impl OrderedMap<Raw> {
-    fn put(&mut self, key: &str, value: &[u8]) {
-        self.set(key, value.into());
-    }
-
-    fn get(&self, key: &str) -> Option<&Raw> {
-        self.index.get(key).map(|&i| &self.items[i].1)
-    }
-}
-
-/// Stage or task fields, in first-set order.
-type Entry = OrderedMap<Raw>;
-
-/// The payload of one event, with its map entries read once, on first need.
-struct Payload<'a> {
-    raw: &'a [u8],
-    entries: Option<Vec<(&'a str, &'a [u8])>>,
-}
-
-impl<'a> Payload<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        Payload { raw, entries: None }
-    }
-
-    /// `data.get(key)`: None when absent (a payload that is not a map has no keys).
-    fn get(&mut self, key: &str) -> Result<Option<&'a [u8]>> {
-        if self.entries.is_none() {
-            self.entries = Some(view::map_entries(self.raw)?.unwrap_or_default());
-        }
-        Ok(self
-            .entries
-            .as_ref()
-            .and_then(|e| e.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)))
-    }
-
-    /// `data.get(key, default)` as raw msgpack.
-    fn get_or(&mut self, key: &str, default: &'static str) -> Result<Raw> {
-        Ok(match self.get(key)? {
-            Some(v) => v.into(),
-            None => view::encode_str(default),
-        })
-    }
-
-    fn get_or_nil(&mut self, key: &str) -> Result<&'a [u8]> {
-        Ok(self.get(key)?.unwrap_or(NIL))
+    fn set(&mut self, id: &str, fields: Fields) -> Result<()> {
+        *self.get_or_insert_with(id, || Ok(Fields::default()))? = fields;
+        Ok(())
     }
 }
 
@@ -107,191 +100,216 @@ impl<'a> Payload<'a> {
 #[derive(Debug, Clone)]
 pub struct WorkflowState {
     workflow_id: String,
-    status: Raw,
-    application: Raw,
-    name: Raw,
-    start_time: Raw,
-    end_time: Raw,
-    context: OrderedMap<Raw>,
-    stages: OrderedMap<Entry>,
-    tasks: OrderedMap<Entry>,
+    status: Val,
+    application: Val,
+    name: Val,
+    start_time: Val,
+    end_time: Val,
+    context: Fields,
+    stages: Entities,
+    tasks: Entities,
 }
 
-/// `datetime.isoformat()` of an aware UTC datetime, as msgpack.
-fn iso(micros: i64) -> Raw {
+/// `datetime.isoformat()` of an aware UTC datetime, as msgpack (str8: it can be 32 bytes).
+fn iso(micros: i64) -> Val {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let rem = micros.rem_euclid(MICROS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        // Outside datetime's range; never produced by a real timestamp.
+        return Cow::Owned(view::encode_str(&format!("{year}-{month:02}-{day:02}")).into_vec());
+    }
     let secs = rem / MICROS_PER_SEC;
     let frac = rem % MICROS_PER_SEC;
-    let mut text = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    );
+    let mut out = Vec::with_capacity(33);
+    out.extend_from_slice(&[0xd9, 0]); // str8 marker; the length is set below
+    let num = |n: i64, width: usize, out: &mut Vec<u8>| {
+        for i in (0..width).rev() {
+            out.push(b'0' + ((n / 10i64.pow(i as u32)) % 10) as u8);
+        }
+    };
+    num(year, 4, &mut out);
+    out.push(b'-');
+    num(month as i64, 2, &mut out);
+    out.push(b'-');
+    num(day as i64, 2, &mut out);
+    out.push(b'T');
+    num(secs / 3600, 2, &mut out);
+    out.push(b':');
+    num((secs / 60) % 60, 2, &mut out);
+    out.push(b':');
+    num(secs % 60, 2, &mut out);
     if frac != 0 {
-        text.push_str(&format!(".{frac:06}"));
+        out.push(b'.');
+        num(frac, 6, &mut out);
     }
-    text.push_str("+00:00");
-    view::encode_str(&text)
+    out.extend_from_slice(b"+00:00");
+    out[1] = (out.len() - 2) as u8;
+    Cow::Owned(out)
 }
 
-fn text(value: &'static str) -> Raw {
-    view::encode_str(value)
+fn owned(raw: &[u8]) -> Val {
+    if raw == NIL {
+        Cow::Borrowed(NIL)
+    } else {
+        Cow::Owned(raw.to_vec())
+    }
+}
+
+/// `data.get(key)` as a kept value (nil when absent).
+fn get_or_nil(data: &[u8], key: &str) -> Result<Val> {
+    Ok(view::get(data, key)?.map_or(Cow::Borrowed(NIL), owned))
+}
+
+/// `data.get(key, default)` as a kept value.
+fn get_or(data: &[u8], key: &str, default: &'static [u8]) -> Result<Val> {
+    Ok(view::get(data, key)?.map_or(Cow::Borrowed(default), owned))
+}
+
+fn id_field(id: &str) -> Val {
+    Cow::Owned(view::encode_str(id).into_vec())
 }
 
 impl WorkflowState {
     /// The empty state of a workflow no event has touched.
     pub fn new(workflow_id: &str) -> Self {
+        let nil = || Cow::Borrowed(NIL);
         WorkflowState {
             workflow_id: workflow_id.to_owned(),
-            status: NIL.into(),
-            application: NIL.into(),
-            name: NIL.into(),
-            start_time: NIL.into(),
-            end_time: NIL.into(),
-            context: OrderedMap::default(),
-            stages: OrderedMap::default(),
-            tasks: OrderedMap::default(),
+            status: nil(),
+            application: nil(),
+            name: nil(),
+            start_time: nil(),
+            end_time: nil(),
+            context: Fields::default(),
+            stages: Entities::default(),
+            tasks: Entities::default(),
         }
     }
 
     /// Fold one event in. Events of unknown entity or event types change nothing.
     pub fn apply(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let mut data = Payload::new(ev.data);
         match ev.entity_type {
-            "workflow" => self.apply_workflow(ev, &mut data),
-            "stage" => self.apply_stage(ev, &mut data),
-            "task" => self.apply_task(ev, &mut data),
+            "workflow" => self.apply_workflow(ev),
+            "stage" => self.apply_stage(ev),
+            "task" => self.apply_task(ev),
             _ => Ok(()),
         }
     }
 
-    fn update_context(&mut self, data: &mut Payload<'_>) -> Result<()> {
-        if let Some(ctx) = data.get("context")? {
+    fn update_context(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(ctx) = view::get(data, "context")? {
             // A context that is not a mapping (None) updates nothing.
             for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
-                self.context.put(k, v);
+                self.context.put_owned(k, owned(v));
             }
         }
         Ok(())
     }
 
-    fn apply_workflow(&mut self, ev: &EventView<'_>, data: &mut Payload<'_>) -> Result<()> {
+    fn apply_workflow(&mut self, ev: &EventView<'_>) -> Result<()> {
+        let data = ev.data;
         match ev.event_type {
             "workflow.created" => {
-                self.application = data.get_or_nil("application")?.into();
-                self.name = data.get_or_nil("name")?.into();
+                self.application = get_or_nil(data, "application")?;
+                self.name = get_or_nil(data, "name")?;
             }
             "workflow.started" => {
                 self.start_time = iso(ev.timestamp_us);
-                self.status = text("RUNNING");
+                self.status = Cow::Borrowed(RUNNING);
                 self.update_context(data)?;
             }
             "workflow.completed" => {
                 self.end_time = iso(ev.timestamp_us);
-                self.status = data.get_or("status", "SUCCEEDED")?;
+                self.status = get_or(data, "status", SUCCEEDED)?;
             }
             "workflow.failed" => {
                 self.end_time = iso(ev.timestamp_us);
-                self.status = data.get_or("status", "TERMINAL")?;
+                self.status = get_or(data, "status", TERMINAL)?;
             }
             "workflow.canceled" => {
                 self.end_time = iso(ev.timestamp_us);
-                self.status = text("CANCELED");
+                self.status = Cow::Borrowed(CANCELED);
             }
-            "workflow.paused" => self.status = text("PAUSED"),
-            "workflow.resumed" => self.status = text("RUNNING"),
+            "workflow.paused" => self.status = Cow::Borrowed(PAUSED),
+            "workflow.resumed" => self.status = Cow::Borrowed(RUNNING),
             "context.updated" => self.update_context(data)?,
             _ => {}
         }
         Ok(())
     }
 
-    fn apply_stage(&mut self, ev: &EventView<'_>, data: &mut Payload<'_>) -> Result<()> {
-        let mut made = Ok(());
-        let stage = self.stages.entry_or_insert_with(ev.entity_id, || {
-            let mut e = Entry::default();
-            e.put("id", &view::encode_str(ev.entity_id));
-            for key in ["ref_id", "type", "name"] {
-                match data.get_or_nil(key) {
-                    Ok(v) => e.put(key, v),
-                    Err(err) => made = Err(err),
-                }
-            }
-            e
-        });
-        made?;
+    fn apply_stage(&mut self, ev: &EventView<'_>) -> Result<()> {
+        let data = ev.data;
+        let stage = self.stages.get_or_insert_with(ev.entity_id, || {
+            let mut f = Fields::default();
+            f.put("id", id_field(ev.entity_id));
+            f.put("ref_id", get_or_nil(data, "ref_id")?);
+            f.put("type", get_or_nil(data, "type")?);
+            f.put("name", get_or_nil(data, "name")?);
+            Ok(f)
+        })?;
         match ev.event_type {
             "stage.started" => {
-                stage.put("status", &text("RUNNING"));
-                stage.put("start_time", &iso(ev.timestamp_us));
+                stage.put("status", Cow::Borrowed(RUNNING));
+                stage.put("start_time", iso(ev.timestamp_us));
             }
             "stage.completed" => {
-                stage.put("status", &data.get_or("status", "SUCCEEDED")?);
-                stage.put("end_time", &iso(ev.timestamp_us));
-                if let Some(outputs) = data.get("outputs")? {
-                    stage.put("outputs", outputs);
+                stage.put("status", get_or(data, "status", SUCCEEDED)?);
+                stage.put("end_time", iso(ev.timestamp_us));
+                if let Some(outputs) = view::get(data, "outputs")? {
+                    stage.put("outputs", owned(outputs));
                 }
             }
-            "stage.suspended" => stage.put("status", &text("SUSPENDED")),
-            "stage.resumed" => stage.put("status", &text("RUNNING")),
+            "stage.suspended" => stage.put("status", Cow::Borrowed(SUSPENDED)),
+            "stage.resumed" => stage.put("status", Cow::Borrowed(RUNNING)),
             "stage.failed" => {
-                stage.put("status", &data.get_or("status", "TERMINAL")?);
-                stage.put("end_time", &iso(ev.timestamp_us));
-                stage.put("error", data.get_or_nil("error")?);
+                stage.put("status", get_or(data, "status", TERMINAL)?);
+                stage.put("end_time", iso(ev.timestamp_us));
+                stage.put("error", get_or_nil(data, "error")?);
             }
             "stage.skipped" => {
-                stage.put("status", &text("SKIPPED"));
-                stage.put("skip_reason", data.get_or_nil("reason")?);
+                stage.put("status", Cow::Borrowed(SKIPPED));
+                stage.put("skip_reason", get_or_nil(data, "reason")?);
             }
-            "stage.canceled" => stage.put("status", &text("CANCELED")),
+            "stage.canceled" => stage.put("status", Cow::Borrowed(CANCELED)),
             _ => {}
         }
         Ok(())
     }
 
-    fn apply_task(&mut self, ev: &EventView<'_>, data: &mut Payload<'_>) -> Result<()> {
-        let mut made = Ok(());
-        let task = self.tasks.entry_or_insert_with(ev.entity_id, || {
-            let mut e = Entry::default();
-            e.put("id", &view::encode_str(ev.entity_id));
-            for key in ["name", "stage_id"] {
-                match data.get_or_nil(key) {
-                    Ok(v) => e.put(key, v),
-                    Err(err) => made = Err(err),
-                }
-            }
-            e
-        });
-        made?;
+    fn apply_task(&mut self, ev: &EventView<'_>) -> Result<()> {
+        let data = ev.data;
+        let task = self.tasks.get_or_insert_with(ev.entity_id, || {
+            let mut f = Fields::default();
+            f.put("id", id_field(ev.entity_id));
+            f.put("name", get_or_nil(data, "name")?);
+            f.put("stage_id", get_or_nil(data, "stage_id")?);
+            Ok(f)
+        })?;
         match ev.event_type {
             "task.started" => {
-                task.put("status", &text("RUNNING"));
-                task.put("start_time", &iso(ev.timestamp_us));
+                task.put("status", Cow::Borrowed(RUNNING));
+                task.put("start_time", iso(ev.timestamp_us));
             }
             "task.completed" => {
-                task.put("status", &data.get_or("status", "SUCCEEDED")?);
-                task.put("end_time", &iso(ev.timestamp_us));
-                if let Some(outputs) = data.get("outputs")? {
-                    task.put("outputs", outputs);
+                task.put("status", get_or(data, "status", SUCCEEDED)?);
+                task.put("end_time", iso(ev.timestamp_us));
+                if let Some(outputs) = view::get(data, "outputs")? {
+                    task.put("outputs", owned(outputs));
                 }
             }
             "task.failed" => {
-                task.put("status", &data.get_or("status", "TERMINAL")?);
-                task.put("end_time", &iso(ev.timestamp_us));
-                task.put("error", data.get_or_nil("error")?);
+                task.put("status", get_or(data, "status", TERMINAL)?);
+                task.put("end_time", iso(ev.timestamp_us));
+                task.put("error", get_or_nil(data, "error")?);
             }
-            "task.retried" => match data.get("retry_count")? {
-                Some(count) => task.put("retry_count", count),
+            "task.retried" => match view::get(data, "retry_count")? {
+                Some(count) => task.put("retry_count", owned(count)),
                 None => {
                     // No count given: one more than before (a non-integer count restarts at 1).
-                    let before = task
-                        .get("retry_count")
-                        .and_then(|r| view::as_i64(r))
-                        .unwrap_or(0);
-                    task.put("retry_count", &view::encode_int(before.saturating_add(1)));
+                    let before = task.get("retry_count").and_then(|r| view::as_i64(r)).unwrap_or(0);
+                    task.put("retry_count", Cow::Owned(view::encode_int(before.saturating_add(1)).into_vec()));
                 }
             },
             _ => {}
@@ -301,26 +319,19 @@ impl WorkflowState {
 
     /// The state as the reference's `WorkflowState.to_dict()` returns it.
     pub fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let leaf = |raw: &[u8]| -> PyResult<Bound<'py, PyAny>> {
-            decode::decode(py, raw).map_err(|e| {
-                crate::errors::CoreError::new(
-                    crate::errors::Kind::CorruptEvent,
-                    format!("folded value cannot be decoded: {}", e.0),
-                )
-                .into()
+        // Thousands of acyclic dicts are built here: a collection pass in the
+        // middle would only walk them for nothing.
+        let _pause = GcPause::new();
+        let mut session = decode::session();
+        let mut leaf = |raw: &[u8]| -> PyResult<Bound<'py, PyAny>> {
+            session.decode(py, raw).map_err(|e| {
+                CoreError::new(Kind::CorruptEvent, format!("folded value cannot be decoded: {}", e.0)).into()
             })
         };
-        let fields = |m: &OrderedMap<Raw>| -> PyResult<Bound<'py, PyDict>> {
+        let fields = |f: &Fields, leaf: &mut dyn FnMut(&[u8]) -> PyResult<Bound<'py, PyAny>>| -> PyResult<Bound<'py, PyDict>> {
             let d = PyDict::new(py);
-            for (k, v) in &m.items {
-                d.set_item(k, leaf(v)?)?;
-            }
-            Ok(d)
-        };
-        let nested = |m: &OrderedMap<Entry>| -> PyResult<Bound<'py, PyDict>> {
-            let d = PyDict::new(py);
-            for (k, v) in &m.items {
-                d.set_item(k, fields(v)?)?;
+            for (k, v) in &f.items {
+                d.set_item(pyo3::types::PyString::intern(py, k), leaf(v)?)?;
             }
             Ok(d)
         };
@@ -331,45 +342,75 @@ impl WorkflowState {
         d.set_item("name", leaf(&self.name)?)?;
         d.set_item("start_time", leaf(&self.start_time)?)?;
         d.set_item("end_time", leaf(&self.end_time)?)?;
-        d.set_item("context", fields(&self.context)?)?;
-        d.set_item("stages", nested(&self.stages)?)?;
-        d.set_item("tasks", nested(&self.tasks)?)?;
+        d.set_item("context", fields(&self.context, &mut leaf)?)?;
+        for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
+            let out = PyDict::new(py);
+            for (id, f) in &entities.items {
+                out.set_item(&**id, fields(f, &mut leaf)?)?;
+            }
+            d.set_item(key, out)?;
+        }
         Ok(d)
     }
 
     /// A state from the msgpack of a dict shaped like `to_py`'s (a snapshot).
     pub fn from_msgpack(workflow_id: &str, raw: &[u8]) -> Result<Self> {
         let mut state = WorkflowState::new(workflow_id);
-        let entries = view::map_entries(raw)?
-            .ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
-        let fields = |raw: &[u8]| -> Result<Entry> {
-            let mut e = Entry::default();
+        let entries = view::map_entries(raw)?.ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
+        let fields = |raw: &[u8]| -> Result<Fields> {
+            let mut f = Fields::default();
             for (k, v) in view::map_entries(raw)?.unwrap_or_default() {
-                e.put(k, v);
+                f.put_owned(k, owned(v));
             }
-            Ok(e)
+            Ok(f)
         };
         for (key, value) in entries {
             match key {
-                "status" => state.status = value.into(),
-                "application" => state.application = value.into(),
-                "name" => state.name = value.into(),
-                "start_time" => state.start_time = value.into(),
-                "end_time" => state.end_time = value.into(),
+                "status" => state.status = owned(value),
+                "application" => state.application = owned(value),
+                "name" => state.name = owned(value),
+                "start_time" => state.start_time = owned(value),
+                "end_time" => state.end_time = owned(value),
                 "context" => state.context = fields(value)?,
                 "stages" | "tasks" => {
-                    let target = if key == "stages" {
-                        &mut state.stages
-                    } else {
-                        &mut state.tasks
-                    };
+                    let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
                     for (id, entry) in view::map_entries(value)?.unwrap_or_default() {
-                        target.set(id, fields(entry)?);
+                        target.set(id, fields(entry)?)?;
                     }
                 }
                 _ => {}
             }
         }
         Ok(state)
+    }
+}
+
+/// Pauses Python's cyclic garbage collector while alive (if it was running).
+pub struct GcPause {
+    was_enabled: bool,
+}
+
+impl GcPause {
+    pub fn new() -> Self {
+        // SAFETY: called with the GIL held (from `to_py`); these only flip a flag.
+        let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
+        GcPause { was_enabled }
+    }
+}
+
+impl Default for GcPause {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for GcPause {
+    fn drop(&mut self) {
+        if self.was_enabled {
+            // SAFETY: as above; the GIL is still held when the guard drops.
+            unsafe {
+                pyo3::ffi::PyGC_Enable();
+            }
+        }
     }
 }
