@@ -13,6 +13,15 @@ The names and behaviour follow ``stabilize.events`` (Stabilize 0.33).
 """
 
 from stabilize_events import errors
+from stabilize_events.bus import (
+    EventBus,
+    EventBusStats,
+    Subscription,
+    SubscriptionMode,
+    configure_event_bus,
+    get_event_bus,
+    reset_event_bus,
+)
 from stabilize_events.event import (
     Event,
     EventMetadata,
@@ -20,6 +29,18 @@ from stabilize_events.event import (
     create_task_event,
     create_workflow_event,
 )
+from stabilize_events.migration import EventMigrator, get_event_migrator, reset_event_migrator
+from stabilize_events.recorder import (
+    EventRecorder,
+    configure_event_recorder,
+    get_event_metadata,
+    get_event_recorder,
+    reset_event_recorder,
+    set_event_context,
+)
+from stabilize_events.replay import EventReplayer, ReplayResult, WorkflowState
+from stabilize_events.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
+from stabilize_events.sourcing import configure_event_sourcing
 from stabilize_events.store import (
     AppendResult,
     EventQuery,
@@ -34,15 +55,38 @@ __all__ = [
     "AppendResult",
     "EntityType",
     "Event",
+    "EventBus",
+    "EventBusStats",
     "EventMetadata",
+    "EventMigrator",
     "EventQuery",
+    "EventRecorder",
+    "EventReplayer",
     "EventStore",
     "EventType",
     "InMemoryEventStore",
+    "ReplayResult",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
     "SqliteEventStore",
+    "Subscription",
+    "SubscriptionMode",
+    "WorkflowState",
+    "configure_event_bus",
+    "configure_event_recorder",
+    "configure_event_sourcing",
     "create_stage_event",
     "create_task_event",
     "create_workflow_event",
     "errors",
+    "get_event_bus",
+    "get_event_metadata",
+    "get_event_migrator",
+    "get_event_recorder",
     "parse_event_type",
+    "reset_event_bus",
+    "reset_event_migrator",
+    "reset_event_recorder",
+    "set_event_context",
 ]
