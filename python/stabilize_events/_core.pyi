@@ -91,6 +91,7 @@ class NativeStore:
         create_tables: bool = True,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        page_size: int = 2048,
     ) -> NativeStore: ...
     @staticmethod
     def memory() -> NativeStore: ...

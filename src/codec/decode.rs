@@ -27,7 +27,9 @@ pub struct Session {
 
 /// Start a decoding session (the GIL already serialises callers; the lock is cheap).
 pub fn session() -> Session {
-    Session { guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()) }
+    Session {
+        guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()),
+    }
 }
 
 impl Session {
@@ -37,10 +39,18 @@ impl Session {
 
     /// Decode one msgpack value from `bytes`, which must hold exactly that value.
     pub fn decode<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
-        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache() };
+        let mut reader = Reader {
+            py,
+            buf: bytes,
+            pos: 0,
+            keys: self.cache(),
+        };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
-            return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
+            return err(format!(
+                "{} trailing bytes after the payload",
+                bytes.len() - reader.pos
+            ));
         }
         Ok(value)
     }

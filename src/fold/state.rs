@@ -72,7 +72,11 @@ struct Entities {
 
 impl Entities {
     /// The entity `id`, created by `make` on first sight.
-    fn get_or_insert_with(&mut self, id: &str, make: impl FnOnce() -> Result<Fields>) -> Result<&mut Fields> {
+    fn get_or_insert_with(
+        &mut self,
+        id: &str,
+        make: impl FnOnce() -> Result<Fields>,
+    ) -> Result<&mut Fields> {
         let hash = FxBuildHasher.hash_one(id);
         let items = &self.items;
         let found = self.table.find(hash, |&i| &*items[i].0 == id).copied();
@@ -83,7 +87,8 @@ impl Entities {
                 self.items.push((id.into(), fields));
                 let i = self.items.len() - 1;
                 let items = &self.items;
-                self.table.insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
+                self.table
+                    .insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
                 i
             }
         };
@@ -308,8 +313,14 @@ impl WorkflowState {
                 Some(count) => task.put("retry_count", owned(count)),
                 None => {
                     // No count given: one more than before (a non-integer count restarts at 1).
-                    let before = task.get("retry_count").and_then(|r| view::as_i64(r)).unwrap_or(0);
-                    task.put("retry_count", Cow::Owned(view::encode_int(before.saturating_add(1)).into_vec()));
+                    let before = task
+                        .get("retry_count")
+                        .and_then(|r| view::as_i64(r))
+                        .unwrap_or(0);
+                    task.put(
+                        "retry_count",
+                        Cow::Owned(view::encode_int(before.saturating_add(1)).into_vec()),
+                    );
                 }
             },
             _ => {}
@@ -325,10 +336,16 @@ impl WorkflowState {
         let mut session = decode::session();
         let mut leaf = |raw: &[u8]| -> PyResult<Bound<'py, PyAny>> {
             session.decode(py, raw).map_err(|e| {
-                CoreError::new(Kind::CorruptEvent, format!("folded value cannot be decoded: {}", e.0)).into()
+                CoreError::new(
+                    Kind::CorruptEvent,
+                    format!("folded value cannot be decoded: {}", e.0),
+                )
+                .into()
             })
         };
-        let fields = |f: &Fields, leaf: &mut dyn FnMut(&[u8]) -> PyResult<Bound<'py, PyAny>>| -> PyResult<Bound<'py, PyDict>> {
+        let fields = |f: &Fields,
+                      leaf: &mut dyn FnMut(&[u8]) -> PyResult<Bound<'py, PyAny>>|
+         -> PyResult<Bound<'py, PyDict>> {
             let d = PyDict::new(py);
             for (k, v) in &f.items {
                 d.set_item(pyo3::types::PyString::intern(py, k), leaf(v)?)?;
@@ -356,7 +373,8 @@ impl WorkflowState {
     /// A state from the msgpack of a dict shaped like `to_py`'s (a snapshot).
     pub fn from_msgpack(workflow_id: &str, raw: &[u8]) -> Result<Self> {
         let mut state = WorkflowState::new(workflow_id);
-        let entries = view::map_entries(raw)?.ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
+        let entries = view::map_entries(raw)?
+            .ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
         let fields = |raw: &[u8]| -> Result<Fields> {
             let mut f = Fields::default();
             for (k, v) in view::map_entries(raw)?.unwrap_or_default() {
@@ -373,7 +391,11 @@ impl WorkflowState {
                 "end_time" => state.end_time = owned(value),
                 "context" => state.context = fields(value)?,
                 "stages" | "tasks" => {
-                    let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
+                    let target = if key == "stages" {
+                        &mut state.stages
+                    } else {
+                        &mut state.tasks
+                    };
                     for (id, entry) in view::map_entries(value)?.unwrap_or_default() {
                         target.set(id, fields(entry)?)?;
                     }

@@ -96,7 +96,7 @@ mod tests {
     //! The backend contract in Rust terms, run against both backends (the
     //! Python conformance suite covers the same ground through `NativeStore`).
     use super::memory_store::MemoryBackend;
-    use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous};
+    use super::sqlite_store::{self, Location, SqliteBackend, SqliteConfig, Synchronous};
     use super::*;
     use crate::errors::Kind;
 
@@ -123,6 +123,7 @@ mod tests {
                 create_tables: true,
                 synchronous: Synchronous::Normal,
                 busy_timeout: std::time::Duration::from_secs(1),
+                page_size: sqlite_store::DEFAULT_PAGE_SIZE,
             })
             .expect("open sqlite")
         };

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::memory_store::MemoryBackend;
-use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous};
+use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
 use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
@@ -113,14 +113,25 @@ impl NativeStore {
 impl NativeStore {
     /// Open an SQLite event store at `url` (see `SqliteEventStore`).
     #[staticmethod]
-    #[pyo3(signature = (url, create_tables=None, synchronous=None, busy_timeout_ms=None))]
+    #[pyo3(signature = (url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None))]
     fn sqlite(
         py: Python<'_>,
         url: &Bound<'_, PyAny>,
         create_tables: Option<&Bound<'_, PyAny>>,
         synchronous: Option<&Bound<'_, PyAny>>,
         busy_timeout_ms: Option<&Bound<'_, PyAny>>,
+        page_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeStore> {
+        let page_size = match page_size {
+            Some(p) => int_arg(p, "page_size")?,
+            None => i64::from(DEFAULT_PAGE_SIZE),
+        };
+        if !(512..=65536).contains(&page_size) || page_size & (page_size - 1) != 0 {
+            return raise(
+                Kind::InvalidArgument,
+                format!("page_size must be a power of two from 512 to 65536, not {page_size}"),
+            );
+        }
         let url = str_arg(url, "url")?;
         let synchronous = match synchronous {
             Some(s) => Synchronous::parse(&str_arg(s, "synchronous")?)?,
@@ -146,6 +157,7 @@ impl NativeStore {
             create_tables,
             synchronous,
             busy_timeout: Duration::from_millis(busy_ms as u64),
+            page_size: page_size as u32,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
         Ok(NativeStore {

@@ -25,6 +25,8 @@ class SqliteEventStore(NativeEventStore):
     ``url`` is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
     ``sqlite:///:memory:``. With ``create_tables`` (the default) missing tables
     are created; without it the database must already hold an event store.
+    ``page_size`` applies when the file is created: each single-event commit
+    writes one page per index, so small pages keep `append` fast.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class SqliteEventStore(NativeEventStore):
         *,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        page_size: int = 2048,
     ) -> None:
         super().__init__(
             NativeStore.sqlite(
@@ -41,6 +44,7 @@ class SqliteEventStore(NativeEventStore):
                 create_tables=create_tables,
                 synchronous=synchronous,
                 busy_timeout_ms=busy_timeout_ms,
+                page_size=page_size,
             )
         )
         self._connection_string = connection_string
