@@ -7,4 +7,4 @@ mod record;
 
 pub use metadata::EventMetadata;
 pub use py_event::{coerce_event, Event};
-pub use record::EventRecord;
+pub use record::{EventRecord, Text};

@@ -109,7 +109,7 @@ impl Event {
                     if let Ok(d) = obj.cast::<PyDict>() {
                         // An "unknown.event" row may already carry its original type.
                         if !d.contains(RAW_EVENT_TYPE)? {
-                            d.set_item(RAW_EVENT_TYPE, &self.rec.event_type)?;
+                            d.set_item(RAW_EVENT_TYPE, self.rec.event_type.as_str())?;
                         }
                     }
                 }
@@ -122,7 +122,7 @@ impl Event {
         let table = pyrefs::event_types(py)?;
         match table
             .by_value
-            .get(&self.rec.event_type)
+            .get(self.rec.event_type.as_str())
             .or(table.unknown.as_ref())
         {
             Some(m) => Ok(m.bind(py).clone()),
@@ -133,7 +133,7 @@ impl Event {
     fn entity_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match pyrefs::entity_types(py)?
             .by_value
-            .get(&self.rec.entity_type)
+            .get(self.rec.entity_type.as_str())
         {
             Some(m) => Ok(m.bind(py).clone()),
             None => raise(
@@ -150,10 +150,10 @@ impl Event {
         self.metadata
             .get_or_try_init(py, || {
                 let m = EventMetadata {
-                    correlation_id: self.rec.correlation_id.clone(),
-                    causation_id: self.rec.causation_id.clone(),
-                    actor: self.rec.actor.clone(),
-                    source_handler: self.rec.source_handler.clone(),
+                    correlation_id: self.rec.correlation_id.to_string(),
+                    causation_id: self.rec.causation_id.as_ref().map(|c| c.to_string()),
+                    actor: self.rec.actor.to_string(),
+                    source_handler: self.rec.source_handler.as_ref().map(|c| c.to_string()),
                 };
                 Ok::<_, PyErr>(Bound::new(py, m)?.into_any().unbind())
             })
@@ -280,20 +280,20 @@ impl Event {
         let rec = EventRecord {
             sequence: int(sequence, "sequence", 0)?,
             event_id: match given(event_id) {
-                Some(id) => str_arg(&id, "event_id")?,
-                None => ulid::Ulid::generate().to_string(),
+                Some(id) => str_arg(&id, "event_id")?.into(),
+                None => ulid::Ulid::generate().to_string().into(),
             },
-            event_type: event_type_str,
+            event_type: event_type_str.into(),
             timestamp_us,
-            entity_type: entity_type_str,
-            entity_id: text(entity_id, "entity_id")?,
-            workflow_id: text(workflow_id, "workflow_id")?,
+            entity_type: entity_type_str.into(),
+            entity_id: text(entity_id, "entity_id")?.into(),
+            workflow_id: text(workflow_id, "workflow_id")?.into(),
             version: int(version, "version", 0)?,
             data: Vec::new(),
-            correlation_id: meta.correlation_id,
-            causation_id: meta.causation_id,
-            actor: meta.actor,
-            source_handler: meta.source_handler,
+            correlation_id: meta.correlation_id.into(),
+            causation_id: meta.causation_id.map(Into::into),
+            actor: meta.actor.into(),
+            source_handler: meta.source_handler.map(Into::into),
             schema_version: int(schema_version, "schema_version", CURRENT_SCHEMA_VERSION)?,
         };
         let data_unbound = data_obj.unbind();
@@ -377,16 +377,16 @@ impl Event {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let r = &self.rec;
-        d.set_item("event_id", &r.event_id)?;
+        d.set_item("event_id", r.event_id.as_str())?;
         d.set_item("event_type", self.event_type_object(py)?.getattr("value")?)?;
         d.set_item(
             "timestamp",
             self.timestamp_object(py)?.call_method0("isoformat")?,
         )?;
         d.set_item("sequence", r.sequence)?;
-        d.set_item("entity_type", &r.entity_type)?;
-        d.set_item("entity_id", &r.entity_id)?;
-        d.set_item("workflow_id", &r.workflow_id)?;
+        d.set_item("entity_type", r.entity_type.as_str())?;
+        d.set_item("entity_id", r.entity_id.as_str())?;
+        d.set_item("workflow_id", r.workflow_id.as_str())?;
         d.set_item("version", r.version)?;
         d.set_item("data", self.data_object(py)?)?;
         d.set_item(

@@ -7,16 +7,16 @@ use std::sync::{Arc, RwLock};
 use super::filter::OrderBy;
 use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
-use crate::event::EventRecord;
+use crate::event::{EventRecord, Text};
 use crate::fold::EventView;
 
 #[derive(Default)]
 struct State {
     /// Record with sequence `n` sits at index `n - 1`.
     events: Vec<Arc<EventRecord>>,
-    by_id: HashMap<String, usize>,
-    by_workflow: HashMap<String, Vec<usize>>,
-    by_entity: HashMap<String, Vec<usize>>,
+    by_id: HashMap<Text, usize>,
+    by_workflow: HashMap<Text, Vec<usize>>,
+    by_entity: HashMap<Text, Vec<usize>>,
     /// (entity_type, entity_id) -> snapshots by ascending sequence.
     snapshots: HashMap<(String, String), Vec<SnapshotRecord>>,
     subscriptions: std::collections::BTreeMap<String, SubscriptionRecord>,
@@ -62,7 +62,7 @@ impl Backend for MemoryBackend {
         // Check the whole batch before touching anything: all or nothing.
         let mut seen = std::collections::HashSet::new();
         for r in records.iter() {
-            if state.by_id.contains_key(&r.event_id) || !seen.insert(r.event_id.as_str()) {
+            if state.by_id.contains_key(r.event_id.as_str()) || !seen.insert(r.event_id.as_str()) {
                 return Err(CoreError::new(
                     Kind::DuplicateEvent,
                     format!(
@@ -219,8 +219,8 @@ fn candidates<'a>(
     filter: &Filter,
 ) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
     let indexed = match (&filter.workflow_id, &filter.entity_id) {
-        (Some(w), _) => Some(s.by_workflow.get(w)),
-        (None, Some(e)) => Some(s.by_entity.get(e)),
+        (Some(w), _) => Some(s.by_workflow.get(w.as_str())),
+        (None, Some(e)) => Some(s.by_entity.get(e.as_str())),
         (None, None) => None,
     };
     match indexed {

@@ -102,15 +102,15 @@ mod tests {
 
     fn record(id: &str, workflow: &str, entity: &str, ts: i64) -> EventRecord {
         EventRecord {
-            event_id: id.to_owned(),
-            event_type: "task.started".to_owned(),
+            event_id: id.into(),
+            event_type: "task.started".into(),
             timestamp_us: ts,
-            entity_type: "task".to_owned(),
-            entity_id: entity.to_owned(),
-            workflow_id: workflow.to_owned(),
+            entity_type: "task".into(),
+            entity_id: entity.into(),
+            workflow_id: workflow.into(),
             version: 1,
             data: vec![0x80],
-            actor: "system".to_owned(),
+            actor: "system".into(),
             schema_version: 1,
             ..Default::default()
         }

@@ -579,18 +579,18 @@ impl Backend for SqliteBackend {
                     .map_err(|e| sql_error(e, "preparing the insert", &self.config))?;
                 for r in records.iter_mut() {
                     let inserted = stmt.execute(rusqlite::params![
-                        r.event_id,
-                        r.event_type,
+                        r.event_id.as_str(),
+                        r.event_type.as_str(),
                         r.timestamp_us,
-                        r.entity_type,
-                        r.entity_id,
-                        r.workflow_id,
+                        r.entity_type.as_str(),
+                        r.entity_id.as_str(),
+                        r.workflow_id.as_str(),
                         r.version,
                         r.data,
-                        r.correlation_id,
-                        r.causation_id,
-                        r.actor,
-                        r.source_handler,
+                        r.correlation_id.as_str(),
+                        r.causation_id.as_deref(),
+                        r.actor.as_str(),
+                        r.source_handler.as_deref(),
                         r.schema_version,
                     ]);
                     match inserted {
