@@ -159,7 +159,7 @@ impl Filter {
             && self
                 .event_types
                 .as_ref()
-                .is_none_or(|ts| ts.iter().any(|t| t == &rec.event_type))
+                .is_none_or(|ts| ts.iter().any(|t| t == rec.event_type))
             && self.from_sequence.is_none_or(|s| rec.sequence > s)
             && self.to_sequence.is_none_or(|s| rec.sequence <= s)
             && self.from_timestamp.is_none_or(|t| rec.timestamp_us >= t)
