@@ -122,6 +122,11 @@ impl<'a, 'py> Reader<'a, 'py> {
 
     fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
         let text = self.text(n)?;
+        // Values with digits are mostly ids and counters, seen once: caching
+        // them would only evict the statuses and types that do repeat.
+        if text.len() > MAX_VALUE_LEN || text.bytes().any(|b| b.is_ascii_digit()) {
+            return Ok(pyo3::types::PyString::new(self.py, text).into_any());
+        }
         Ok(self.keys.get(self.py, text, MAX_VALUE_LEN).into_any())
     }
 
