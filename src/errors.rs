@@ -56,10 +56,7 @@ pub struct CoreError {
 
 impl CoreError {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        CoreError {
-            kind,
-            message: message.into(),
-        }
+        CoreError { kind, message: message.into() }
     }
 }
 

@@ -20,10 +20,7 @@ use errors::{CoreError, Kind};
 
 /// Encode a payload as the stores do (msgpack with extension types).
 #[pyfunction]
-fn encode_payload<'py>(
-    py: Python<'py>,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(128);
     codec::encode::encode(value, &mut out)
         .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path("data"), e.message)))?;
@@ -33,13 +30,8 @@ fn encode_payload<'py>(
 /// Decode bytes made by `encode_payload`.
 #[pyfunction]
 fn decode_payload<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    codec::decode::decode(py, data).map_err(|e| {
-        CoreError::new(
-            Kind::CorruptEvent,
-            format!("payload cannot be decoded: {}", e.0),
-        )
-        .into()
-    })
+    codec::decode::decode(py, data)
+        .map_err(|e| CoreError::new(Kind::CorruptEvent, format!("payload cannot be decoded: {}", e.0)).into())
 }
 
 /// Fold events given as objects (from a store not backed by this core) into
@@ -55,14 +47,8 @@ fn fold_events<'py>(
     current_schema_version: i64,
     skip_corrupt: bool,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-    let mut folder = fold::Folder::from_py(
-        workflow_id,
-        0,
-        initial_state,
-        upcast,
-        current_schema_version,
-        skip_corrupt,
-    )?;
+    let mut folder =
+        fold::Folder::from_py(workflow_id, 0, initial_state, upcast, current_schema_version, skip_corrupt)?;
     for (i, item) in events.try_iter()?.enumerate() {
         let event = event::coerce_event(&item?, Some(i))?;
         let record = event.get().to_record(py)?;

@@ -64,10 +64,8 @@ cached_class!(frozen_instance_error, "dataclasses", "FrozenInstanceError");
 /// `datetime.timezone.utc`.
 pub fn utc(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    CELL.get_or_try_init(py, || {
-        Ok::<_, PyErr>(timezone_class(py)?.getattr("utc")?.unbind())
-    })
-    .map(|o| o.bind(py))
+    CELL.get_or_try_init(py, || Ok::<_, PyErr>(timezone_class(py)?.getattr("utc")?.unbind()))
+        .map(|o| o.bind(py))
 }
 
 /// Keyword arguments dict `{k: v}` helper for the few Python calls that need one.

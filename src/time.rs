@@ -60,10 +60,7 @@ pub fn datetime_fields(dt: &Bound<'_, PyAny>) -> PyResult<Fields> {
             + offset.getattr("seconds")?.extract::<i64>()?;
         Some(secs)
     };
-    Ok(Fields {
-        wall_micros,
-        offset_seconds,
-    })
+    Ok(Fields { wall_micros, offset_seconds })
 }
 
 /// The instant of a datetime in UTC microseconds; naive datetimes are taken as UTC.
@@ -89,8 +86,7 @@ pub fn datetime_from_wall<'py>(
     };
     let dt = PyDateTime::new(
         py,
-        i32::try_from(y)
-            .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?,
+        i32::try_from(y).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?,
         m as u8,
         d as u8,
         (secs / 3600) as u8,
@@ -110,9 +106,7 @@ pub fn utc_datetime(py: Python<'_>, micros: i64) -> PyResult<Bound<'_, PyAny>> {
 
 /// Now, in UTC microseconds.
 pub fn now_micros() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     now.as_micros() as i64
 }
 

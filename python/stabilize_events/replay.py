@@ -185,7 +185,8 @@ class EventReplayer:
     def compare_states(self, workflow_id: str, sequence1: int, sequence2: int) -> dict[str, Any]:
         """The state after ``sequence1`` and after ``sequence2``, and the paths that differ.
 
-        ``changes`` lists strings like ``stages.<id>.status: RUNNING -> SUCCEEDED``.
+        ``changes`` lists strings like ``stages.<id>.status: 'RUNNING' -> 'SUCCEEDED'``
+        (``<absent>`` stands for a key one side does not have).
         """
         before = self.rebuild_workflow_state(workflow_id, as_of_sequence=sequence1)
         after = self.rebuild_workflow_state(workflow_id, as_of_sequence=sequence2)
@@ -276,11 +277,21 @@ def _not_after(moment: datetime, bound: datetime) -> bool:
     return moment <= bound
 
 
+class _Absent:
+    """A key missing on one side of a comparison (distinct from a None value)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
 def _diff(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
     """(path, old, new) for every leaf that differs; dicts are walked key by key."""
     if isinstance(before, dict) and isinstance(after, dict):
         for key in list(before) + [k for k in after if k not in before]:
             child = f"{path}.{key}" if path else str(key)
-            yield from _diff(before.get(key), after.get(key), child)
-    elif before != after:
+            yield from _diff(before.get(key, _ABSENT), after.get(key, _ABSENT), child)
+    elif isinstance(before, _Absent) or isinstance(after, _Absent) or before != after:
         yield path, before, after

@@ -27,9 +27,7 @@ pub struct Session {
 
 /// Start a decoding session (the GIL already serialises callers; the lock is cheap).
 pub fn session() -> Session {
-    Session {
-        guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()),
-    }
+    Session { guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()) }
 }
 
 impl Session {
@@ -39,18 +37,10 @@ impl Session {
 
     /// Decode one msgpack value from `bytes`, which must hold exactly that value.
     pub fn decode<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
-        let mut reader = Reader {
-            py,
-            buf: bytes,
-            pos: 0,
-            keys: self.cache(),
-        };
+        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache() };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
-            return err(format!(
-                "{} trailing bytes after the payload",
-                bytes.len() - reader.pos
-            ));
+            return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
         }
         Ok(value)
     }
@@ -212,12 +202,7 @@ impl<'a, 'py> Reader<'a, 'py> {
                 return self.map(n, depth);
             }
             0xe0..=0xff => num(py, (m as i8) as i64),
-            0xc1 => {
-                return err(format!(
-                    "invalid msgpack marker 0xc1 at byte {}",
-                    self.pos - 1
-                ))
-            }
+            0xc1 => return err(format!("invalid msgpack marker 0xc1 at byte {}", self.pos - 1)),
         };
         Ok(obj)
     }
@@ -228,10 +213,7 @@ impl<'a, 'py> Reader<'a, 'py> {
         }
         // Every element takes at least one byte: a length beyond the rest is corrupt.
         if n > self.buf.len() - self.pos {
-            return err(format!(
-                "container of {n} items at byte {} is longer than the payload",
-                self.pos
-            ));
+            return err(format!("container of {n} items at byte {} is longer than the payload", self.pos));
         }
         Ok(())
     }
@@ -242,9 +224,7 @@ impl<'a, 'py> Reader<'a, 'py> {
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
-        Ok(PyList::new(self.py, items)
-            .map_err(|e| self.py_err(e))?
-            .into_any())
+        Ok(PyList::new(self.py, items).map_err(|e| self.py_err(e))?.into_any())
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Bound<'py, PyAny>> {

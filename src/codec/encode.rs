@@ -26,10 +26,7 @@ pub struct EncodeError {
 
 impl EncodeError {
     fn new(message: impl Into<String>) -> Self {
-        EncodeError {
-            steps_rev: Vec::new(),
-            message: message.into(),
-        }
+        EncodeError { steps_rev: Vec::new(), message: message.into() }
     }
 
     fn at(mut self, step: PathStep) -> Self {
@@ -155,19 +152,14 @@ fn encode_other(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Re
     }
     if isinstance(pyrefs::date_class(py))? {
         let get = |n: &str| -> Result<i64> {
-            value
-                .getattr(n)
-                .and_then(|v| v.extract())
-                .map_err(|e| from_py(e, py))
+            value.getattr(n).and_then(|v| v.extract()).map_err(|e| from_py(e, py))
         };
         let days = time::days_from_civil(get("year")?, get("month")? as u32, get("day")? as u32);
         return write_ext(out, ext::DATE, &(days as i32).to_be_bytes());
     }
     if isinstance(pyrefs::uuid_class(py))? {
         let raw = value.getattr("bytes").map_err(|e| from_py(e, py))?;
-        let raw = raw
-            .cast::<PyBytes>()
-            .map_err(|e| EncodeError::new(e.to_string()))?;
+        let raw = raw.cast::<PyBytes>().map_err(|e| EncodeError::new(e.to_string()))?;
         return write_ext(out, ext::UUID, raw.as_bytes());
     }
     if isinstance(pyrefs::decimal_class(py))? {
@@ -175,14 +167,8 @@ fn encode_other(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Re
         let text = text.to_str().map_err(|e| from_py(e, py))?;
         return write_ext(out, ext::DECIMAL, text.as_bytes());
     }
-    let type_name = value
-        .get_type()
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_owned());
-    Err(EncodeError::new(format!(
-        "values of type {type_name} cannot be stored in an event payload"
-    )))
+    let type_name = value.get_type().qualname().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned());
+    Err(EncodeError::new(format!("values of type {type_name} cannot be stored in an event payload")))
 }
 
 fn encode_str(s: &Bound<'_, PyString>, out: &mut Vec<u8>) -> Result<()> {
@@ -202,18 +188,12 @@ fn encode_int(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<()> {
     }
     // Beyond 64 bits: two's complement bytes, as long as the value needs.
     let py = value.py();
-    let bits: usize = value
-        .call_method0("bit_length")
-        .and_then(|b| b.extract())
-        .map_err(|e| from_py(e, py))?;
+    let bits: usize =
+        value.call_method0("bit_length").and_then(|b| b.extract()).map_err(|e| from_py(e, py))?;
     let length = bits / 8 + 1;
     let kwargs = pyrefs::kwargs1(py, "signed", true).map_err(|e| from_py(e, py))?;
-    let raw = value
-        .call_method("to_bytes", (length, "little"), Some(&kwargs))
-        .map_err(|e| from_py(e, py))?;
-    let raw = raw
-        .cast::<PyBytes>()
-        .map_err(|e| EncodeError::new(e.to_string()))?;
+    let raw = value.call_method("to_bytes", (length, "little"), Some(&kwargs)).map_err(|e| from_py(e, py))?;
+    let raw = raw.cast::<PyBytes>().map_err(|e| EncodeError::new(e.to_string()))?;
     write_ext(out, ext::BIGINT, raw.as_bytes())
 }
 
@@ -228,23 +208,13 @@ fn encode_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Res
         let key_text = match key.cast::<PyString>() {
             Ok(k) => k,
             Err(_) => {
-                let shown = key
-                    .repr()
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|_| "?".into());
-                let tname = key
-                    .get_type()
-                    .qualname()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
-                return Err(EncodeError::new(format!(
-                    "dict keys must be str, found {tname} key {shown}"
-                )));
+                let shown = key.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
+                let tname = key.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+                return Err(EncodeError::new(format!("dict keys must be str, found {tname} key {shown}")));
             }
         };
         encode_str(key_text, out).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
-        encode_value(&value, out, depth + 1)
-            .map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+        encode_value(&value, out, depth + 1).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
     }
     Ok(())
 }

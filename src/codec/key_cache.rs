@@ -25,18 +25,11 @@ pub struct KeyCache {
 
 impl KeyCache {
     pub fn new() -> Self {
-        KeyCache {
-            slots: (0..SLOTS).map(|_| None).collect(),
-        }
+        KeyCache { slots: (0..SLOTS).map(|_| None).collect() }
     }
 
     /// The Python string for `text`, from the cache when it was seen before.
-    pub fn get<'py>(
-        &mut self,
-        py: Python<'py>,
-        text: &str,
-        max_len: usize,
-    ) -> Bound<'py, PyString> {
+    pub fn get<'py>(&mut self, py: Python<'py>, text: &str, max_len: usize) -> Bound<'py, PyString> {
         if text.len() > max_len {
             return PyString::new(py, text);
         }
@@ -48,11 +41,7 @@ impl KeyCache {
             }
         }
         let value = PyString::new(py, text);
-        self.slots[index] = Some(Slot {
-            hash,
-            text: text.into(),
-            value: value.clone().unbind(),
-        });
+        self.slots[index] = Some(Slot { hash, text: text.into(), value: value.clone().unbind() });
         value
     }
 }

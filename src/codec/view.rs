@@ -52,11 +52,7 @@ fn header(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
         0xdd => (5, 0, len(4)?),
         0xde => (3, 0, 2 * len(2)?),
         0xdf => (5, 0, 2 * len(4)?),
-        0xc1 => {
-            return Err(ViewError(format!(
-                "invalid msgpack marker 0xc1 at byte {at}"
-            )))
-        }
+        0xc1 => return Err(ViewError(format!("invalid msgpack marker 0xc1 at byte {at}"))),
     })
 }
 
@@ -133,13 +129,8 @@ pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
 
 /// The raw value under `key` in the map `raw` (the last one if repeated).
 pub fn get<'a>(raw: &'a [u8], key: &str) -> Result<Option<&'a [u8]>> {
-    Ok(map_entries(raw)?.and_then(|entries| {
-        entries
-            .into_iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    }))
+    Ok(map_entries(raw)?
+        .and_then(|entries| entries.into_iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)))
 }
 
 /// The integer `raw` holds, if it is one within 64 bits.
@@ -195,15 +186,9 @@ mod tests {
     #[test]
     fn finds_keys_and_skips_nested_values() {
         let inner = map(&[("x", &encode_int(7)), ("msg", &encode_str("hi"))]);
-        let outer = map(&[
-            ("outputs", &inner),
-            ("status", &encode_str("SUCCEEDED")),
-            ("n", &encode_int(-300)),
-        ]);
-        assert_eq!(
-            get(&outer, "status").unwrap(),
-            Some(&encode_str("SUCCEEDED")[..])
-        );
+        let outer =
+            map(&[("outputs", &inner), ("status", &encode_str("SUCCEEDED")), ("n", &encode_int(-300))]);
+        assert_eq!(get(&outer, "status").unwrap(), Some(&encode_str("SUCCEEDED")[..]));
         assert_eq!(get(&outer, "outputs").unwrap(), Some(&inner[..]));
         assert_eq!(get(&outer, "missing").unwrap(), None);
         assert_eq!(as_i64(get(&outer, "n").unwrap().unwrap()), Some(-300));

@@ -35,10 +35,7 @@ impl EventMetadata {
         }
         let attr = |n: &str| obj.getattr(n);
         Ok(EventMetadata {
-            correlation_id: crate::args::str_arg(
-                &attr("correlation_id")?,
-                "metadata.correlation_id",
-            )?,
+            correlation_id: crate::args::str_arg(&attr("correlation_id")?, "metadata.correlation_id")?,
             causation_id: opt_str(Some(&attr("causation_id")?), "metadata.causation_id")?,
             actor: crate::args::str_arg(&attr("actor")?, "metadata.actor")?,
             source_handler: opt_str(Some(&attr("source_handler")?), "metadata.source_handler")?,
@@ -83,10 +80,7 @@ impl EventMetadata {
 
     /// Metadata from a dict as `to_dict` makes; missing keys take the defaults.
     #[classmethod]
-    fn from_dict(
-        _cls: &Bound<'_, pyo3::types::PyType>,
-        data: &Bound<'_, PyDict>,
-    ) -> PyResult<Self> {
+    fn from_dict(_cls: &Bound<'_, pyo3::types::PyType>, data: &Bound<'_, PyDict>) -> PyResult<Self> {
         let correlation = data.get_item("correlation_id")?;
         Ok(EventMetadata {
             correlation_id: match correlation {
@@ -94,8 +88,7 @@ impl EventMetadata {
                 _ => String::new(),
             },
             causation_id: opt_str(data.get_item("causation_id")?.as_ref(), "causation_id")?,
-            actor: opt_str(data.get_item("actor")?.as_ref(), "actor")?
-                .unwrap_or_else(|| "system".to_owned()),
+            actor: opt_str(data.get_item("actor")?.as_ref(), "actor")?.unwrap_or_else(|| "system".to_owned()),
             source_handler: opt_str(data.get_item("source_handler")?.as_ref(), "source_handler")?,
         })
     }
@@ -103,10 +96,7 @@ impl EventMetadata {
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = other.py();
         match other.cast::<EventMetadata>() {
-            Ok(o) => Ok(pyo3::types::PyBool::new(py, self == o.get())
-                .to_owned()
-                .into_any()
-                .unbind()),
+            Ok(o) => Ok(pyo3::types::PyBool::new(py, self == o.get()).to_owned().into_any().unbind()),
             Err(_) => Ok(py.NotImplemented()),
         }
     }
@@ -131,19 +121,9 @@ impl EventMetadata {
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let m = slf.get();
-        let args = (
-            m.correlation_id.clone(),
-            m.causation_id.clone(),
-            m.actor.clone(),
-            m.source_handler.clone(),
-        );
-        PyTuple::new(
-            py,
-            [
-                slf.get_type().into_any(),
-                args.into_pyobject(py)?.into_any(),
-            ],
-        )
+        let args =
+            (m.correlation_id.clone(), m.causation_id.clone(), m.actor.clone(), m.source_handler.clone());
+        PyTuple::new(py, [slf.get_type().into_any(), args.into_pyobject(py)?.into_any()])
     }
 
     fn __setattr__(&self, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -43,12 +43,7 @@ fn cell_with(py: Python<'_>, value: Option<&Py<PyAny>>) -> PyOnceLock<Py<PyAny>>
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
-        Event {
-            rec,
-            data: PyOnceLock::new(),
-            metadata: PyOnceLock::new(),
-            timestamp: PyOnceLock::new(),
-        }
+        Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
     }
 
     pub fn record(&self) -> &Arc<EventRecord> {
@@ -68,22 +63,14 @@ impl Event {
     /// The record to store: the payload is (re-)encoded if Python holds it, since a
     /// dict may have been changed after construction.
     pub fn to_record(&self, py: Python<'_>) -> Result<EventRecord, CoreError> {
-        let mut rec = EventRecord {
-            data: Vec::new(),
-            ..(*self.rec).clone()
-        };
+        let mut rec = EventRecord { data: Vec::new(), ..(*self.rec).clone() };
         match self.data.get(py) {
             Some(obj) => {
                 let mut out = Vec::with_capacity(128);
                 codec::encode::encode(obj.bind(py), &mut out).map_err(|e| {
                     CoreError::new(
                         Kind::Payload,
-                        format!(
-                            "{}: {} (event {})",
-                            e.path("data"),
-                            e.message,
-                            self.rec.event_id
-                        ),
+                        format!("{}: {} (event {})", e.path("data"), e.message, self.rec.event_id),
                     )
                 })?;
                 rec.data = out;
@@ -120,21 +107,14 @@ impl Event {
 
     fn event_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let table = pyrefs::event_types(py)?;
-        match table
-            .by_value
-            .get(self.rec.event_type.as_str())
-            .or(table.unknown.as_ref())
-        {
+        match table.by_value.get(self.rec.event_type.as_str()).or(table.unknown.as_ref()) {
             Some(m) => Ok(m.bind(py).clone()),
             None => raise(Kind::Store, "EventType has no UNKNOWN member"),
         }
     }
 
     fn entity_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match pyrefs::entity_types(py)?
-            .by_value
-            .get(self.rec.entity_type.as_str())
-        {
+        match pyrefs::entity_types(py)?.by_value.get(self.rec.entity_type.as_str()) {
             Some(m) => Ok(m.bind(py).clone()),
             None => raise(
                 Kind::CorruptEvent,
@@ -162,9 +142,7 @@ impl Event {
 
     fn timestamp_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
         self.timestamp
-            .get_or_try_init(py, || {
-                Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind())
-            })
+            .get_or_try_init(py, || Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind()))
             .map(|o| o.bind(py))
     }
 
@@ -215,16 +193,10 @@ impl Event {
             o.filter(|v| !v.is_none()).cloned()
         }
         let text = |o: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<String> {
-            given(o)
-                .map(|v| str_arg(&v, name))
-                .transpose()
-                .map(Option::unwrap_or_default)
+            given(o).map(|v| str_arg(&v, name)).transpose().map(Option::unwrap_or_default)
         };
         let int = |o: Option<&Bound<'_, PyAny>>, name: &str, default: i64| -> PyResult<i64> {
-            given(o)
-                .map(|v| int_arg(&v, name))
-                .transpose()
-                .map(|v| v.unwrap_or(default))
+            given(o).map(|v| int_arg(&v, name)).transpose().map(|v| v.unwrap_or(default))
         };
 
         let data_obj = match given(data) {
@@ -379,20 +351,14 @@ impl Event {
         let r = &self.rec;
         d.set_item("event_id", r.event_id.as_str())?;
         d.set_item("event_type", self.event_type_object(py)?.getattr("value")?)?;
-        d.set_item(
-            "timestamp",
-            self.timestamp_object(py)?.call_method0("isoformat")?,
-        )?;
+        d.set_item("timestamp", self.timestamp_object(py)?.call_method0("isoformat")?)?;
         d.set_item("sequence", r.sequence)?;
         d.set_item("entity_type", r.entity_type.as_str())?;
         d.set_item("entity_id", r.entity_id.as_str())?;
         d.set_item("workflow_id", r.workflow_id.as_str())?;
         d.set_item("version", r.version)?;
         d.set_item("data", self.data_object(py)?)?;
-        d.set_item(
-            "metadata",
-            self.metadata_object(py)?.call_method0("to_dict")?,
-        )?;
+        d.set_item("metadata", self.metadata_object(py)?.call_method0("to_dict")?)?;
         d.set_item("schema_version", r.schema_version)?;
         Ok(d)
     }
@@ -455,17 +421,11 @@ impl Event {
         }
         if let Some(m) = data.get_item("metadata")? {
             if let Ok(m) = m.cast::<PyDict>() {
-                let meta = py
-                    .get_type::<EventMetadata>()
-                    .call_method1("from_dict", (m,))?;
+                let meta = py.get_type::<EventMetadata>().call_method1("from_dict", (m,))?;
                 kwargs.set_item("metadata", meta)?;
             }
         }
-        Ok(cls
-            .call((), Some(&kwargs))?
-            .cast_into::<Event>()?
-            .get()
-            .clone_in(py))
+        Ok(cls.call((), Some(&kwargs))?.cast_into::<Event>()?.get().clone_in(py))
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -487,10 +447,7 @@ impl Event {
         let equal = same_head
             && self.metadata_object(py)?.eq(o.metadata_object(py)?)?
             && self.data_object(py)?.eq(o.data_object(py)?)?;
-        Ok(pyo3::types::PyBool::new(py, equal)
-            .to_owned()
-            .into_any()
-            .unbind())
+        Ok(pyo3::types::PyBool::new(py, equal).to_owned().into_any().unbind())
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
@@ -512,13 +469,7 @@ impl Event {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        PyTuple::new(
-            py,
-            [
-                slf.get_type().into_any(),
-                slf.get().field_tuple(py)?.into_any(),
-            ],
-        )
+        PyTuple::new(py, [slf.get_type().into_any(), slf.get().field_tuple(py)?.into_any()])
     }
 
     fn __setattr__(&self, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -562,10 +513,7 @@ const FIELDS: [&str; 11] = [
 
 /// Our `Event`, or an equivalent built from any object with the same fields
 /// (such as Stabilize's own dataclass).
-pub fn coerce_event<'py>(
-    obj: &Bound<'py, PyAny>,
-    position: Option<usize>,
-) -> PyResult<Bound<'py, Event>> {
+pub fn coerce_event<'py>(obj: &Bound<'py, PyAny>, position: Option<usize>) -> PyResult<Bound<'py, Event>> {
     if let Ok(e) = obj.cast::<Event>() {
         return Ok(e.clone());
     }
@@ -575,22 +523,12 @@ pub fn coerce_event<'py>(
         for f in FIELDS {
             kwargs.set_item(f, obj.getattr(f)?)?;
         }
-        return Ok(py
-            .get_type::<Event>()
-            .call((), Some(&kwargs))?
-            .cast_into::<Event>()?);
+        return Ok(py.get_type::<Event>().call((), Some(&kwargs))?.cast_into::<Event>()?);
     }
     let what = match position {
         Some(i) => format!("events[{i}]"),
         None => "event".to_owned(),
     };
-    let tname = obj
-        .get_type()
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
-    raise(
-        Kind::ArgumentType,
-        format!("{what} must be an Event, not {tname}"),
-    )
+    let tname = obj.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+    raise(Kind::ArgumentType, format!("{what} must be an Event, not {tname}"))
 }

@@ -30,9 +30,6 @@ pub struct EventRecord {
 impl EventRecord {
     /// The same record under another sequence.
     pub fn with_sequence(&self, sequence: i64) -> EventRecord {
-        EventRecord {
-            sequence,
-            ..self.clone()
-        }
+        EventRecord { sequence, ..self.clone() }
     }
 }

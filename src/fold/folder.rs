@@ -59,22 +59,14 @@ impl Folder {
         let state = match initial_state.filter(|s| !s.is_none()) {
             Some(s) => {
                 if !s.is_instance_of::<PyDict>() {
-                    return Err(
-                        CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into(),
-                    );
+                    return Err(CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into());
                 }
                 let mut raw = Vec::new();
                 crate::codec::encode::encode(s, &mut raw).map_err(|e| {
-                    CoreError::new(
-                        Kind::Payload,
-                        format!("{}: {}", e.path("initial_state"), e.message),
-                    )
+                    CoreError::new(Kind::Payload, format!("{}: {}", e.path("initial_state"), e.message))
                 })?;
                 WorkflowState::from_msgpack(workflow_id, &raw).map_err(|e| {
-                    CoreError::new(
-                        Kind::CorruptEvent,
-                        format!("snapshot state cannot be read: {}", e.0),
-                    )
+                    CoreError::new(Kind::CorruptEvent, format!("snapshot state cannot be read: {}", e.0))
                 })?
             }
             None => WorkflowState::new(workflow_id),
@@ -104,8 +96,7 @@ impl Folder {
         };
         self.last_sequence = self.last_sequence.max(view.sequence);
         if view.schema_version > self.options.current_schema_version {
-            self.skipped_newer
-                .push((view.event_id.to_owned(), view.schema_version));
+            self.skipped_newer.push((view.event_id.to_owned(), view.schema_version));
             return Ok(());
         }
         let upcasted = if view.schema_version < self.options.current_schema_version {
@@ -117,10 +108,8 @@ impl Folder {
         match self.state.apply(&effective) {
             Ok(()) => {
                 self.events_replayed += 1;
-                self.max_event_us = Some(
-                    self.max_event_us
-                        .map_or(view.timestamp_us, |m| m.max(view.timestamp_us)),
-                );
+                self.max_event_us =
+                    Some(self.max_event_us.map_or(view.timestamp_us, |m| m.max(view.timestamp_us)));
                 Ok(())
             }
             Err(e) => {

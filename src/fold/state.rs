@@ -72,11 +72,7 @@ struct Entities {
 
 impl Entities {
     /// The entity `id`, created by `make` on first sight.
-    fn get_or_insert_with(
-        &mut self,
-        id: &str,
-        make: impl FnOnce() -> Result<Fields>,
-    ) -> Result<&mut Fields> {
+    fn get_or_insert_with(&mut self, id: &str, make: impl FnOnce() -> Result<Fields>) -> Result<&mut Fields> {
         let hash = FxBuildHasher.hash_one(id);
         let items = &self.items;
         let found = self.table.find(hash, |&i| &*items[i].0 == id).copied();
@@ -87,8 +83,7 @@ impl Entities {
                 self.items.push((id.into(), fields));
                 let i = self.items.len() - 1;
                 let items = &self.items;
-                self.table
-                    .insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
+                self.table.insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
                 i
             }
         };
@@ -169,6 +164,47 @@ fn get_or_nil(data: &[u8], key: &str) -> Result<Val> {
 /// `data.get(key, default)` as a kept value.
 fn get_or(data: &[u8], key: &str, default: &'static [u8]) -> Result<Val> {
     Ok(view::get(data, key)?.map_or(Cow::Borrowed(default), owned))
+}
+
+/// Private extension type for "base + n" where base is not a 64-bit int
+/// (a float, a bool, a huge int): Python does the addition when the state is
+/// built, as the reference's `retry_count + 1` would.
+const DEFERRED_ADD: i8 = 99;
+
+/// `before + 1` as a kept value (`before` absent counts as 0).
+fn increment(before: Option<&[u8]>) -> Val {
+    let Some(raw) = before else { return Cow::Owned(view::encode_int(1).into_vec()) };
+    if let Some(n) = view::as_i64(raw).and_then(|n| n.checked_add(1)) {
+        return Cow::Owned(view::encode_int(n).into_vec());
+    }
+    let (base, n) = match deferred_parts(raw) {
+        Some((base, n)) => (base, n + 1),
+        None => (raw, 1),
+    };
+    let mut payload = n.to_be_bytes().to_vec();
+    payload.extend_from_slice(base);
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    let _ = rmp::encode::write_ext_meta(&mut out, payload.len() as u32, DEFERRED_ADD);
+    out.extend_from_slice(&payload);
+    Cow::Owned(out)
+}
+
+/// (base, n) of a deferred addition made by `increment`.
+fn deferred_parts(raw: &[u8]) -> Option<(&[u8], i64)> {
+    let (head, len) = match *raw.first()? {
+        0xc7 => (3, *raw.get(1)? as usize),
+        0xc8 => (4, u16::from_be_bytes([*raw.get(1)?, *raw.get(2)?]) as usize),
+        0xc9 => (6, u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize),
+        0xd7 => (2, 8),
+        0xd8 => (2, 16),
+        _ => return None,
+    };
+    let code = *raw.get(head - 1)? as i8;
+    let body = raw.get(head..head + len)?;
+    if code != DEFERRED_ADD || body.len() < 8 {
+        return None;
+    }
+    Some((&body[8..], i64::from_be_bytes(body[..8].try_into().ok()?)))
 }
 
 fn id_field(id: &str) -> Val {
@@ -312,15 +348,9 @@ impl WorkflowState {
             "task.retried" => match view::get(data, "retry_count")? {
                 Some(count) => task.put("retry_count", owned(count)),
                 None => {
-                    // No count given: one more than before (a non-integer count restarts at 1).
-                    let before = task
-                        .get("retry_count")
-                        .and_then(|r| view::as_i64(r))
-                        .unwrap_or(0);
-                    task.put(
-                        "retry_count",
-                        Cow::Owned(view::encode_int(before.saturating_add(1)).into_vec()),
-                    );
+                    // No count given: one more than before.
+                    let next = increment(task.get("retry_count").map(|v| &**v));
+                    task.put("retry_count", next);
                 }
             },
             _ => {}
@@ -335,13 +365,17 @@ impl WorkflowState {
         let _pause = GcPause::new();
         let mut session = decode::session();
         let mut leaf = |raw: &[u8]| -> PyResult<Bound<'py, PyAny>> {
-            session.decode(py, raw).map_err(|e| {
-                CoreError::new(
+            let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
+            let value = session.decode(py, raw).map_err(|e| {
+                PyErr::from(CoreError::new(
                     Kind::CorruptEvent,
                     format!("folded value cannot be decoded: {}", e.0),
-                )
-                .into()
-            })
+                ))
+            })?;
+            match add {
+                Some(n) => value.add(n),
+                None => Ok(value),
+            }
         };
         let fields = |f: &Fields,
                       leaf: &mut dyn FnMut(&[u8]) -> PyResult<Bound<'py, PyAny>>|
@@ -373,8 +407,8 @@ impl WorkflowState {
     /// A state from the msgpack of a dict shaped like `to_py`'s (a snapshot).
     pub fn from_msgpack(workflow_id: &str, raw: &[u8]) -> Result<Self> {
         let mut state = WorkflowState::new(workflow_id);
-        let entries = view::map_entries(raw)?
-            .ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
+        let entries =
+            view::map_entries(raw)?.ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
         let fields = |raw: &[u8]| -> Result<Fields> {
             let mut f = Fields::default();
             for (k, v) in view::map_entries(raw)?.unwrap_or_default() {
@@ -391,11 +425,7 @@ impl WorkflowState {
                 "end_time" => state.end_time = owned(value),
                 "context" => state.context = fields(value)?,
                 "stages" | "tasks" => {
-                    let target = if key == "stages" {
-                        &mut state.stages
-                    } else {
-                        &mut state.tasks
-                    };
+                    let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
                     for (id, entry) in view::map_entries(value)?.unwrap_or_default() {
                         target.set(id, fields(entry)?)?;
                     }

@@ -38,10 +38,7 @@ pub struct Filter {
 impl Filter {
     /// Everything, by ascending sequence.
     pub fn all() -> Filter {
-        Filter {
-            ascending: true,
-            ..Default::default()
-        }
+        Filter { ascending: true, ..Default::default() }
     }
 
     /// Read an `EventQuery` (or any object with its attributes), checking every field.
@@ -57,9 +54,7 @@ impl Filter {
             Ok(if v.is_none() { None } else { Some(v) })
         };
         let opt_int = |name: &str| -> PyResult<Option<i64>> {
-            attr(name)?
-                .map(|v| int_arg(&v, &format!("EventQuery.{name}")))
-                .transpose()
+            attr(name)?.map(|v| int_arg(&v, &format!("EventQuery.{name}"))).transpose()
         };
         let opt_ts = |name: &str| -> PyResult<Option<i64>> {
             match attr(name)? {
@@ -67,10 +62,7 @@ impl Filter {
                 Some(v) if v.is_instance(crate::pyrefs::datetime_class(py)?)? => {
                     Ok(Some(time::utc_micros(&v)?))
                 }
-                Some(_) => raise(
-                    Kind::ArgumentType,
-                    format!("EventQuery.{name} must be a datetime"),
-                ),
+                Some(_) => raise(Kind::ArgumentType, format!("EventQuery.{name} must be a datetime")),
             }
         };
         let event_types = match attr("event_types")? {
@@ -96,9 +88,7 @@ impl Filter {
                 other => {
                     return raise(
                         Kind::InvalidArgument,
-                        format!(
-                            "EventQuery.order_by must be 'sequence' or 'timestamp', not {other:?}"
-                        ),
+                        format!("EventQuery.order_by must be 'sequence' or 'timestamp', not {other:?}"),
                     )
                 }
             },
@@ -113,10 +103,7 @@ impl Filter {
                 );
             }
             if offset < 0 {
-                return raise(
-                    Kind::InvalidArgument,
-                    format!("EventQuery.offset must be >= 0, not {offset}"),
-                );
+                return raise(Kind::InvalidArgument, format!("EventQuery.offset must be >= 0, not {offset}"));
             }
             (limit, offset)
         } else {
@@ -126,12 +113,8 @@ impl Filter {
             entity_type: attr("entity_type")?
                 .map(|v| enum_value(&v, "EventQuery.entity_type"))
                 .transpose()?,
-            entity_id: attr("entity_id")?
-                .map(|v| str_arg(&v, "EventQuery.entity_id"))
-                .transpose()?,
-            workflow_id: attr("workflow_id")?
-                .map(|v| str_arg(&v, "EventQuery.workflow_id"))
-                .transpose()?,
+            entity_id: attr("entity_id")?.map(|v| str_arg(&v, "EventQuery.entity_id")).transpose()?,
+            workflow_id: attr("workflow_id")?.map(|v| str_arg(&v, "EventQuery.workflow_id")).transpose()?,
             event_types,
             from_sequence: opt_int("from_sequence")?,
             to_sequence: opt_int("to_sequence")?,
@@ -156,10 +139,7 @@ impl Filter {
         eq(&self.entity_type, &rec.entity_type)
             && eq(&self.entity_id, &rec.entity_id)
             && eq(&self.workflow_id, &rec.workflow_id)
-            && self
-                .event_types
-                .as_ref()
-                .is_none_or(|ts| ts.iter().any(|t| t == rec.event_type))
+            && self.event_types.as_ref().is_none_or(|ts| ts.iter().any(|t| t == rec.event_type))
             && self.from_sequence.is_none_or(|s| rec.sequence > s)
             && self.to_sequence.is_none_or(|s| rec.sequence <= s)
             && self.from_timestamp.is_none_or(|t| rec.timestamp_us >= t)

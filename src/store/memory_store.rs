@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
+use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{EventRecord, Text};
 use crate::fold::EventView;
@@ -29,9 +29,7 @@ pub struct MemoryBackend {
 
 impl MemoryBackend {
     pub fn new() -> Self {
-        MemoryBackend {
-            state: RwLock::new(Some(State::default())),
-        }
+        MemoryBackend { state: RwLock::new(Some(State::default())) }
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> CoreResult<T> {
@@ -56,19 +54,32 @@ fn closed() -> CoreError {
 }
 
 impl Backend for MemoryBackend {
-    fn append(&self, records: &mut [EventRecord]) -> CoreResult<()> {
+    fn append(
+        &self,
+        mut records: Vec<EventRecord>,
+        expect: Vec<Expectation>,
+    ) -> CoreResult<Vec<EventRecord>> {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
         let state = guard.as_mut().ok_or_else(closed)?;
         // Check the whole batch before touching anything: all or nothing.
+        for e in &expect {
+            let actual = state.by_entity.get(e.entity_id.as_str()).and_then(|idx| {
+                idx.iter()
+                    .rev()
+                    .map(|&i| &state.events[i])
+                    .find(|r| e.entity_type.as_deref().is_none_or(|t| t == r.entity_type))
+                    .map(|r| r.version)
+            });
+            if actual.unwrap_or(0) != e.version {
+                return Err(e.conflict(actual.unwrap_or(0)));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for r in records.iter() {
             if state.by_id.contains_key(r.event_id.as_str()) || !seen.insert(r.event_id.as_str()) {
                 return Err(CoreError::new(
                     Kind::DuplicateEvent,
-                    format!(
-                        "event {} is already stored; nothing of this batch was written",
-                        r.event_id
-                    ),
+                    format!("event {} is already stored; nothing of this batch was written", r.event_id),
                 ));
             }
         }
@@ -76,27 +87,17 @@ impl Backend for MemoryBackend {
             let index = state.events.len();
             r.sequence = index as i64 + 1;
             state.by_id.insert(r.event_id.clone(), index);
-            state
-                .by_workflow
-                .entry(r.workflow_id.clone())
-                .or_default()
-                .push(index);
-            state
-                .by_entity
-                .entry(r.entity_id.clone())
-                .or_default()
-                .push(index);
+            state.by_workflow.entry(r.workflow_id.clone()).or_default().push(index);
+            state.by_entity.entry(r.entity_id.clone()).or_default().push(index);
             state.events.push(Arc::new(r.clone()));
         }
-        Ok(())
+        Ok(records)
     }
 
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
         self.read(|s| {
-            let mut hits: Vec<Arc<EventRecord>> = candidates(s, filter)
-                .filter(|r| filter.matches(r))
-                .cloned()
-                .collect();
+            let mut hits: Vec<Arc<EventRecord>> =
+                candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect();
             if filter.order_by == OrderBy::Timestamp {
                 hits.sort_by_key(|r| (r.timestamp_us, r.sequence));
             }
@@ -111,12 +112,8 @@ impl Backend for MemoryBackend {
 
     fn scan(&self, filter: &Filter, _full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
         // Take the records out of the lock first: a visitor may call back into Python.
-        let hits = self.read(|s| {
-            candidates(s, filter)
-                .filter(|r| filter.matches(r))
-                .cloned()
-                .collect::<Vec<_>>()
-        })?;
+        let hits =
+            self.read(|s| candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect::<Vec<_>>())?;
         for r in &hits {
             visit(Ok(EventView::of(r)))?;
         }
@@ -137,15 +134,10 @@ impl Backend for MemoryBackend {
 
     fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()> {
         self.write(|s| {
-            let list = s
-                .snapshots
-                .entry((snapshot.entity_type.clone(), snapshot.entity_id.clone()))
-                .or_default();
+            let list =
+                s.snapshots.entry((snapshot.entity_type.clone(), snapshot.entity_id.clone())).or_default();
             let at = list.partition_point(|x| x.sequence < snapshot.sequence);
-            if list
-                .get(at)
-                .is_some_and(|x| x.sequence == snapshot.sequence)
-            {
+            if list.get(at).is_some_and(|x| x.sequence == snapshot.sequence) {
                 list[at] = snapshot.clone();
             } else {
                 list.insert(at, snapshot.clone());
@@ -175,8 +167,7 @@ impl Backend for MemoryBackend {
 
     fn put_subscription(&self, subscription: &SubscriptionRecord) -> CoreResult<()> {
         self.write(|s| {
-            s.subscriptions
-                .insert(subscription.id.clone(), subscription.clone());
+            s.subscriptions.insert(subscription.id.clone(), subscription.clone());
         })
     }
 
@@ -184,12 +175,7 @@ impl Backend for MemoryBackend {
         self.read(|s| s.subscriptions.get(id).cloned())
     }
 
-    fn advance_subscription(
-        &self,
-        id: &str,
-        last_sequence: i64,
-        updated_at_us: i64,
-    ) -> CoreResult<bool> {
+    fn advance_subscription(&self, id: &str, last_sequence: i64, updated_at_us: i64) -> CoreResult<bool> {
         self.write(|s| match s.subscriptions.get_mut(id) {
             Some(sub) => {
                 sub.last_sequence = last_sequence;
@@ -214,10 +200,7 @@ impl Backend for MemoryBackend {
 }
 
 /// The records worth testing against `filter`, in sequence order, using an index when one applies.
-fn candidates<'a>(
-    s: &'a State,
-    filter: &Filter,
-) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
+fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
     let indexed = match (&filter.workflow_id, &filter.entity_id) {
         (Some(w), _) => Some(s.by_workflow.get(w.as_str())),
         (None, Some(e)) => Some(s.by_entity.get(e.as_str())),
@@ -226,16 +209,13 @@ fn candidates<'a>(
     match indexed {
         Some(Some(idx)) => {
             // Skip straight past from_sequence: indexes are in sequence order.
-            let start = filter
-                .from_sequence
-                .map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
+            let start =
+                filter.from_sequence.map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
             Box::new(idx[start..].iter().map(move |&i| &s.events[i]))
         }
         Some(None) => Box::new(std::iter::empty()),
         None => {
-            let start = filter
-                .from_sequence
-                .map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
+            let start = filter.from_sequence.map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
             Box::new(s.events[start..].iter())
         }
     }

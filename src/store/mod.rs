@@ -8,6 +8,7 @@ pub mod filter;
 pub mod memory_store;
 pub mod native;
 pub mod sqlite_store;
+mod sqlite_write;
 
 use std::sync::Arc;
 
@@ -18,6 +19,31 @@ use crate::fold::EventView;
 /// Receives each scanned event (or why a row could not be read) in sequence order.
 pub type Visitor<'v> = dyn FnMut(CoreResult<EventView<'_>>) -> CoreResult<()> + 'v;
 pub use filter::Filter;
+
+/// Optimistic concurrency: the entity's latest stored event must have `version`
+/// (0 when it has none) for the append to go ahead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    /// None matches the entity id under any entity type.
+    pub entity_type: Option<crate::event::Text>,
+    pub entity_id: crate::event::Text,
+    pub version: i64,
+}
+
+impl Expectation {
+    /// The error for a mismatch, naming the entity and both versions.
+    pub fn conflict(&self, actual: i64) -> crate::errors::CoreError {
+        let kind = self.entity_type.as_deref().unwrap_or("entity");
+        crate::errors::CoreError::new(
+            crate::errors::Kind::Concurrency,
+            format!(
+                "{kind} {} is at version {actual}, not the expected {}: another writer appended first; \
+                 nothing of this batch was written (reload the entity and retry)",
+                self.entity_id, self.version
+            ),
+        )
+    }
+}
 
 /// A checkpoint of an entity's folded state (payload msgpack-encoded).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,9 +74,9 @@ pub struct SubscriptionRecord {
 
 /// What every backend provides. Implementations are shared between threads.
 pub trait Backend: Send + Sync {
-    /// Store `records` atomically in order, assigning each its sequence in place.
-    /// On error nothing of the batch is stored.
-    fn append(&self, records: &mut [EventRecord]) -> CoreResult<()>;
+    /// Store `records` atomically in order if every expectation holds; return
+    /// them with their sequences. On error nothing of the batch is stored.
+    fn append(&self, records: Vec<EventRecord>, expect: Vec<Expectation>) -> CoreResult<Vec<EventRecord>>;
     /// Records matching `filter`, ordered and paged as it says.
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>>;
     /// Stream the records matching `filter`, by ascending sequence, to `visit`
@@ -77,12 +103,7 @@ pub trait Backend: Send + Sync {
     fn put_subscription(&self, subscription: &SubscriptionRecord) -> CoreResult<()>;
     fn subscription(&self, id: &str) -> CoreResult<Option<SubscriptionRecord>>;
     /// Move a subscription's position; false when it does not exist.
-    fn advance_subscription(
-        &self,
-        id: &str,
-        last_sequence: i64,
-        updated_at_us: i64,
-    ) -> CoreResult<bool>;
+    fn advance_subscription(&self, id: &str, last_sequence: i64, updated_at_us: i64) -> CoreResult<bool>;
     /// Remove a subscription; false when it did not exist.
     fn delete_subscription(&self, id: &str) -> CoreResult<bool>;
     /// Every subscription, by id.
@@ -145,18 +166,17 @@ mod tests {
     fn sequences_are_consecutive_and_batches_atomic() {
         let dir = temp_dir("atomic");
         for b in backends(&dir) {
-            let mut batch = vec![record("a", "w1", "t1", 10), record("b", "w2", "t2", 20)];
-            b.append(&mut batch).expect("append");
+            let batch = vec![record("a", "w1", "t1", 10), record("b", "w2", "t2", 20)];
+            let batch = b.append(batch, vec![]).expect("append");
             assert_eq!((batch[0].sequence, batch[1].sequence), (1, 2));
             // "a" again in the middle of a batch: nothing of it is stored.
-            let mut dup = vec![record("c", "w1", "t1", 30), record("a", "w1", "t1", 40)];
-            let err = b.append(&mut dup).expect_err("duplicate");
+            let dup = vec![record("c", "w1", "t1", 30), record("a", "w1", "t1", 40)];
+            let err = b.append(dup, vec![]).expect_err("duplicate");
             assert_eq!(err.kind, Kind::DuplicateEvent);
             assert!(err.message.contains("event a"), "{}", err.message);
             assert_eq!(b.count(&Filter::all()).expect("count"), 2);
             assert_eq!(b.current_sequence().expect("seq"), 2);
-            let mut more = vec![record("c", "w1", "t3", 30)];
-            b.append(&mut more).expect("append after failure");
+            let more = b.append(vec![record("c", "w1", "t3", 30)], vec![]).expect("append after failure");
             assert_eq!(more[0].sequence, 3);
         }
     }
@@ -165,60 +185,42 @@ mod tests {
     fn filters_order_and_paging() {
         let dir = temp_dir("filters");
         for b in backends(&dir) {
-            let mut batch: Vec<EventRecord> = (0..10)
-                .map(|i| {
-                    record(
-                        &format!("e{i}"),
-                        if i % 2 == 0 { "even" } else { "odd" },
-                        "t",
-                        100 - i,
-                    )
-                })
+            let batch: Vec<EventRecord> = (0..10)
+                .map(|i| record(&format!("e{i}"), if i % 2 == 0 { "even" } else { "odd" }, "t", 100 - i))
                 .collect();
-            b.append(&mut batch).expect("append");
-            let seqs = |f: &Filter| {
-                b.query(f)
-                    .expect("query")
-                    .iter()
-                    .map(|r| r.sequence)
-                    .collect::<Vec<_>>()
-            };
-            let even = Filter {
-                workflow_id: Some("even".into()),
-                from_sequence: Some(3),
-                ..Filter::all()
-            };
+            b.append(batch, vec![]).expect("append");
+            let seqs = |f: &Filter| b.query(f).expect("query").iter().map(|r| r.sequence).collect::<Vec<_>>();
+            let even = Filter { workflow_id: Some("even".into()), from_sequence: Some(3), ..Filter::all() };
             assert_eq!(seqs(&even), vec![5, 7, 9]);
-            let by_time = Filter {
-                order_by: filter::OrderBy::Timestamp,
-                limit: Some(3),
-                ..Filter::all()
-            };
+            let by_time = Filter { order_by: filter::OrderBy::Timestamp, limit: Some(3), ..Filter::all() };
             assert_eq!(seqs(&by_time), vec![10, 9, 8]);
-            let desc = Filter {
-                ascending: false,
-                limit: Some(2),
-                offset: 1,
-                ..Filter::all()
-            };
+            let desc = Filter { ascending: false, limit: Some(2), offset: 1, ..Filter::all() };
             assert_eq!(seqs(&desc), vec![9, 8]);
-            let window = Filter {
-                from_timestamp: Some(93),
-                to_timestamp: Some(95),
-                ..Filter::all()
-            };
+            let window = Filter { from_timestamp: Some(93), to_timestamp: Some(95), ..Filter::all() };
             assert_eq!(seqs(&window), vec![6, 7, 8]);
             assert_eq!(b.count(&window).expect("count"), 3);
             assert_eq!(b.by_id("e4").expect("by id").map(|r| r.sequence), Some(5));
             assert!(b.by_id("nope").expect("by id").is_none());
             let stored = b.by_id("e0").expect("by id").expect("found");
-            assert_eq!(
-                *stored,
-                EventRecord {
-                    sequence: 1,
-                    ..record("e0", "even", "t", 100)
-                }
-            );
+            assert_eq!(*stored, EventRecord { sequence: 1, ..record("e0", "even", "t", 100) });
+        }
+    }
+
+    #[test]
+    fn expectations_guard_appends() {
+        let dir = temp_dir("expect");
+        for b in backends(&dir) {
+            let expect = |version| {
+                vec![Expectation { entity_type: Some("task".into()), entity_id: "t1".into(), version }]
+            };
+            let mut first = record("a", "w", "t1", 1);
+            first.version = 1;
+            b.append(vec![first], expect(0)).expect("fresh entity is at version 0");
+            let err = b.append(vec![record("b", "w", "t1", 2)], expect(0)).expect_err("stale");
+            assert_eq!(err.kind, Kind::Concurrency);
+            assert!(err.message.contains("task t1 is at version 1, not the expected 0"), "{}", err.message);
+            assert_eq!(b.count(&Filter::all()).expect("count"), 1);
+            b.append(vec![record("b", "w", "t1", 2)], expect(1)).expect("current version");
         }
     }
 
@@ -227,14 +229,9 @@ mod tests {
         let dir = temp_dir("closed");
         for b in backends(&dir) {
             b.close();
+            assert_eq!(b.count(&Filter::all()).expect_err("closed").kind, Kind::StoreClosed);
             assert_eq!(
-                b.count(&Filter::all()).expect_err("closed").kind,
-                Kind::StoreClosed
-            );
-            assert_eq!(
-                b.append(&mut [record("x", "w", "t", 1)])
-                    .expect_err("closed")
-                    .kind,
+                b.append(vec![record("x", "w", "t", 1)], vec![]).expect_err("closed").kind,
                 Kind::StoreClosed
             );
         }

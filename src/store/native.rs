@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::memory_store::MemoryBackend;
 use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
-use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord};
+use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
@@ -23,13 +23,52 @@ use crate::time;
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct NativeStore {
     backend: Box<dyn Backend>,
+    /// Largest encoded payload accepted by `append` (a guard against runaway events).
+    max_payload_bytes: usize,
+}
+
+/// Default `max_payload_bytes`: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+
+fn payload_limit(value: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    match value.filter(|v| !v.is_none()) {
+        None => Ok(DEFAULT_MAX_PAYLOAD_BYTES),
+        Some(v) => match int_arg(v, "max_payload_bytes")? {
+            n if n > 0 => Ok(n as usize),
+            n => raise(Kind::InvalidArgument, format!("max_payload_bytes must be > 0, not {n}")),
+        },
+    }
+}
+
+/// Expectations from `expected_versions`: a mapping of entity id to version.
+/// The entity type is taken from the batch's event for that entity, if any.
+fn expectations(
+    events: &[Bound<'_, Event>],
+    expected: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<Expectation>> {
+    let Some(mapping) = expected.filter(|m| !m.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let Ok(mapping) = mapping.cast::<PyDict>() else {
+        return raise(Kind::ArgumentType, "expected_versions must be a dict of entity id to version");
+    };
+    let mut out = Vec::with_capacity(mapping.len());
+    for (key, value) in mapping.iter() {
+        let entity_id = str_arg(&key, "expected_versions key")?;
+        let version = int_arg(&value, &format!("expected_versions[{entity_id:?}]"))?;
+        let entity_type = events
+            .iter()
+            .map(|e| e.get().record())
+            .find(|r| r.entity_id == entity_id)
+            .map(|r| r.entity_type.clone());
+        out.push(Expectation { entity_type, entity_id: entity_id.into(), version });
+    }
+    Ok(out)
 }
 
 fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
-    let items = records
-        .into_iter()
-        .map(|r| Bound::new(py, Event::from_record(r)))
-        .collect::<PyResult<Vec<_>>>()?;
+    let items =
+        records.into_iter().map(|r| Bound::new(py, Event::from_record(r))).collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
 }
 
@@ -44,10 +83,7 @@ fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
 }
 
 /// Decode a stored blob, or describe why it cannot be (the caller decides whether to skip it).
-fn decode_or_reason<'py>(
-    py: Python<'py>,
-    bytes: &[u8],
-) -> (Option<Bound<'py, PyAny>>, Option<String>) {
+fn decode_or_reason<'py>(py: Python<'py>, bytes: &[u8]) -> (Option<Bound<'py, PyAny>>, Option<String>) {
     match codec::decode::decode(py, bytes) {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e.0)),
@@ -95,12 +131,26 @@ impl NativeStore {
         &self,
         py: Python<'py>,
         events: Vec<Bound<'py, Event>>,
+        expect: Vec<Expectation>,
     ) -> PyResult<Vec<Bound<'py, Event>>> {
-        let mut records = events
-            .iter()
-            .map(|e| e.get().to_record(py))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut records = self.run(py, move |b| b.append(&mut records).map(|_| records))?;
+        let mut records = Vec::with_capacity(events.len());
+        for e in &events {
+            let record = e.get().to_record(py)?;
+            if record.data.len() > self.max_payload_bytes {
+                return raise(
+                    Kind::Payload,
+                    format!(
+                        "data of event {} encodes to {} bytes, over this store's max_payload_bytes of {}; \
+                         nothing of this batch was written",
+                        record.event_id,
+                        record.data.len(),
+                        self.max_payload_bytes
+                    ),
+                );
+            }
+            records.push(record);
+        }
+        let mut records = self.run(py, move |b| b.append(records, expect))?;
         events
             .iter()
             .zip(records.drain(..))
@@ -113,7 +163,9 @@ impl NativeStore {
 impl NativeStore {
     /// Open an SQLite event store at `url` (see `SqliteEventStore`).
     #[staticmethod]
-    #[pyo3(signature = (url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None))]
+    #[pyo3(signature = (
+        url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None
+    ))]
     fn sqlite(
         py: Python<'_>,
         url: &Bound<'_, PyAny>,
@@ -121,7 +173,9 @@ impl NativeStore {
         synchronous: Option<&Bound<'_, PyAny>>,
         busy_timeout_ms: Option<&Bound<'_, PyAny>>,
         page_size: Option<&Bound<'_, PyAny>>,
+        max_payload_bytes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeStore> {
+        let max_payload_bytes = payload_limit(max_payload_bytes)?;
         let page_size = match page_size {
             Some(p) => int_arg(p, "page_size")?,
             None => i64::from(DEFAULT_PAGE_SIZE),
@@ -142,10 +196,7 @@ impl NativeStore {
             None => 5000,
         };
         if busy_ms < 0 {
-            return raise(
-                Kind::InvalidArgument,
-                format!("busy_timeout_ms must be >= 0, not {busy_ms}"),
-            );
+            return raise(Kind::InvalidArgument, format!("busy_timeout_ms must be >= 0, not {busy_ms}"));
         }
         let create_tables = match create_tables {
             None => true,
@@ -160,45 +211,60 @@ impl NativeStore {
             page_size: page_size as u32,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore {
-            backend: Box::new(backend),
-        })
+        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes })
     }
 
     /// A new, empty in-memory store.
     #[staticmethod]
-    fn memory() -> NativeStore {
-        NativeStore {
+    #[pyo3(signature = (max_payload_bytes=None))]
+    fn memory(max_payload_bytes: Option<&Bound<'_, PyAny>>) -> PyResult<NativeStore> {
+        Ok(NativeStore {
             backend: Box::new(MemoryBackend::new()),
-        }
+            max_payload_bytes: payload_limit(max_payload_bytes)?,
+        })
     }
 
+    /// Append one event; with `expected_version`, only if its entity is at that version.
+    #[pyo3(signature = (event, expected_version=None))]
     fn append<'py>(
         &self,
         py: Python<'py>,
         event: &Bound<'py, PyAny>,
+        expected_version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Event>> {
         let event = coerce_event(event, None)?;
-        Ok(self.append_events(py, vec![event])?.remove(0))
+        let expect = match expected_version.filter(|v| !v.is_none()) {
+            Some(v) => {
+                let r = event.get().record();
+                vec![Expectation {
+                    entity_type: Some(r.entity_type.clone()),
+                    entity_id: r.entity_id.clone(),
+                    version: int_arg(v, "expected_version")?,
+                }]
+            }
+            None => Vec::new(),
+        };
+        Ok(self.append_events(py, vec![event], expect)?.remove(0))
     }
 
+    /// Append events atomically; with `expected_versions` ({entity_id: version}),
+    /// only if every named entity is at its version.
+    #[pyo3(signature = (events, expected_versions=None))]
     fn append_batch<'py>(
         &self,
         py: Python<'py>,
         events: &Bound<'py, PyAny>,
+        expected_versions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut items = Vec::new();
         for (i, item) in events.try_iter()?.enumerate() {
             items.push(coerce_event(&item?, Some(i))?);
         }
-        PyList::new(py, self.append_events(py, items)?)
+        let expect = expectations(&items, expected_versions)?;
+        PyList::new(py, self.append_events(py, items, expect)?)
     }
 
-    fn query<'py>(
-        &self,
-        py: Python<'py>,
-        query: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let filter = Filter::from_query(query, true)?;
         let records = self.run(py, move |b| b.query(&filter))?;
         to_list(py, records)
@@ -253,10 +319,7 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyList>> {
         let limit = int_arg(limit, "limit")?;
         if limit < 0 {
-            return raise(
-                Kind::InvalidArgument,
-                format!("limit must be >= 0, not {limit}"),
-            );
+            return raise(Kind::InvalidArgument, format!("limit must be >= 0, not {limit}"));
         }
         let filter = Filter {
             from_sequence: Some(int_arg(sequence, "sequence")?),
@@ -298,17 +361,11 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
-        let from_sequence = given(from_sequence)
-            .map(|v| int_arg(&v, "from_sequence"))
-            .transpose()?
-            .unwrap_or(0);
-        let to_sequence = given(to_sequence)
-            .map(|v| int_arg(&v, "as_of_sequence"))
-            .transpose()?;
+        let from_sequence =
+            given(from_sequence).map(|v| int_arg(&v, "from_sequence")).transpose()?.unwrap_or(0);
+        let to_sequence = given(to_sequence).map(|v| int_arg(&v, "as_of_sequence")).transpose()?;
         let to_timestamp = match given(to_timestamp) {
-            Some(ts) if ts.is_instance(crate::pyrefs::datetime_class(py)?)? => {
-                Some(time::utc_micros(&ts)?)
-            }
+            Some(ts) if ts.is_instance(crate::pyrefs::datetime_class(py)?)? => Some(time::utc_micros(&ts)?),
             Some(_) => return raise(Kind::ArgumentType, "as_of_time must be a datetime"),
             None => None,
         };
@@ -380,19 +437,10 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyList>> {
         let entity_type = enum_value(entity_type, "entity_type")?;
         let entity_id = str_arg(entity_id, "entity_id")?;
-        let max_sequence = max_sequence
-            .filter(|m| !m.is_none())
-            .map(|m| int_arg(m, "max_sequence"))
-            .transpose()?;
-        let rows = self.run(py, move |b| {
-            b.snapshots(&entity_type, &entity_id, max_sequence, limit)
-        })?;
-        PyList::new(
-            py,
-            rows.iter()
-                .map(|r| snapshot_dict(py, r))
-                .collect::<PyResult<Vec<_>>>()?,
-        )
+        let max_sequence =
+            max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
+        let rows = self.run(py, move |b| b.snapshots(&entity_type, &entity_id, max_sequence, limit))?;
+        PyList::new(py, rows.iter().map(|r| snapshot_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
     /// Create or replace a durable subscription with its settings and position.
@@ -431,28 +479,17 @@ impl NativeStore {
     ) -> PyResult<bool> {
         let id = str_arg(subscription_id, "subscription_id")?;
         let seq = int_arg(last_sequence, "last_sequence")?;
-        self.run(py, move |b| {
-            b.advance_subscription(&id, seq, time::now_micros())
-        })
+        self.run(py, move |b| b.advance_subscription(&id, seq, time::now_micros()))
     }
 
-    fn delete_subscription(
-        &self,
-        py: Python<'_>,
-        subscription_id: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+    fn delete_subscription(&self, py: Python<'_>, subscription_id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = str_arg(subscription_id, "subscription_id")?;
         self.run(py, move |b| b.delete_subscription(&id))
     }
 
     fn subscriptions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let rows = self.run(py, |b| b.subscriptions())?;
-        PyList::new(
-            py,
-            rows.iter()
-                .map(|r| subscription_dict(py, r))
-                .collect::<PyResult<Vec<_>>>()?,
-        )
+        PyList::new(py, rows.iter().map(|r| subscription_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
     /// Release the database; later calls raise `StoreClosedError`.

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::filter::OrderBy;
-use super::{Backend, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
+use super::sqlite_write::{commit_group, Request, WriteQueue};
+use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 use crate::fold::EventView;
@@ -69,13 +70,8 @@ CREATE TABLE IF NOT EXISTS event_subscription (
 ) WITHOUT ROWID;
 ";
 
-const COLUMNS: &str =
-    "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
+const COLUMNS: &str = "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
      version, data, correlation_id, causation_id, actor, source_handler, schema_version";
-
-const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
-     workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// How much a commit survives (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,10 +133,7 @@ impl Location {
         }
         // Resolved once: connections opened later must not follow a chdir.
         let path = std::path::absolute(rest).map_err(|e| {
-            CoreError::new(
-                Kind::InvalidArgument,
-                format!("SQLite URL {url:?} names no usable path: {e}"),
-            )
+            CoreError::new(Kind::InvalidArgument, format!("SQLite URL {url:?} names no usable path: {e}"))
         })?;
         Ok(Location::File(path))
     }
@@ -167,10 +160,12 @@ pub struct SqliteBackend {
     writer: Mutex<Option<Connection>>,
     /// Idle read connections (file databases only; `:memory:` reads through the writer).
     readers: Mutex<Vec<Connection>>,
+    /// Appends waiting for the writer (group commit).
+    queue: WriteQueue,
     closed: std::sync::atomic::AtomicBool,
 }
 
-fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> CoreError {
+pub(super) fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> CoreError {
     let place = match &config.location {
         Location::File(p) => p.display().to_string(),
         Location::Memory => ":memory:".to_owned(),
@@ -180,10 +175,7 @@ fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> CoreEr
         _ => Kind::Store,
     };
     let extra = if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
-        format!(
-            " (still locked after the busy timeout of {} ms)",
-            config.busy_timeout.as_millis()
-        )
+        format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
     } else {
         String::new()
     };
@@ -205,6 +197,7 @@ impl SqliteBackend {
             config: config.clone(),
             writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
+            queue: WriteQueue::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         if result.is_err() && created_file {
@@ -238,8 +231,8 @@ impl SqliteBackend {
     fn open_writer(config: &SqliteConfig) -> CoreResult<Connection> {
         let conn = Self::connect(config, config.create_tables)?;
         // The first real read tells a non-database file apart.
-        let has_log = table_exists(&conn, "event_log")
-            .map_err(|e| sql_error(e, "reading the schema", config))?;
+        let has_log =
+            table_exists(&conn, "event_log").map_err(|e| sql_error(e, "reading the schema", config))?;
         if !config.create_tables && !has_log {
             return Err(CoreError::new(
                 Kind::Schema,
@@ -260,10 +253,7 @@ impl SqliteBackend {
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(CoreError::new(
                     Kind::StoreOpen,
-                    format!(
-                        "{} cannot use WAL journaling (got {mode})",
-                        location_text(config)
-                    ),
+                    format!("{} cannot use WAL journaling (got {mode})", location_text(config)),
                 ));
             }
         }
@@ -273,11 +263,10 @@ impl SqliteBackend {
         ))
         .map_err(|e| sql_error(e, "configuring the connection", config))?;
         if config.create_tables {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-                .map_err(|e| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    sql_error(e, "creating the event tables", config)
-                })?;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                sql_error(e, "creating the event tables", config)
+            })?;
         }
         check_schema_version(&conn, config)?;
         Ok(conn)
@@ -311,10 +300,7 @@ impl SqliteBackend {
         };
         let result = f(&conn);
         if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            self.readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         }
         result
     }
@@ -326,23 +312,13 @@ impl SqliteBackend {
         )
     }
 
-    fn read_records(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> CoreResult<Vec<Arc<EventRecord>>> {
+    fn read_records(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> CoreResult<Vec<Arc<EventRecord>>> {
         self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(sql)
-                .map_err(|e| sql_error(e, "preparing a query", &self.config))?;
-            let mut rows = stmt
-                .query(params)
-                .map_err(|e| sql_error(e, "querying events", &self.config))?;
+            let mut stmt =
+                conn.prepare_cached(sql).map_err(|e| sql_error(e, "preparing a query", &self.config))?;
+            let mut rows = stmt.query(params).map_err(|e| sql_error(e, "querying events", &self.config))?;
             let mut out = Vec::new();
-            while let Some(row) = rows
-                .next()
-                .map_err(|e| sql_error(e, "reading events", &self.config))?
-            {
+            while let Some(row) = rows.next().map_err(|e| sql_error(e, "reading events", &self.config))? {
                 out.push(Arc::new(row_to_record(row)?));
             }
             Ok(out)
@@ -382,18 +358,11 @@ fn location_text(config: &SqliteConfig) -> String {
 }
 
 fn check_path(path: &Path, create: bool) -> CoreResult<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(CoreError::new(
             Kind::StoreOpen,
-            format!(
-                "cannot open {}: directory {} does not exist",
-                path.display(),
-                parent.display()
-            ),
+            format!("cannot open {}: directory {} does not exist", path.display(), parent.display()),
         ));
     }
     if path.is_dir() {
@@ -405,32 +374,23 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
     if !create && !path.exists() {
         return Err(CoreError::new(
             Kind::StoreOpen,
-            format!(
-                "{} does not exist (pass create_tables=True to create it)",
-                path.display()
-            ),
+            format!("{} does not exist (pass create_tables=True to create it)", path.display()),
         ));
     }
     Ok(())
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0),
-    )
+    conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
     .map(|n| n > 0)
 }
 
 fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<()> {
     let version: Option<String> = if table_exists(conn, "event_store_meta").unwrap_or(false) {
-        conn.query_row(
-            "SELECT value FROM event_store_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
+        conn.query_row("SELECT value FROM event_store_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .ok()
     } else {
         None
     };
@@ -451,10 +411,7 @@ fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<
 }
 
 fn corrupt(sequence: i64, what: &str) -> CoreError {
-    CoreError::new(
-        Kind::CorruptEvent,
-        format!("stored event at sequence {sequence} is corrupt: {what}"),
-    )
+    CoreError::new(Kind::CorruptEvent, format!("stored event at sequence {sequence} is corrupt: {what}"))
 }
 
 /// Columns a replay scan reads, in `row_to_view` order.
@@ -469,8 +426,9 @@ fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventVi
     };
     let text = |i: usize, name: &str| -> CoreResult<&'r str> {
         match row.get_ref(i) {
-            Ok(ValueRef::Text(t)) => std::str::from_utf8(t)
-                .map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
+            Ok(ValueRef::Text(t)) => {
+                std::str::from_utf8(t).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8")))
+            }
             _ => Err(corrupt(sequence, &format!("{name} is not text"))),
         }
     };
@@ -542,10 +500,7 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     eq("entity_id", &filter.entity_id, &mut sql, &mut params);
     eq("entity_type", &filter.entity_type, &mut sql, &mut params);
     if let Some(types) = &filter.event_types {
-        sql.push_str(&format!(
-            " AND event_type IN ({})",
-            vec!["?"; types.len()].join(",")
-        ));
+        sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));
         params.extend(types.iter().map(|t| Value::Text(t.clone())));
     }
     let bounds: [(&str, Option<i64>); 5] = [
@@ -565,52 +520,20 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
 }
 
 impl Backend for SqliteBackend {
-    fn append(&self, records: &mut [EventRecord]) -> CoreResult<()> {
+    fn append(&self, records: Vec<EventRecord>, expect: Vec<Expectation>) -> CoreResult<Vec<EventRecord>> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(records);
         }
+        let request = Request::new(records, expect);
+        self.queue.push(request.clone());
         self.with_writer(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sql_error(e, "starting a write transaction", &self.config))?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(INSERT)
-                    .map_err(|e| sql_error(e, "preparing the insert", &self.config))?;
-                for r in records.iter_mut() {
-                    let inserted = stmt.execute(rusqlite::params![
-                        r.event_id.as_str(),
-                        r.event_type.as_str(),
-                        r.timestamp_us,
-                        r.entity_type.as_str(),
-                        r.entity_id.as_str(),
-                        r.workflow_id.as_str(),
-                        r.version,
-                        r.data,
-                        r.correlation_id.as_str(),
-                        r.causation_id.as_deref(),
-                        r.actor.as_str(),
-                        r.source_handler.as_deref(),
-                        r.schema_version,
-                    ]);
-                    match inserted {
-                        Ok(_) => r.sequence = tx.last_insert_rowid(),
-                        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                            return Err(CoreError::new(
-                                Kind::DuplicateEvent,
-                                format!(
-                                    "event {} is already stored; nothing of this batch was written",
-                                    r.event_id
-                                ),
-                            ));
-                        }
-                        Err(e) => return Err(sql_error(e, "appending events", &self.config)),
-                    }
-                }
+            if !request.is_done() {
+                // Leader: commit everything queued so far, ours included.
+                commit_group(conn, &self.queue.drain(), &self.config);
             }
-            tx.commit()
-                .map_err(|e| sql_error(e, "committing appended events", &self.config))
-        })
+            Ok(())
+        })?;
+        request.take_result()
     }
 
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
@@ -618,9 +541,7 @@ impl Backend for SqliteBackend {
         let dir = if filter.ascending { "ASC" } else { "DESC" };
         match filter.order_by {
             OrderBy::Sequence => sql.push_str(&format!(" ORDER BY sequence {dir}")),
-            OrderBy::Timestamp => {
-                sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}"))
-            }
+            OrderBy::Timestamp => sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}")),
         }
         if filter.limit.is_some() || filter.offset > 0 {
             sql.push_str(" LIMIT ? OFFSET ?");
@@ -628,8 +549,7 @@ impl Backend for SqliteBackend {
             params.push(rusqlite::types::Value::Integer(filter.offset));
         }
         let full = format!("SELECT {COLUMNS} FROM event_log{sql}");
-        let refs: Vec<&dyn rusqlite::ToSql> =
-            params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
         self.read_records(&full, &refs)
     }
 
@@ -638,16 +558,12 @@ impl Backend for SqliteBackend {
         let columns = if full { COLUMNS } else { FOLD_COLUMNS };
         let full_sql = format!("SELECT {columns} FROM event_log{sql} ORDER BY sequence ASC");
         self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&full_sql)
-                .map_err(|e| sql_error(e, "preparing a scan", &self.config))?;
+            let mut stmt =
+                conn.prepare_cached(&full_sql).map_err(|e| sql_error(e, "preparing a scan", &self.config))?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(params.iter()))
                 .map_err(|e| sql_error(e, "scanning events", &self.config))?;
-            while let Some(row) = rows
-                .next()
-                .map_err(|e| sql_error(e, "scanning events", &self.config))?
-            {
+            while let Some(row) = rows.next().map_err(|e| sql_error(e, "scanning events", &self.config))? {
                 visit(row_to_view(row, full))?;
             }
             Ok(())
@@ -658,9 +574,8 @@ impl Backend for SqliteBackend {
         let (sql, params) = where_clause(filter);
         let full = format!("SELECT count(*) FROM event_log{sql}");
         self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&full)
-                .map_err(|e| sql_error(e, "preparing a count", &self.config))?;
+            let mut stmt =
+                conn.prepare_cached(&full).map_err(|e| sql_error(e, "preparing a count", &self.config))?;
             stmt.query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))
                 .map_err(|e| sql_error(e, "counting events", &self.config))
         })
@@ -673,12 +588,8 @@ impl Backend for SqliteBackend {
 
     fn current_sequence(&self) -> CoreResult<i64> {
         self.with_reader(|conn| {
-            conn.query_row(
-                "SELECT coalesce(max(sequence), 0) FROM event_log",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
+            conn.query_row("SELECT coalesce(max(sequence), 0) FROM event_log", [], |r| r.get(0))
+                .map_err(|e| sql_error(e, "reading the current sequence", &self.config))
         })
     }
 
@@ -762,17 +673,14 @@ impl Backend for SqliteBackend {
         Ok(self.read_subscriptions(Some(id))?.into_iter().next())
     }
 
-    fn advance_subscription(
-        &self,
-        id: &str,
-        last_sequence: i64,
-        updated_at_us: i64,
-    ) -> CoreResult<bool> {
+    fn advance_subscription(&self, id: &str, last_sequence: i64, updated_at_us: i64) -> CoreResult<bool> {
         self.with_writer(|conn| {
-            conn.prepare_cached("UPDATE event_subscription SET last_sequence = ?2, updated_at_us = ?3 WHERE id = ?1")
-                .and_then(|mut stmt| stmt.execute(rusqlite::params![id, last_sequence, updated_at_us]))
-                .map(|n| n > 0)
-                .map_err(|e| sql_error(e, "moving a subscription position", &self.config))
+            conn.prepare_cached(
+                "UPDATE event_subscription SET last_sequence = ?2, updated_at_us = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![id, last_sequence, updated_at_us]))
+            .map(|n| n > 0)
+            .map_err(|e| sql_error(e, "moving a subscription position", &self.config))
         })
     }
 
@@ -790,12 +698,8 @@ impl Backend for SqliteBackend {
     }
 
     fn close(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

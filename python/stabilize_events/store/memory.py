@@ -13,8 +13,8 @@ class InMemoryEventStore(NativeEventStore):
     unstorable payload fails here too).
     """
 
-    def __init__(self) -> None:
-        super().__init__(NativeStore.memory())
+    def __init__(self, *, max_payload_bytes: int = 16 << 20) -> None:
+        super().__init__(NativeStore.memory(max_payload_bytes=max_payload_bytes))
 
     def __repr__(self) -> str:
         return "InMemoryEventStore()"

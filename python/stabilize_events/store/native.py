@@ -32,15 +32,33 @@ class NativeEventStore(EventStore):
                 "connection is not supported yet (pass connection=None)"
             )
 
-    def append(self, event: Event, connection: Any | None = None) -> Event:
-        """Store one event in its own transaction; return it with its sequence."""
-        self._no_connection(connection)
-        return self._core.append(event)
+    def append(
+        self, event: Event, connection: Any | None = None, *, expected_version: int | None = None
+    ) -> Event:
+        """Store one event in its own transaction; return it with its sequence.
 
-    def append_batch(self, events: list[Event], connection: Any | None = None) -> list[Event]:
-        """Store events in one transaction, all or nothing; return them with their sequences."""
+        With ``expected_version``, the event is stored only if the latest stored
+        event of its entity has that version (0: the entity has no events yet);
+        otherwise `ConcurrencyError` names the entity and both versions. To
+        retry, re-read the entity, decide again, and append with the new version.
+        """
         self._no_connection(connection)
-        return self._core.append_batch(events)
+        return self._core.append(event, expected_version)
+
+    def append_batch(
+        self,
+        events: list[Event],
+        connection: Any | None = None,
+        *,
+        expected_versions: dict[str, int] | None = None,
+    ) -> list[Event]:
+        """Store events in one transaction, all or nothing; return them with their sequences.
+
+        ``expected_versions`` maps entity ids to the version each must be at,
+        as for `append`; one mismatch writes nothing of the batch.
+        """
+        self._no_connection(connection)
+        return self._core.append_batch(events, expected_versions)
 
     def get_events(self, query: EventQuery) -> Iterator[Event]:
         """Events matching ``query``; the whole page is read before the first is yielded."""

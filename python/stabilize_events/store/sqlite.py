@@ -26,7 +26,8 @@ class SqliteEventStore(NativeEventStore):
     ``sqlite:///:memory:``. With ``create_tables`` (the default) missing tables
     are created; without it the database must already hold an event store.
     ``page_size`` applies when the file is created: each single-event commit
-    writes one page per index, so small pages keep `append` fast.
+    writes one page per index, so small pages keep `append` fast. A payload
+    that encodes to more than ``max_payload_bytes`` is refused with `PayloadError`.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class SqliteEventStore(NativeEventStore):
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         page_size: int = 2048,
+        max_payload_bytes: int = 16 << 20,
     ) -> None:
         super().__init__(
             NativeStore.sqlite(
@@ -45,6 +47,7 @@ class SqliteEventStore(NativeEventStore):
                 synchronous=synchronous,
                 busy_timeout_ms=busy_timeout_ms,
                 page_size=page_size,
+                max_payload_bytes=max_payload_bytes,
             )
         )
         self._connection_string = connection_string

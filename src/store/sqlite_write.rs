@@ -1,0 +1,175 @@
+//! Appending to SQLite, with group commit.
+//!
+//! Every append queues a request, then takes the writer. Whoever holds the
+//! writer commits *all* queued requests in one transaction (one WAL sync), and
+//! each waiting caller, when it gets the writer in turn, finds its request
+//! already done. Under concurrency many appends share one commit, yet each call
+//! still returns only after its own events are committed. Requests in a group
+//! are isolated by savepoints: one failing (a duplicate id, a version conflict)
+//! writes nothing of its own and leaves the others alone.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+use super::sqlite_store::{sql_error, SqliteConfig};
+use super::Expectation;
+use crate::errors::{CoreError, CoreResult, Kind};
+use crate::event::EventRecord;
+
+const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
+     workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1 \
+     AND (?2 IS NULL OR entity_type = ?2) ORDER BY sequence DESC LIMIT 1";
+
+type Work = (Vec<EventRecord>, Vec<Expectation>);
+
+/// One caller's append, waiting to be committed by whoever holds the writer.
+pub struct Request {
+    work: Mutex<Option<Work>>,
+    result: Mutex<Option<CoreResult<Vec<EventRecord>>>>,
+}
+
+impl Request {
+    pub fn new(records: Vec<EventRecord>, expect: Vec<Expectation>) -> Arc<Request> {
+        Arc::new(Request { work: Mutex::new(Some((records, expect))), result: Mutex::new(None) })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    pub fn take_result(&self) -> CoreResult<Vec<EventRecord>> {
+        self.result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| Err(CoreError::new(Kind::Store, "append was never committed")))
+    }
+
+    fn finish(&self, result: CoreResult<Vec<EventRecord>>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+
+    fn take_work(&self) -> Work {
+        self.work.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default()
+    }
+}
+
+/// Requests queued since the last commit.
+#[derive(Default)]
+pub struct WriteQueue {
+    pending: Mutex<Vec<Arc<Request>>>,
+}
+
+impl WriteQueue {
+    pub fn push(&self, request: Arc<Request>) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+    }
+
+    pub fn drain(&self) -> Vec<Arc<Request>> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Commit `group` in one transaction, finishing every request with its outcome.
+pub fn commit_group(conn: &mut Connection, group: &[Arc<Request>], config: &SqliteConfig) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = sql_error(e, "starting a write transaction", config);
+            group.iter().for_each(|r| r.finish(Err(err.clone())));
+            return;
+        }
+    };
+    // A lone request needs no savepoint: on failure the whole transaction goes.
+    let isolate = group.len() > 1;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        let (records, expect) = request.take_work();
+        if isolate {
+            if let Err(e) = tx.execute_batch("SAVEPOINT request") {
+                outcomes.push(Err(sql_error(e, "opening a savepoint", config)));
+                continue;
+            }
+        }
+        let outcome = insert(&tx, records, &expect, config);
+        let closed = if !isolate {
+            Ok(())
+        } else if outcome.is_ok() {
+            tx.execute_batch("RELEASE request")
+        } else {
+            tx.execute_batch("ROLLBACK TO request; RELEASE request")
+        };
+        outcomes.push(match closed {
+            Ok(()) => outcome,
+            Err(e) => Err(sql_error(e, "closing a savepoint", config)),
+        });
+    }
+    if !isolate && outcomes.first().is_some_and(|o| o.is_err()) {
+        drop(tx); // rolls back
+        group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o));
+        return;
+    }
+    match tx.commit() {
+        Ok(()) => group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o)),
+        Err(e) => {
+            let err = sql_error(e, "committing appended events", config);
+            for (r, o) in group.iter().zip(outcomes) {
+                r.finish(o.and(Err(err.clone())));
+            }
+        }
+    }
+}
+
+/// Check `expect`, then insert `records`, assigning their sequences.
+fn insert(
+    conn: &Connection,
+    mut records: Vec<EventRecord>,
+    expect: &[Expectation],
+    config: &SqliteConfig,
+) -> CoreResult<Vec<EventRecord>> {
+    for e in expect {
+        let actual: Option<i64> = conn
+            .prepare_cached(LATEST_VERSION)
+            .and_then(|mut s| {
+                let mut rows = s.query(rusqlite::params![e.entity_id.as_str(), e.entity_type.as_deref()])?;
+                rows.next()?.map(|r| r.get(0)).transpose()
+            })
+            .map_err(|err| sql_error(err, "reading an entity's version", config))?;
+        if actual.unwrap_or(0) != e.version {
+            return Err(e.conflict(actual.unwrap_or(0)));
+        }
+    }
+    let mut stmt = conn.prepare_cached(INSERT).map_err(|e| sql_error(e, "preparing the insert", config))?;
+    for r in records.iter_mut() {
+        let inserted = stmt.execute(rusqlite::params![
+            r.event_id.as_str(),
+            r.event_type.as_str(),
+            r.timestamp_us,
+            r.entity_type.as_str(),
+            r.entity_id.as_str(),
+            r.workflow_id.as_str(),
+            r.version,
+            r.data,
+            r.correlation_id.as_str(),
+            r.causation_id.as_deref(),
+            r.actor.as_str(),
+            r.source_handler.as_deref(),
+            r.schema_version,
+        ]);
+        match inserted {
+            Ok(_) => r.sequence = conn.last_insert_rowid(),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                return Err(CoreError::new(
+                    Kind::DuplicateEvent,
+                    format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                ));
+            }
+            Err(e) => return Err(sql_error(e, "appending events", config)),
+        }
+    }
+    Ok(records)
+}
