@@ -492,6 +492,21 @@ impl NativeStore {
         PyList::new(py, rows.iter().map(|r| subscription_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
+    /// `{"commits", "appends"}`: write transactions made and the append calls they
+    /// carried (group commit makes the second larger under concurrency); None
+    /// for stores without group commit.
+    fn commit_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.backend
+            .commit_stats()
+            .map(|(commits, appends)| {
+                let d = PyDict::new(py);
+                d.set_item("commits", commits)?;
+                d.set_item("appends", appends)?;
+                Ok(d)
+            })
+            .transpose()
+    }
+
     /// Release the database; later calls raise `StoreClosedError`.
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.backend.close())

@@ -525,14 +525,15 @@ impl Backend for SqliteBackend {
             return Ok(records);
         }
         let request = Request::new(records, expect);
-        self.queue.push(request.clone());
-        self.with_writer(|conn| {
-            if !request.is_done() {
-                // Leader: commit everything queued so far, ours included.
-                commit_group(conn, &self.queue.drain(), &self.config);
+        self.queue.run(&request, |group| {
+            let committed = self.with_writer(|conn| {
+                commit_group(conn, group, &self.config);
+                Ok(())
+            });
+            if let Err(e) = committed {
+                group.iter().for_each(|r| r.finish(Err(e.clone())));
             }
-            Ok(())
-        })?;
+        });
         request.take_result()
     }
 
@@ -695,6 +696,11 @@ impl Backend for SqliteBackend {
 
     fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>> {
         self.read_subscriptions(None)
+    }
+
+    fn commit_stats(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        Some((self.queue.commits.load(Relaxed), self.queue.requests.load(Relaxed)))
     }
 
     fn close(&self) {

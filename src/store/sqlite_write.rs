@@ -1,14 +1,16 @@
 //! Appending to SQLite, with group commit.
 //!
-//! Every append queues a request, then takes the writer. Whoever holds the
-//! writer commits *all* queued requests in one transaction (one WAL sync), and
-//! each waiting caller, when it gets the writer in turn, finds its request
-//! already done. Under concurrency many appends share one commit, yet each call
-//! still returns only after its own events are committed. Requests in a group
+//! Every append queues a request. If no commit is under way, its caller
+//! becomes the leader: it takes *all* queued requests and commits them in one
+//! transaction (one WAL sync). Callers arriving meanwhile wait; when the commit
+//! ends they are woken, those whose request was committed return, and one of
+//! the rest leads the next group. Under concurrency many appends share one
+//! sync, yet each call returns only after its own events are committed. Requests in a group
 //! are isolated by savepoints: one failing (a duplicate id, a version conflict)
 //! writes nothing of its own and leaves the others alone.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
@@ -49,7 +51,7 @@ impl Request {
             .unwrap_or_else(|| Err(CoreError::new(Kind::Store, "append was never committed")))
     }
 
-    fn finish(&self, result: CoreResult<Vec<EventRecord>>) {
+    pub fn finish(&self, result: CoreResult<Vec<EventRecord>>) {
         *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
     }
 
@@ -58,19 +60,57 @@ impl Request {
     }
 }
 
-/// Requests queued since the last commit.
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Arc<Request>>,
+    leading: bool,
+}
+
+/// Requests waiting for a commit, and who is committing.
 #[derive(Default)]
 pub struct WriteQueue {
-    pending: Mutex<Vec<Arc<Request>>>,
+    state: Mutex<QueueState>,
+    turn: Condvar,
+    /// Commits made and requests they carried (their ratio is the mean group size).
+    pub commits: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// Clears the leader flag and wakes the waiters, even if the commit panicked.
+struct Leadership<'a>(&'a WriteQueue);
+
+impl Drop for Leadership<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).leading = false;
+        self.0.turn.notify_all();
+    }
 }
 
 impl WriteQueue {
-    pub fn push(&self, request: Arc<Request>) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(request);
-    }
-
-    pub fn drain(&self) -> Vec<Arc<Request>> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Queue `request` and return once it is committed (or failed), leading
+    /// group commits with `commit` whenever no one else is.
+    pub fn run(&self, request: &Arc<Request>, commit: impl Fn(&[Arc<Request>])) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.pending.push(request.clone());
+        loop {
+            if request.is_done() {
+                return;
+            }
+            if !state.leading {
+                state.leading = true;
+                let group = std::mem::take(&mut state.pending);
+                drop(state);
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
+                {
+                    let _leading = Leadership(self);
+                    commit(&group);
+                }
+                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 

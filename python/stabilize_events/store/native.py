@@ -209,6 +209,12 @@ class NativeEventStore(EventStore):
         """True: commit order equals sequence order in these stores."""
         return True
 
+    def commit_stats(self) -> dict[str, int] | None:
+        """``{"commits", "appends"}`` since opening: write transactions made and the
+        append calls they carried (concurrent appends share commits), or None
+        for a store without group commit."""
+        return self._core.commit_stats()
+
     def close(self) -> None:
         """Release the database. Later calls raise `StoreClosedError`."""
         self._core.close()
