@@ -4,18 +4,21 @@ One finished standard stream of ``PROJ_EVENTS`` events (20,000 by default) is
 stored once per implementation. Each round builds a fresh
 `WorkflowTimelineProjection` for its workflow and a fresh
 `StageMetricsProjection`, applies every event to both, one ``apply`` call at a
-time, and reads both states. Two sources of events:
+time, and reads both states. Three measures:
 
 - *as published*: the events ``append_batch`` returned, i.e. what the recorder
   publishes on the bus, payloads already Python objects in both packages;
 - *read back*: events read from the store before each round (the read is not
   timed). Our events decode their payload and timestamp on first access, so
   that decoding is inside the timed apply; the reference decoded them during
-  the untimed read.
+  the untimed read;
+- *read + apply*: the read from the store timed too, i.e. what rebuilding both
+  projections from the store costs.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,14 +33,9 @@ WORKFLOW = "wf-0"
 
 def projection_classes(impl: Impl) -> tuple[Any, Any]:
     """(WorkflowTimelineProjection, StageMetricsProjection) of the implementation."""
-    if impl.key == "ours":
-        from stabilize_events.projections import StageMetricsProjection, WorkflowTimelineProjection
-    else:
-        from stabilize.events.projections import (  # type: ignore[no-redef]
-            StageMetricsProjection,
-            WorkflowTimelineProjection,
-        )
-    return WorkflowTimelineProjection, StageMetricsProjection
+    name = "stabilize_events.projections" if impl.key == "ours" else "stabilize.events.projections"
+    module = importlib.import_module(name)
+    return module.WorkflowTimelineProjection, module.StageMetricsProjection
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +96,21 @@ def test_projections_read_back(benchmark: Any, impl: Impl, proj_store: tuple[Any
     )
     assert entries == PER_WORKFLOW
     record_rate(benchmark, impl, "Projections (read back)", PER_WORKFLOW)
+
+
+def catch_up(store: Any, timeline_cls: Any, metrics_cls: Any) -> int:
+    """Rebuild both projections from the store: read the workflow's events, then apply them."""
+    return apply_both(store.get_events_for_workflow(WORKFLOW), timeline_cls, metrics_cls)
+
+
+def test_projections_catch_up(benchmark: Any, impl: Impl, proj_store: tuple[Any, list[Any]]) -> None:
+    store, _published = proj_store
+    entries = benchmark.pedantic(
+        catch_up,
+        args=(store, *projection_classes(impl)),
+        rounds=impl.rounds("PROJ", 15 if impl.key == "ours" else 5),
+        iterations=1,
+        warmup_rounds=1,
+    )
+    assert entries == PER_WORKFLOW
+    record_rate(benchmark, impl, "Projections (read + apply)", PER_WORKFLOW)

@@ -12,6 +12,7 @@ Ours persists the position after every batch; the reference's
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,11 +37,9 @@ def sub_store(impl: Impl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def manager_class(impl: Impl) -> Any:
-    if impl.key == "ours":
-        from stabilize_events.subscriptions import SubscriptionManager
-    else:
-        from stabilize.events.subscriptions import SubscriptionManager  # type: ignore[no-redef]
-    return SubscriptionManager
+    """The implementation's SubscriptionManager."""
+    name = "stabilize_events.subscriptions" if impl.key == "ours" else "stabilize.events.subscriptions"
+    return importlib.import_module(name).SubscriptionManager
 
 
 def noop(_event: Any) -> None:

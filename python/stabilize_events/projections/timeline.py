@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from stabilize_events.projections.base import Projection
 from stabilize_events.types import EntityType, EventType
@@ -25,7 +25,31 @@ if TYPE_CHECKING:
     from stabilize_events._core import Event
 
 
-@dataclass(slots=True)
+class _Details:
+    """The ``details`` field of `TimelineEntry`: a dict made on first access when none was given.
+
+    Most entries have no details; not allocating an empty dict for each of them
+    halves the objects a timeline keeps alive for the garbage collector to scan.
+    The dict lives in the entry's ``_details`` attribute.
+    """
+
+    @overload
+    def __get__(self, entry: None, owner: type) -> None: ...
+    @overload
+    def __get__(self, entry: object, owner: type | None = None) -> dict[str, Any]: ...
+    def __get__(self, entry: Any, owner: type | None = None) -> dict[str, Any] | None:
+        if entry is None:
+            return None  # the field's default, as the dataclass machinery reads it
+        details: dict[str, Any] | None = entry._details
+        if details is None:
+            details = entry._details = {}
+        return details
+
+    def __set__(self, entry: Any, value: dict[str, Any] | None) -> None:
+        entry._details = value
+
+
+@dataclass
 class TimelineEntry:
     """One line of a timeline: what happened to which entity, and when."""
 
@@ -36,7 +60,7 @@ class TimelineEntry:
     entity_name: str | None = None
     status: str | None = None
     duration_ms: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: _Details = _Details()
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready values (the timestamp in ISO 8601)."""
@@ -205,7 +229,7 @@ class WorkflowTimelineProjection(Projection):
                     get("name") or get("ref_id"),
                     get("status"),
                     duration_ms,
-                    {key: get(key) for key in detail_keys} if detail_keys else {},
+                    {key: get(key) for key in detail_keys} if detail_keys else None,
                 )
             )
         if workflow_action and event.entity_type is _WORKFLOW_ENTITY:
