@@ -1,0 +1,661 @@
+"""Snapshots: the policy, the integrity hash, replay from the newest usable snapshot, and what
+replay does with tampered snapshots and corrupt event rows.
+
+States are checked against the pure-Python oracle (tests/replay_oracle.py): a rebuild that
+starts from a snapshot must give exactly the state of a rebuild from the first event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import STORE_KINDS, close_store, open_store, sqlite_url
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from replay_oracle import ListStore, empty_state, fold, typed
+from stabilize_events import EntityType, Event, EventMetadata, EventStore, EventType, SqliteEventStore, errors
+from stabilize_events._core import encode_payload
+from stabilize_events.replay import EventReplayer, ReplayResult
+from stabilize_events.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
+from test_replay import WF, streams
+
+BASE = datetime(2024, 5, 1, 8, 0, 0, 250000, tzinfo=UTC)
+META = EventMetadata(correlation_id=WF, source_handler="SnapshotTest")
+REPLAY_LOGGERS = ("stabilize_events.replay", "stabilize_events.snapshots")
+
+
+def same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert typed(actual) == typed(expected), f"\nactual:   {actual}\nexpected: {expected}"
+
+
+def workflow_events(n: int, workflow_id: str = WF, start: int = 0) -> list[Event]:
+    """``n`` events of a workflow that touch every part of the state, one millisecond apart.
+
+    ``start`` numbers them on from an earlier call (so a stream can be extended).
+    """
+    events: list[Event] = []
+    for i in range(start, start + n):
+        step, phase = divmod(i, 6)
+        stage, task = f"stage-{step % 40}", f"task-{step % 40}"
+        phases: dict[int, tuple[EventType, EntityType, str, dict[str, Any]]] = {
+            0: (EventType.STAGE_STARTED, EntityType.STAGE, stage, {"name": f"s{step}", "type": "python"}),
+            1: (EventType.TASK_STARTED, EntityType.TASK, task, {"name": f"t{step}", "stage_id": stage}),
+            2: (EventType.TASK_RETRIED, EntityType.TASK, task, {}),
+            3: (EventType.TASK_COMPLETED, EntityType.TASK, task, {"outputs": {"i": i}}),
+            4: (
+                EventType.CONTEXT_UPDATED,
+                EntityType.WORKFLOW,
+                workflow_id,
+                {"context": {f"k{step % 3}": i}},
+            ),
+            5: (EventType.STAGE_COMPLETED, EntityType.STAGE, stage, {"status": "SUCCEEDED", "outputs": [i]}),
+        }
+        kind, entity_type, entity_id, data = phases[phase]
+        if i == 0:
+            kind, entity_type, entity_id, data = (
+                EventType.WORKFLOW_STARTED,
+                EntityType.WORKFLOW,
+                workflow_id,
+                {"context": {"origin": "test"}},
+            )
+        events.append(
+            Event(
+                event_type=kind,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                workflow_id=workflow_id,
+                timestamp=BASE + timedelta(milliseconds=i),
+                version=i + 1,
+                data=data,
+                metadata=META,
+            )
+        )
+    return events
+
+
+@pytest.fixture
+def opened() -> Iterator[list[EventStore]]:
+    stores: list[EventStore] = []
+    yield stores
+    for s in stores:
+        close_store(s)
+
+
+def new_store(kind: str, tmp_path: Path, opened: list[EventStore]) -> EventStore:
+    if kind == "sqlite-file":
+        store: EventStore = SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
+    else:
+        store = open_store(kind, tmp_path)
+    opened.append(store)
+    return store
+
+
+def policy_replayer(store: EventStore, every: int = 100) -> EventReplayer:
+    return EventReplayer(store, SnapshotStore(store, SnapshotPolicy(every_n_events=every)))
+
+
+def stored_workflow(store: EventStore) -> list[Event]:
+    return [e for e in store.get_events_for_workflow(WF)]
+
+
+# --- policy and snapshot values ------------------------------------------------------------
+
+
+def test_policy_defaults_and_alias() -> None:
+    policy = SnapshotPolicy()
+    assert (policy.every_n_events, policy.time_interval_seconds) == (100, 3600)
+    assert SnapshotPolicy(every_n_events=7).every_n_events == 7
+    aliased = SnapshotPolicy(event_interval=25)
+    assert aliased.every_n_events == 25 and aliased.event_interval == 25
+    assert SnapshotPolicy(5, 60).time_interval_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"every_n_events": 0}, errors.InvalidArgumentError),
+        ({"every_n_events": -5}, errors.InvalidArgumentError),
+        ({"event_interval": 0}, errors.InvalidArgumentError),
+        ({"every_n_events": True}, errors.ArgumentTypeError),
+        ({"every_n_events": "100"}, errors.ArgumentTypeError),
+        ({"every_n_events": 10.0}, errors.ArgumentTypeError),
+        ({"time_interval_seconds": 0}, errors.InvalidArgumentError),
+        ({"time_interval_seconds": -1}, errors.InvalidArgumentError),
+    ],
+)
+def test_policy_rejects_bad_values(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        SnapshotPolicy(**kwargs)
+
+
+def test_policy_counts_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("stabilize_events.snapshots.time.monotonic", lambda: clock[0])
+    policy = SnapshotPolicy(every_n_events=10, time_interval_seconds=60)
+    assert not policy.should_snapshot("w", 9)
+    assert policy.should_snapshot("w", 10) and policy.should_snapshot("w", 11)
+    policy.record_snapshot("w")
+    assert not policy.should_snapshot("w", 1)
+    clock[0] += 60
+    assert policy.should_snapshot("w", 1)  # the interval has passed and something happened
+    assert not policy.should_snapshot("w", 0)
+    assert not policy.should_snapshot("other", 1)  # never snapshotted: no clock running
+
+
+def test_snapshot_hash_is_sha256_of_canonical_state() -> None:
+    state = {"b": [1, 2.5, None], "a": {"z": "ü", "y": True}}
+    snapshot = Snapshot(EntityType.WORKFLOW, WF, WF, version=3, sequence=42, state=state)
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert snapshot.state_hash == hashlib.sha256(canonical.encode()).hexdigest()
+    reordered = Snapshot(EntityType.WORKFLOW, WF, WF, 3, 42, state={"a": state["a"], "b": state["b"]})
+    assert reordered.state_hash == snapshot.state_hash
+    changed = Snapshot(EntityType.WORKFLOW, WF, WF, 3, 42, state={**state, "b": [1, 2.5]})
+    assert changed.state_hash != snapshot.state_hash
+
+    as_dict = snapshot.to_dict()
+    assert as_dict["state_hash"] == snapshot.state_hash
+    assert (as_dict["entity_type"], as_dict["sequence"], as_dict["version"]) == ("workflow", 42, 3)
+    back = Snapshot.from_dict(as_dict)
+    assert (back.entity_type, back.entity_id, back.sequence, back.state) == (
+        EntityType.WORKFLOW,
+        WF,
+        42,
+        state,
+    )
+    assert back.created_at == snapshot.created_at
+
+
+def test_snapshot_store_needs_a_store_that_keeps_snapshots() -> None:
+    with pytest.raises(errors.ArgumentTypeError):
+        SnapshotStore(ListStore())
+
+
+# --- replay from snapshots -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_second_rebuild_replays_at_most_every_n(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(1000))
+    replayer = policy_replayer(store, every=100)
+
+    first = replayer.replay(WF)
+    assert (first.events_replayed, first.from_snapshot) == (1000, False)
+    same_state(first.final_state, fold(WF, stored_workflow(store)))
+
+    second = replayer.replay(WF)
+    assert second.from_snapshot and second.events_replayed == 0
+    assert second.snapshot_sequence == first.last_sequence
+    same_state(second.final_state, first.final_state)  # start and end times come back too
+
+    # Grow the workflow: each rebuild replays only what came after the newest snapshot.
+    for added, expected_replays in ((250, [250, 0]), (40, [40, 40]), (70, [110, 0])):
+        start = len(stored_workflow(store))
+        store.append_batch(workflow_events(added, start=start))
+        for expected in expected_replays:
+            result = replayer.replay(WF)
+            assert result.events_replayed == expected
+            assert result.from_snapshot
+            same_state(result.final_state, fold(WF, stored_workflow(store)))
+
+    # A replayer without a policy still starts from the stored snapshots, and takes none.
+    plain = EventReplayer(store, SnapshotStore(store))
+    assert plain.replay(WF).events_replayed == 0
+    store.append_batch(workflow_events(150, start=len(stored_workflow(store))))
+    assert plain.replay(WF).events_replayed == 150
+    assert plain.replay(WF).events_replayed == 150
+
+
+def test_snapshots_live_in_the_event_database(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SqliteEventStore(sqlite_url(path))
+    store.append_batch(workflow_events(300))
+    policy_replayer(store).rebuild_workflow_state(WF)
+    store.close()
+
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT entity_id, sequence, state_hash FROM event_snapshot").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(WF, 300)]
+    assert len(rows[0][2]) == 64
+
+    reopened = SqliteEventStore(sqlite_url(path))
+    try:
+        replayer = EventReplayer(reopened, SnapshotStore(reopened))
+        result = replayer.replay(WF)
+        assert (result.from_snapshot, result.events_replayed, result.snapshot_sequence) == (True, 0, 300)
+        same_state(result.final_state, fold(WF, stored_workflow(reopened)))
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_snapshot_newer_than_as_of_sequence_is_not_used(
+    kind: str, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(1000))
+    events = stored_workflow(store)
+    replayer = policy_replayer(store)
+    replayer.rebuild_workflow_state(WF, as_of_sequence=400)  # a snapshot at 400
+    replayer.rebuild_workflow_state(WF)  # and one at 1000
+
+    plain = EventReplayer(store, SnapshotStore(store))
+    for as_of, snapshot_at in ((300, 0), (400, 400), (700, 400), (999, 400), (1000, 1000), (5000, 1000)):
+        result = plain.replay(WF, as_of_sequence=as_of)
+        assert result.snapshot_sequence == snapshot_at, as_of
+        assert result.from_snapshot == (snapshot_at > 0)
+        assert result.events_replayed == min(as_of, 1000) - snapshot_at
+        same_state(result.final_state, fold(WF, [e for e in events if e.sequence <= as_of]))
+        same_state(plain.rebuild_workflow_state(WF, as_of_sequence=as_of), result.final_state)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_snapshot_newer_than_as_of_time_is_not_used(
+    kind: str, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(600))
+    replayer = policy_replayer(store)
+    replayer.rebuild_workflow_state(WF, as_of_sequence=200)
+    replayer.rebuild_workflow_state(WF, as_of_sequence=600)
+    events = stored_workflow(store)
+    when = {e.sequence: e.timestamp for e in events}
+
+    plain = EventReplayer(store, SnapshotStore(store))
+    for as_of, snapshot_at in ((150, 0), (200, 200), (450, 200), (600, 600)):
+        moment = when[as_of]
+        expected = fold(WF, [e for e in events if e.timestamp <= moment])
+        same_state(plain.time_travel_query(WF, moment), expected)
+        result = plain.last_result
+        assert result is not None
+        assert result.snapshot_sequence == snapshot_at, as_of
+        assert result.events_replayed == as_of - snapshot_at
+    same_state(plain.time_travel_query(WF, BASE - timedelta(days=1)), empty_state(WF))
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_time_travel_skips_a_snapshot_holding_a_later_timestamp(
+    kind: str, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    """A snapshot taken by sequence may hold an event stamped after the requested instant."""
+    store = new_store(kind, tmp_path, opened)
+    events = workflow_events(300)
+    late = events[49]  # sequence 50, stamped a day after everything else
+    events[49] = Event(
+        event_type=late.event_type,
+        entity_type=late.entity_type,
+        entity_id=late.entity_id,
+        workflow_id=WF,
+        timestamp=BASE + timedelta(days=1),
+        version=late.version,
+        data={"outputs": {"late": True}},
+        metadata=META,
+    )
+    store.append_batch(events)
+    policy_replayer(store).rebuild_workflow_state(WF)  # a snapshot at 300 that includes sequence 50
+    stored = stored_workflow(store)
+    plain = EventReplayer(store, SnapshotStore(store))
+
+    moment = stored[199].timestamp
+    same_state(plain.time_travel_query(WF, moment), fold(WF, [e for e in stored if e.timestamp <= moment]))
+    assert plain.last_result is not None and not plain.last_result.from_snapshot
+    after_all = BASE + timedelta(days=2)
+    same_state(plain.time_travel_query(WF, after_all), fold(WF, stored))
+    assert plain.last_result is not None and plain.last_result.from_snapshot
+
+
+def test_reference_style_workflow_snapshot(tmp_path: Path, opened: list[EventStore]) -> None:
+    """`create_workflow_snapshot` (the reference's API) makes a snapshot replay starts from."""
+    store = new_store("sqlite-file", tmp_path, opened)
+    store.append_batch(workflow_events(500))
+    events = stored_workflow(store)
+    snapshots = SnapshotStore(store)
+    state = fold(WF, [e for e in events if e.sequence <= 300])
+    made = snapshots.create_workflow_snapshot(state, WF, version=300, sequence=300)
+    assert (
+        made.sequence == 300
+        and made.state_hash == Snapshot(EntityType.WORKFLOW, WF, WF, 0, 0, state).state_hash
+    )
+    latest = snapshots.get_latest_snapshot(EntityType.WORKFLOW, WF)
+    assert latest is not None and latest.sequence == 300 and latest.state == state
+
+    result = EventReplayer(store, snapshots).replay(WF)
+    assert (result.from_snapshot, result.snapshot_sequence, result.events_replayed) == (True, 300, 200)
+    same_state(result.final_state, fold(WF, events))
+
+
+native_kinds = st.sampled_from(STORE_KINDS)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=native_kinds, events=streams(max_size=30), data=st.data())
+def test_replay_through_snapshots_equals_oracle(
+    tmp_path: Path, kind: str, events: list[Event], data: st.DataObject
+) -> None:
+    """Random states survive a snapshot round trip (the hash verifies) and folding on from
+    a snapshot gives the same state as folding from the start, now and at any instant."""
+    store = (
+        open_store(kind, tmp_path)
+        if kind != "sqlite-file"
+        else SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
+    )
+    try:
+        stored = store.append_batch(events) if events else []
+        mine = [e for e in stored if e.workflow_id == WF]
+        last = max((e.sequence for e in stored), default=0)
+        cut = data.draw(st.integers(0, last), label="snapshot at")
+        snapshotting = policy_replayer(store, every=1)
+        snapshotting.replay(WF, as_of_sequence=cut)
+        plain = EventReplayer(store, SnapshotStore(store))
+
+        result = plain.replay(WF)
+        same_state(result.final_state, fold(WF, mine))
+        taken = [e for e in mine if e.sequence <= cut and e.schema_version <= 1]
+        if taken:
+            assert result.from_snapshot, "the snapshot was not used (does its hash verify?)"
+            assert result.events_replayed == len(
+                [e for e in mine if e.sequence > cut and e.schema_version <= 1]
+            )
+
+        moments = sorted({e.timestamp for e in stored}) or [BASE]
+        moment = data.draw(st.sampled_from(moments), label="as_of_time")
+        same_state(plain.time_travel_query(WF, moment), fold(WF, [e for e in mine if e.timestamp <= moment]))
+        seq = data.draw(st.integers(0, last + 1), label="as_of_sequence")
+        same_state(
+            plain.rebuild_workflow_state(WF, as_of_sequence=seq),
+            fold(WF, [e for e in mine if e.sequence <= seq]),
+        )
+    finally:
+        close_store(store)
+
+
+# --- tampered snapshots --------------------------------------------------------------------
+
+
+def two_snapshots(path: Path) -> list[Event]:
+    """A file store with 1000 events and snapshots at 500 and 1000; closed; its events returned."""
+    store = SqliteEventStore(sqlite_url(path))
+    store.append_batch(workflow_events(1000))
+    replayer = policy_replayer(store)
+    replayer.rebuild_workflow_state(WF, as_of_sequence=500)
+    replayer.rebuild_workflow_state(WF)
+    events = stored_workflow(store)
+    store.close()
+    return events
+
+
+def edit(path: Path, sql: str, *params: Any) -> None:
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute(sql, params).rowcount >= 1
+        db.commit()
+    finally:
+        db.close()
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, sequence: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+        and r.name in REPLAY_LOGGERS
+        and f"sequence {sequence}" in r.getMessage()
+    ]
+
+
+TAMPERINGS = {
+    "hash": ("UPDATE event_snapshot SET state_hash = ? WHERE sequence = 1000", ("0" * 64,)),
+    "state-edited": (
+        "UPDATE event_snapshot SET state = ? WHERE sequence = 1000",
+        (encode_payload({**empty_state(WF), "status": "SUCCEEDED"}),),
+    ),
+    "state-garbage": ("UPDATE event_snapshot SET state = X'c1' WHERE sequence = 1000", ()),
+    "state-not-a-map": ("UPDATE event_snapshot SET state = X'01' WHERE sequence = 1000", ()),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_tampered_snapshot_is_skipped_with_a_warning(
+    tampering: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    events = two_snapshots(path)
+    sql, params = TAMPERINGS[tampering]
+    edit(path, sql, *params)
+
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        caplog.set_level(logging.WARNING)
+        result = EventReplayer(store, SnapshotStore(store)).replay(WF)
+        assert (result.from_snapshot, result.snapshot_sequence, result.events_replayed) == (True, 500, 500)
+        same_state(result.final_state, fold(WF, events))
+        named = warnings_about(caplog, 1000)
+        assert named and WF in named[0], caplog.text
+        assert not warnings_about(caplog, 500)
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=errors.StoreError,
+    reason="core bug: a snapshot row whose state or hash column has the wrong SQLite type makes every "
+    "rebuild fail with StoreError, instead of being skipped with a warning like other bad snapshots",
+)
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE event_snapshot SET state = 'not a blob' WHERE sequence = 1000",
+        "UPDATE event_snapshot SET state_hash = X'00ff' WHERE sequence = 1000",
+    ],
+    ids=["state-text", "hash-blob"],
+)
+def test_snapshot_row_of_the_wrong_type_is_skipped(
+    sql: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    events = two_snapshots(path)
+    edit(path, sql)
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        caplog.set_level(logging.WARNING)
+        result = EventReplayer(store, SnapshotStore(store)).replay(WF)
+        assert (result.snapshot_sequence, result.events_replayed) == (500, 500)
+        same_state(result.final_state, fold(WF, events))
+        assert warnings_about(caplog, 1000)
+    finally:
+        store.close()
+
+
+def test_every_snapshot_tampered_replays_from_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    events = two_snapshots(path)
+    edit(path, "UPDATE event_snapshot SET state_hash = 'x' || substr(state_hash, 2)")
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        caplog.set_level(logging.WARNING)
+        replayer = policy_replayer(store)
+        result = replayer.replay(WF)
+        assert (result.from_snapshot, result.events_replayed) == (False, 1000)
+        same_state(result.final_state, fold(WF, events))
+        assert warnings_about(caplog, 1000) and warnings_about(caplog, 500)
+        # The replayer's policy replaced the bad snapshot at 1000 with a good one.
+        caplog.clear()
+        again = replayer.replay(WF)
+        assert (again.from_snapshot, again.events_replayed) == (True, 0)
+        assert not warnings_about(caplog, 1000)
+        same_state(again.final_state, result.final_state)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_snapshot_saved_with_wrong_hash_is_not_used(
+    kind: str, tmp_path: Path, opened: list[EventStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(400))
+    events = stored_workflow(store)
+    good = fold(WF, [e for e in events if e.sequence <= 200])
+    lie = {**fold(WF, events[:300]), "status": "CANCELED"}
+    snapshots = SnapshotStore(store)
+    snapshots.save_snapshot(Snapshot(EntityType.WORKFLOW, WF, WF, 200, 200, good))
+    save = store.save_snapshot  # type: ignore[attr-defined]
+    # A state that is not what its hash says, and a hash that is not that of its state.
+    save(
+        EntityType.WORKFLOW,
+        WF,
+        WF,
+        300,
+        300,
+        lie,
+        state_hash_hex=Snapshot(EntityType.WORKFLOW, WF, WF, 0, 0, good).state_hash,
+    )
+    save(EntityType.WORKFLOW, WF, WF, 350, 350, fold(WF, events[:350]), state_hash_hex="0" * 64)
+
+    caplog.set_level(logging.WARNING)
+    result = EventReplayer(store, snapshots).replay(WF)
+    assert (result.snapshot_sequence, result.events_replayed) == (200, 200)
+    same_state(result.final_state, fold(WF, events))
+    assert warnings_about(caplog, 300) and warnings_about(caplog, 350)
+
+
+# --- corrupt event rows --------------------------------------------------------------------
+
+
+def corrupt_store(path: Path, sql: str) -> tuple[list[Event], int]:
+    """A closed file store of 60 events with one row edited by ``sql`` (``?`` = the sequence)."""
+    store = SqliteEventStore(sqlite_url(path))
+    store.append_batch(workflow_events(60))
+    events = stored_workflow(store)
+    store.close()
+    # sequence 22 is a task.completed (phase 3): its payload (status, outputs) is read by the fold.
+    target = 22
+    assert events[target - 1].event_type is EventType.TASK_COMPLETED
+    edit(path, sql, target)
+    return events, target
+
+
+CORRUPTIONS = {
+    "data-text": "UPDATE event_log SET data = 'not msgpack' WHERE sequence = ?",
+    "data-truncated": "UPDATE event_log SET data = substr(data, 1, 3) WHERE sequence = ?",
+    "timestamp-text": "UPDATE event_log SET timestamp_us = 'noon' WHERE sequence = ?",
+    "event-type-blob": "UPDATE event_log SET event_type = X'ff00' WHERE sequence = ?",
+    "entity-id-blob": "UPDATE event_log SET entity_id = X'ff00' WHERE sequence = ?",
+    "schema-text": "UPDATE event_log SET schema_version = 'one' WHERE sequence = ?",
+}
+#: Payloads that are well-formed msgpack up to a point, or not a map: the fold must not read them
+#: as an empty payload (that would silently give the state without this event's effects).
+NOT_A_PAYLOAD = {
+    "data-invalid-marker": "UPDATE event_log SET data = X'c1' WHERE sequence = ?",
+    "data-int": "UPDATE event_log SET data = X'01' WHERE sequence = ?",
+    "data-array": "UPDATE event_log SET data = X'9101' WHERE sequence = ?",
+}
+
+
+def check_corrupt_row(path: Path, events: list[Event], target: int) -> None:
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        replayer = EventReplayer(store)
+        with pytest.raises(errors.CorruptEventError, match=rf"sequence {target}\b"):
+            replayer.rebuild_workflow_state(WF)
+        # Points before the bad row do not read it.
+        same_state(
+            replayer.rebuild_workflow_state(WF, as_of_sequence=target - 1),
+            fold(WF, [e for e in events if e.sequence < target]),
+        )
+        skipped = replayer.replay(WF, skip_corrupt=True)
+        assert len(skipped.skipped_corrupt) == 1 and f"sequence {target}" in skipped.skipped_corrupt[0]
+        assert skipped.events_replayed == len(events) - 1
+        same_state(skipped.final_state, fold(WF, [e for e in events if e.sequence != target]))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupt_event_row(corruption: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    events, target = corrupt_store(path, CORRUPTIONS[corruption])
+    check_corrupt_row(path, events, target)
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="core bug: time travel leaves out, silently, a row whose timestamp_us is not an "
+                "integer (SQLite's `timestamp_us <= ?` is false for TEXT), instead of raising",
+            ),
+        )
+        if name == "timestamp-text"
+        else name
+        for name in sorted(CORRUPTIONS)
+    ],
+)
+def test_time_travel_over_a_corrupt_row(corruption: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    events, target = corrupt_store(path, CORRUPTIONS[corruption])
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        replayer = EventReplayer(store)
+        with pytest.raises(errors.CorruptEventError, match=rf"sequence {target}\b"):
+            replayer.time_travel_query(WF, BASE + timedelta(days=1))
+        skipped = replayer.replay(WF, as_of_time=BASE + timedelta(days=1), skip_corrupt=True)
+        assert len(skipped.skipped_corrupt) == 1 and f"sequence {target}" in skipped.skipped_corrupt[0]
+        same_state(skipped.final_state, fold(WF, [e for e in events if e.sequence != target]))
+        before = events[target - 2].timestamp
+        same_state(replayer.time_travel_query(WF, before), fold(WF, events[: target - 1]))
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: the fold reads a payload that is not a msgpack map (X'c1', an int, an array) "
+    "as an empty payload instead of raising CorruptEventError",
+)
+@pytest.mark.parametrize("corruption", sorted(NOT_A_PAYLOAD))
+def test_payload_that_is_not_a_map_is_corrupt(corruption: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    events, target = corrupt_store(path, NOT_A_PAYLOAD[corruption])
+    check_corrupt_row(path, events, target)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a replay with skip_corrupt=True saves a snapshot without the skipped row; "
+    "later rebuilds (without skip_corrupt) then silently return that state",
+)
+def test_skipping_corrupt_rows_takes_no_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    _events, target = corrupt_store(path, CORRUPTIONS["data-text"])
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        replayer = policy_replayer(store, every=10)
+        assert replayer.replay(WF, skip_corrupt=True).skipped_corrupt
+        with pytest.raises(errors.CorruptEventError, match=rf"sequence {target}\b"):
+            replayer.rebuild_workflow_state(WF)
+    finally:
+        store.close()
+
+
+def test_replay_result_of_a_fresh_replayer_is_empty() -> None:
+    replayer = EventReplayer(ListStore())
+    assert replayer.last_result is None
+    result = replayer.replay(WF)
+    assert isinstance(result, ReplayResult) and replayer.last_result is result
+    same_state(result.final_state, empty_state(WF))
