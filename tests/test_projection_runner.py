@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,6 @@ from stabilize_events import (
     Event,
     EventStore,
     EventType,
-    InMemoryEventStore,
-    SqliteEventStore,
 )
 from stabilize_events.bus import EventBus
 from stabilize_events.errors import InvalidArgumentError
@@ -68,20 +65,6 @@ def make_events(n: int, workflow: str = "wf-1", start: int = 0) -> list[Event]:
             )
         )
     return out
-
-
-@pytest.fixture(params=["in-memory", "sqlite-file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    s: EventStore
-    s = (
-        InMemoryEventStore()
-        if request.param == "in-memory"
-        else SqliteEventStore(f"sqlite:///{tmp_path}/x.db")
-    )
-    yield s
-    close = getattr(s, "close", None)
-    if close is not None:
-        close()
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ tests run without the reference installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,6 @@ from stabilize_events import (
     EventStore,
     EventType,
     InMemoryEventStore,
-    SqliteEventStore,
 )
 from stabilize_events.projections import (
     Projection,
@@ -262,20 +259,6 @@ EXPECTED_TASKS: dict[str, dict[str, Any]] = {
 
 
 # -- fixtures -------------------------------------------------------------------
-
-
-@pytest.fixture(params=["in-memory", "sqlite-file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    """Each built-in store, holding nothing yet."""
-    s: EventStore
-    if request.param == "in-memory":
-        s = InMemoryEventStore()
-    else:
-        s = SqliteEventStore(f"sqlite:///{tmp_path}/x.db")
-    yield s
-    close = getattr(s, "close", None)
-    if close is not None:
-        close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from stabilize_events import (
     Event,
     EventStore,
     EventType,
-    InMemoryEventStore,
     SqliteEventStore,
 )
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
@@ -64,20 +63,6 @@ class Collector:
         if event.sequence in self.fail_on:
             raise ValueError(f"handler refuses {event.sequence}")
         self.sequences.append(event.sequence)
-
-
-@pytest.fixture(params=["in-memory", "sqlite-file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    s: EventStore
-    s = (
-        InMemoryEventStore()
-        if request.param == "in-memory"
-        else SqliteEventStore(f"sqlite:///{tmp_path}/x.db")
-    )
-    yield s
-    close = getattr(s, "close", None)
-    if close is not None:
-        close()
 
 
 @pytest.fixture

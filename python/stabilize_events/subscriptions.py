@@ -28,9 +28,12 @@ Delivery guarantees
   runs on a worker thread; one that has not returned in time counts as a
   failure (`HandlerTimeoutError`) and the event is delivered again later. A
   Python thread cannot be killed: the hung call is abandoned, its thread left
-  running (as a daemon); if it returns later its result is ignored. Without
-  ``handler_timeout`` (the default) handlers run on the delivering thread,
-  with no per-event overhead, and a hanging handler blocks its subscription.
+  running (as a daemon); if it returns later its result is ignored. The
+  timeout covers the whole delivery of one event: the handler and, if set,
+  the webhook with its retries. Without ``handler_timeout`` (the default)
+  handlers run on the delivering thread, with no per-event overhead, and a
+  hanging handler blocks that thread: the polling thread, and with it every
+  subscription of the manager, or the caller of `process_once` / `catch_up`.
 - **Webhooks.** With ``webhook_url`` each matching event is POSTed as JSON
   (``Event.to_dict()``, ``Content-Type: application/json``). A 2xx answer is
   success; any other answer, a connection error or no answer within
@@ -331,15 +334,19 @@ class SubscriptionManager:
             last_commit_cursor=str(last_sequence),
             handler_timeout=handler_timeout,
         )
-        with self._lock:
-            previous = self._subscriptions.get(subscription_id)
-            if previous is not None:
-                previous._deleted = True
-            self._subscriptions[subscription_id] = subscription
+        self._register(subscription)
         with self._persist_lock:
             self._save(subscription)
         logger.info("created subscription %s starting after sequence %d", subscription_id, last_sequence)
         return subscription
+
+    def _register(self, subscription: DurableSubscription) -> None:
+        """Hold ``subscription``; one it replaces stops saving its position."""
+        with self._lock:
+            previous = self._subscriptions.get(subscription.id)
+            if previous is not None:
+                previous._deleted = True
+            self._subscriptions[subscription.id] = subscription
 
     def _start_position(self, start_from: str | int) -> int:
         if start_from == "latest":
@@ -398,11 +405,7 @@ class SubscriptionManager:
             last_error=data.get("last_error"),
             disabled_reason=data.get("disabled_reason"),
         )
-        with self._lock:
-            previous = self._subscriptions.get(subscription_id)
-            if previous is not None:
-                previous._deleted = True
-            self._subscriptions[subscription_id] = subscription
+        self._register(subscription)
         logger.info("loaded subscription %s at sequence %d", subscription_id, last_sequence)
         return True
 
@@ -800,20 +803,16 @@ def _deliver_watched(
     def work() -> None:
         try:
             for event in events:
-                if matcher is None or matcher(event):
+                wanted = matcher is None or matcher(event)
+                if wanted:
                     watch.started = time.monotonic()
                     deliver(event)
-                    with watch.lock:
-                        if watch.abandoned:
-                            return  # too late: the event counts as undelivered
-                        watch.started = None
-                        outcome.delivered += 1
-                        watch.processed += 1
-                else:
-                    with watch.lock:
-                        if watch.abandoned:
-                            return
-                        watch.processed += 1
+                with watch.lock:
+                    if watch.abandoned:
+                        return  # too late: the event counts as undelivered
+                    watch.started = None
+                    watch.processed += 1
+                    outcome.delivered += 1 if wanted else 0
         except Exception as error:
             with watch.lock:
                 if not watch.abandoned:

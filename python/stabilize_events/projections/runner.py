@@ -20,6 +20,11 @@ runner with ``from_sequence`` and a projection restored to that point.
 The bus must carry the events of this store (the recorder publishes each
 event after storing it). Events published with sequence 0 were never stored
 and cannot be placed in the order; the runner ignores them.
+
+The runner relies on the store making events visible in sequence order (true
+of the SQLite and in-memory stores, which assign sequences under the write
+lock). A store where a lower sequence can commit after a higher one would let
+a gap fill skip the late event.
 """
 
 from __future__ import annotations
