@@ -107,7 +107,7 @@ impl<'a, 'py> Reader<'a, 'py> {
 
     fn text(&mut self, n: usize) -> Result<&'a str> {
         let raw = self.take(n)?;
-        std::str::from_utf8(raw).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))
+        super::utf8(raw).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))
     }
 
     fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {

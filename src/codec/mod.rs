@@ -14,3 +14,15 @@ pub mod view;
 /// Deepest nesting of lists and dicts accepted either way; deeper (or cyclic)
 /// payloads are refused instead of overflowing the stack.
 pub const MAX_DEPTH: usize = 256;
+
+/// `std::str::from_utf8` with a fast path for ASCII, which nearly every
+/// stored string is (ids, types, keys): one word-at-a-time scan, no decoding.
+#[inline]
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
+    }
+}

@@ -90,8 +90,8 @@ fn str_at(buf: &[u8], at: usize) -> Result<Option<(&str, usize)>> {
     if !is_str {
         return Ok(None);
     }
-    let text = std::str::from_utf8(&buf[at + head..end])
-        .map_err(|e| ViewError(format!("invalid UTF-8 key: {e}")))?;
+    let text =
+        crate::codec::utf8(&buf[at + head..end]).map_err(|e| ViewError(format!("invalid UTF-8 key: {e}")))?;
     Ok(Some((text, end)))
 }
 

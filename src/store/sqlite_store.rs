@@ -155,6 +155,10 @@ pub struct SqliteConfig {
 /// make single-event commits cheaper; 2 KiB keeps reads and batches efficient.
 pub const DEFAULT_PAGE_SIZE: u32 = 2048;
 
+/// WAL pages written before an automatic checkpoint (8 MiB at the default
+/// page size): fewer, larger checkpoints copy hot index pages once, not often.
+const WAL_CHECKPOINT_PAGES: u32 = 4096;
+
 pub struct SqliteBackend {
     config: SqliteConfig,
     writer: Mutex<Option<Connection>>,
@@ -258,8 +262,9 @@ impl SqliteBackend {
             }
         }
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={}; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;",
-            config.synchronous.pragma()
+            "PRAGMA synchronous={}; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint={};",
+            config.synchronous.pragma(),
+            WAL_CHECKPOINT_PAGES
         ))
         .map_err(|e| sql_error(e, "configuring the connection", config))?;
         if config.create_tables {
@@ -427,7 +432,7 @@ fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventVi
     let text = |i: usize, name: &str| -> CoreResult<&'r str> {
         match row.get_ref(i) {
             Ok(ValueRef::Text(t)) => {
-                std::str::from_utf8(t).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8")))
+                crate::codec::utf8(t).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8")))
             }
             _ => Err(corrupt(sequence, &format!("{name} is not text"))),
         }
