@@ -72,7 +72,7 @@ def test_projections_as_published(benchmark: Any, impl: Impl, proj_store: tuple[
     entries = benchmark.pedantic(
         apply_both,
         args=(published, *classes),
-        rounds=impl.rounds("PROJ", 15 if impl.key == "ours" else 5),
+        rounds=impl.rounds("PROJ", 20),
         iterations=1,
         warmup_rounds=1,
     )
@@ -90,7 +90,7 @@ def test_projections_read_back(benchmark: Any, impl: Impl, proj_store: tuple[Any
     entries = benchmark.pedantic(
         apply_both,
         setup=fresh_events,
-        rounds=impl.rounds("PROJ", 15 if impl.key == "ours" else 5),
+        rounds=impl.rounds("PROJ", 20),
         iterations=1,
         warmup_rounds=1,
     )
@@ -108,7 +108,7 @@ def test_projections_catch_up(benchmark: Any, impl: Impl, proj_store: tuple[Any,
     entries = benchmark.pedantic(
         catch_up,
         args=(store, *projection_classes(impl)),
-        rounds=impl.rounds("PROJ", 15 if impl.key == "ours" else 5),
+        rounds=impl.rounds("PROJ", 20),
         iterations=1,
         warmup_rounds=1,
     )
