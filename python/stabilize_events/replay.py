@@ -246,6 +246,9 @@ class EventReplayer:
         store = self._snapshot_store
         if store is None or store.policy is None or result.events_replayed == 0:
             return
+        if result.skipped_corrupt or result.skipped_newer:
+            # A snapshot would bake the gaps in and hide them from every later rebuild.
+            return
         if not store.should_snapshot(result.entity_id, result.events_replayed):
             return
         # The newest event time in the new snapshot's state; unknown if the snapshot it grew from did not say.

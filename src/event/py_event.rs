@@ -66,6 +66,13 @@ impl Event {
         let mut rec = EventRecord { data: Vec::new(), ..(*self.rec).clone() };
         match self.data.get(py) {
             Some(obj) => {
+                if !obj.bind(py).is_instance_of::<PyDict>() {
+                    let tname = obj.bind(py).get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+                    return Err(CoreError::new(
+                        Kind::Payload,
+                        format!("data must be a dict, not {tname} (event {})", self.rec.event_id),
+                    ));
+                }
                 let mut out = Vec::with_capacity(128);
                 codec::encode::encode(obj.bind(py), &mut out).map_err(|e| {
                     CoreError::new(
@@ -92,6 +99,16 @@ impl Event {
                         ),
                     )
                 })?;
+                if !obj.is_instance_of::<PyDict>() {
+                    return Err(CoreError::new(
+                        Kind::CorruptEvent,
+                        format!(
+                            "payload of event {} (sequence {}) is not a map",
+                            self.rec.event_id, self.rec.sequence
+                        ),
+                    )
+                    .into());
+                }
                 if reads_as_unknown(py, &self.rec.event_type)? {
                     if let Ok(d) = obj.cast::<PyDict>() {
                         // An "unknown.event" row may already carry its original type.

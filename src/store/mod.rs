@@ -61,6 +61,8 @@ pub struct SnapshotRecord {
     /// The latest event timestamp folded into `state` (UTC microseconds): a
     /// time-travel query to an earlier instant cannot start from this snapshot.
     pub max_event_us: Option<i64>,
+    /// Why this snapshot cannot be used, when its row is malformed.
+    pub problem: Option<String>,
 }
 
 /// A durable subscription's persisted position and settings (settings msgpack-encoded).

@@ -92,7 +92,10 @@ fn decode_or_reason<'py>(py: Python<'py>, bytes: &[u8]) -> (Option<Bound<'py, Py
 
 fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    let (state, error) = decode_or_reason(py, &s.state);
+    let (state, error) = match &s.problem {
+        Some(problem) => (None, Some(problem.clone())),
+        None => decode_or_reason(py, &s.state),
+    };
     d.set_item("entity_type", &s.entity_type)?;
     d.set_item("entity_id", &s.entity_id)?;
     d.set_item("workflow_id", &s.workflow_id)?;
@@ -421,6 +424,7 @@ impl NativeStore {
             state_hash: str_arg(state_hash, "state_hash")?,
             created_at_us: time::now_micros(),
             max_event_us: max_event_time_us,
+            problem: None,
         };
         self.run(py, move |b| b.save_snapshot(&record))
     }

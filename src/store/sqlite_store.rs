@@ -508,16 +508,22 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));
         params.extend(types.iter().map(|t| Value::Text(t.clone())));
     }
-    let bounds: [(&str, Option<i64>); 5] = [
-        ("sequence >", filter.from_sequence),
-        ("sequence <=", filter.to_sequence),
-        ("timestamp_us >=", filter.from_timestamp),
-        ("timestamp_us <=", filter.to_timestamp),
-        ("version >", filter.from_version),
+    // A row whose column is not an integer (corrupt) still matches, so that
+    // reading it reports the corruption instead of silently leaving it out.
+    let bounds: [(&str, &str, Option<i64>); 5] = [
+        ("sequence", ">", filter.from_sequence),
+        ("sequence", "<=", filter.to_sequence),
+        ("timestamp_us", ">=", filter.from_timestamp),
+        ("timestamp_us", "<=", filter.to_timestamp),
+        ("version", ">", filter.from_version),
     ];
-    for (cmp, value) in bounds {
+    for (column, cmp, value) in bounds {
         if let Some(v) = value {
-            sql.push_str(&format!(" AND {cmp} ?"));
+            if column == "sequence" {
+                sql.push_str(&format!(" AND {column} {cmp} ?"));
+            } else {
+                sql.push_str(&format!(" AND ({column} {cmp} ? OR typeof({column}) <> 'integer')"));
+            }
             params.push(Value::Integer(v));
         }
     }
@@ -643,17 +649,29 @@ impl Backend for SqliteBackend {
                 .query_map(
                     rusqlite::params![entity_type, entity_id, max_sequence.unwrap_or(i64::MAX), limit as i64],
                     |r| {
-                        Ok(SnapshotRecord {
-                            entity_type: r.get(0)?,
-                            entity_id: r.get(1)?,
-                            sequence: r.get(2)?,
-                            workflow_id: r.get(3)?,
-                            version: r.get(4)?,
-                            state: r.get(5)?,
-                            state_hash: r.get(6)?,
-                            created_at_us: r.get(7)?,
-                            max_event_us: r.get(8)?,
-                        })
+                        // A row of the wrong shape is reported on the record (and then
+                        // skipped with a warning), never allowed to block a rebuild.
+                        let read = || -> rusqlite::Result<SnapshotRecord> {
+                            Ok(SnapshotRecord {
+                                entity_type: r.get(0)?,
+                                entity_id: r.get(1)?,
+                                sequence: r.get(2)?,
+                                workflow_id: r.get(3)?,
+                                version: r.get(4)?,
+                                state: r.get(5)?,
+                                state_hash: r.get(6)?,
+                                created_at_us: r.get(7)?,
+                                max_event_us: r.get(8)?,
+                                problem: None,
+                            })
+                        };
+                        Ok(read().unwrap_or_else(|e| SnapshotRecord {
+                            entity_type: entity_type.to_owned(),
+                            entity_id: entity_id.to_owned(),
+                            sequence: r.get(2).unwrap_or(0),
+                            problem: Some(format!("the stored row is malformed: {e}")),
+                            ..SnapshotRecord::default()
+                        }))
                     },
                 )
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
