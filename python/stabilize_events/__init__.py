@@ -30,6 +30,16 @@ from stabilize_events.event import (
     create_workflow_event,
 )
 from stabilize_events.migration import EventMigrator, get_event_migrator, reset_event_migrator
+from stabilize_events.projections import (
+    Projection,
+    ProjectionRunner,
+    StageMetrics,
+    StageMetricsProjection,
+    TaskMetrics,
+    TimelineEntry,
+    WorkflowTimeline,
+    WorkflowTimelineProjection,
+)
 from stabilize_events.recorder import (
     EventRecorder,
     configure_event_recorder,
@@ -48,11 +58,13 @@ from stabilize_events.store import (
     InMemoryEventStore,
     SqliteEventStore,
 )
+from stabilize_events.subscriptions import DurableSubscription, SubscriptionManager
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "AppendResult",
+    "DurableSubscription",
     "EntityType",
     "Event",
     "EventBus",
@@ -65,14 +77,23 @@ __all__ = [
     "EventStore",
     "EventType",
     "InMemoryEventStore",
+    "Projection",
+    "ProjectionRunner",
     "ReplayResult",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
     "SqliteEventStore",
+    "StageMetrics",
+    "StageMetricsProjection",
     "Subscription",
+    "SubscriptionManager",
     "SubscriptionMode",
+    "TaskMetrics",
+    "TimelineEntry",
     "WorkflowState",
+    "WorkflowTimeline",
+    "WorkflowTimelineProjection",
     "configure_event_bus",
     "configure_event_recorder",
     "configure_event_sourcing",

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from stabilize_events import configure_event_sourcing, get_event_bus, reset_event_recorder
 from stabilize_events.demo.context import DemoContext, Section
+from stabilize_events.demo.projections_section import PROJECTION_SECTIONS
+from stabilize_events.demo.replay_section import REPLAY_SECTIONS
 from stabilize_events.demo.report import print_totals, print_workflow_events
 from stabilize_events.demo.scenarios import SCENARIOS, run_scenarios
 
@@ -42,6 +44,8 @@ SECTIONS: tuple[Section, ...] = (
     Section(f"Recording {len(SCENARIOS)} workflows through the event recorder", record_scenarios),
     Section("Events per workflow, read back from the store", print_workflow_events),
     Section("Totals", print_totals),
+    *REPLAY_SECTIONS,
+    *PROJECTION_SECTIONS,
 )
 
 
