@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -123,6 +124,17 @@ def assert_demo_output(stdout: str) -> None:
     assert "reason=canary disabled for hotfix releases" in stdout
     assert "canceled_by=alice" in stdout
     assert "UniqueViolation" in stdout
+    # Replay: each workflow's rebuilt status, a halfway view, and the changes since.
+    replay = stdout.split("Workflow state rebuilt", 1)[1].split("== 5.", 1)[0]
+    for name, status in [
+        ("nightly-etl", "SUCCEEDED"),
+        ("migrate-orders-db", "TERMINAL"),
+        ("reindex-products", "CANCELED"),
+    ]:
+        assert re.search(rf"{name}\s+{status}\s", replay), replay
+    assert re.search(r"nightly-etl\s+SUCCEEDED\s+3\s+3\s+0\s+3\s+2\s", replay), replay
+    assert "Time travel" in stdout and "it was RUNNING" in stdout
+    assert "status: 'RUNNING' -> 'CANCELED'" in stdout
 
 
 def test_demo_subprocess_writes_expected_events(tmp_path: Path) -> None:
