@@ -158,6 +158,60 @@ pub fn get<'a>(raw: &'a [u8], key: &str) -> Result<Option<&'a [u8]>> {
     Ok(found)
 }
 
+/// Entries kept on the stack by `MapView`; bigger maps spill to the heap.
+const INLINE_ENTRIES: usize = 16;
+
+/// A payload map read once: its entries, looked up by key without rescanning.
+pub struct MapView<'a> {
+    inline: [(&'a str, &'a [u8]); INLINE_ENTRIES],
+    len: usize,
+    spill: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> MapView<'a> {
+    /// Read the map `raw` holds; an error if it is not exactly one map
+    /// (an event payload always is). Entries with non-string keys are passed over.
+    pub fn parse(raw: &'a [u8]) -> Result<Self> {
+        let Some(&m) = raw.first() else { return truncated(0) };
+        let (head, n) = match m {
+            0x80..=0x8f => (1, (m & 0x0f) as usize),
+            0xde => (3, read_be(raw, 1, 2)? as usize),
+            0xdf => (5, read_be(raw, 1, 4)? as usize),
+            _ => return Err(ViewError(format!("payload is not a map (marker 0x{m:02x})"))),
+        };
+        let mut view = MapView { inline: [("", &[]); INLINE_ENTRIES], len: 0, spill: Vec::new() };
+        let mut pos = head;
+        for _ in 0..n {
+            let key = str_at(raw, pos)?;
+            let value_at = match key {
+                Some((_, end)) => end,
+                None => skip(raw, pos)?,
+            };
+            let value_end = skip(raw, value_at)?;
+            if let Some((k, _)) = key {
+                let entry = (k, &raw[value_at..value_end]);
+                if view.len < INLINE_ENTRIES {
+                    view.inline[view.len] = entry;
+                    view.len += 1;
+                } else {
+                    view.spill.push(entry);
+                }
+            }
+            pos = value_end;
+        }
+        if pos != raw.len() {
+            return Err(ViewError(format!("{} trailing bytes after the payload", raw.len() - pos)));
+        }
+        Ok(view)
+    }
+
+    /// The raw value under `key` (the last one if repeated), or None.
+    pub fn get(&self, key: &str) -> Option<&'a [u8]> {
+        let found = self.spill.iter().rev().find(|(k, _)| *k == key);
+        found.or_else(|| self.inline[..self.len].iter().rev().find(|(k, _)| *k == key)).map(|(_, v)| *v)
+    }
+}
+
 /// The integer `raw` holds, if it is one within 64 bits.
 pub fn as_i64(raw: &[u8]) -> Option<i64> {
     let &m = raw.first()?;

@@ -156,14 +156,34 @@ fn owned(raw: &[u8]) -> Val {
     }
 }
 
+/// An event's payload, read (once) only if a rule looks inside it.
+struct Payload<'a> {
+    raw: &'a [u8],
+    map: Option<view::MapView<'a>>,
+}
+
+impl<'a> Payload<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Payload { raw, map: None }
+    }
+
+    /// `data.get(key)`.
+    fn get(&mut self, key: &str) -> Result<Option<&'a [u8]>> {
+        if self.map.is_none() {
+            self.map = Some(view::MapView::parse(self.raw)?);
+        }
+        Ok(self.map.as_ref().and_then(|m| m.get(key)))
+    }
+}
+
 /// `data.get(key)` as a kept value (nil when absent).
-fn get_or_nil(data: &[u8], key: &str) -> Result<Val> {
-    Ok(view::get(data, key)?.map_or(Cow::Borrowed(NIL), owned))
+fn get_or_nil(data: &mut Payload<'_>, key: &str) -> Result<Val> {
+    Ok(data.get(key)?.map_or(Cow::Borrowed(NIL), owned))
 }
 
 /// `data.get(key, default)` as a kept value.
-fn get_or(data: &[u8], key: &str, default: &'static [u8]) -> Result<Val> {
-    Ok(view::get(data, key)?.map_or(Cow::Borrowed(default), owned))
+fn get_or(data: &mut Payload<'_>, key: &str, default: &'static [u8]) -> Result<Val> {
+    Ok(data.get(key)?.map_or(Cow::Borrowed(default), owned))
 }
 
 /// Private extension type for "base + n" where base is not a 64-bit int
@@ -238,8 +258,8 @@ impl WorkflowState {
         }
     }
 
-    fn update_context(&mut self, data: &[u8]) -> Result<()> {
-        if let Some(ctx) = view::get(data, "context")? {
+    fn update_context(&mut self, data: &mut Payload<'_>) -> Result<()> {
+        if let Some(ctx) = data.get("context")? {
             // A context that is not a mapping (None) updates nothing.
             for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
                 self.context.put_owned(k, owned(v));
@@ -249,24 +269,24 @@ impl WorkflowState {
     }
 
     fn apply_workflow(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let data = ev.data;
+        let mut data = Payload::new(ev.data);
         match ev.event_type {
             "workflow.created" => {
-                self.application = get_or_nil(data, "application")?;
-                self.name = get_or_nil(data, "name")?;
+                self.application = get_or_nil(&mut data, "application")?;
+                self.name = get_or_nil(&mut data, "name")?;
             }
             "workflow.started" => {
                 self.start_time = iso(ev.timestamp_us);
                 self.status = Cow::Borrowed(RUNNING);
-                self.update_context(data)?;
+                self.update_context(&mut data)?;
             }
             "workflow.completed" => {
                 self.end_time = iso(ev.timestamp_us);
-                self.status = get_or(data, "status", SUCCEEDED)?;
+                self.status = get_or(&mut data, "status", SUCCEEDED)?;
             }
             "workflow.failed" => {
                 self.end_time = iso(ev.timestamp_us);
-                self.status = get_or(data, "status", TERMINAL)?;
+                self.status = get_or(&mut data, "status", TERMINAL)?;
             }
             "workflow.canceled" => {
                 self.end_time = iso(ev.timestamp_us);
@@ -274,20 +294,20 @@ impl WorkflowState {
             }
             "workflow.paused" => self.status = Cow::Borrowed(PAUSED),
             "workflow.resumed" => self.status = Cow::Borrowed(RUNNING),
-            "context.updated" => self.update_context(data)?,
+            "context.updated" => self.update_context(&mut data)?,
             _ => {}
         }
         Ok(())
     }
 
     fn apply_stage(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let data = ev.data;
+        let mut data = Payload::new(ev.data);
         let stage = self.stages.get_or_insert_with(ev.entity_id, || {
             let mut f = Fields::default();
             f.put("id", id_field(ev.entity_id));
-            f.put("ref_id", get_or_nil(data, "ref_id")?);
-            f.put("type", get_or_nil(data, "type")?);
-            f.put("name", get_or_nil(data, "name")?);
+            f.put("ref_id", get_or_nil(&mut data, "ref_id")?);
+            f.put("type", get_or_nil(&mut data, "type")?);
+            f.put("name", get_or_nil(&mut data, "name")?);
             Ok(f)
         })?;
         match ev.event_type {
@@ -296,22 +316,22 @@ impl WorkflowState {
                 stage.put("start_time", iso(ev.timestamp_us));
             }
             "stage.completed" => {
-                stage.put("status", get_or(data, "status", SUCCEEDED)?);
+                stage.put("status", get_or(&mut data, "status", SUCCEEDED)?);
                 stage.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = view::get(data, "outputs")? {
+                if let Some(outputs) = data.get("outputs")? {
                     stage.put("outputs", owned(outputs));
                 }
             }
             "stage.suspended" => stage.put("status", Cow::Borrowed(SUSPENDED)),
             "stage.resumed" => stage.put("status", Cow::Borrowed(RUNNING)),
             "stage.failed" => {
-                stage.put("status", get_or(data, "status", TERMINAL)?);
+                stage.put("status", get_or(&mut data, "status", TERMINAL)?);
                 stage.put("end_time", iso(ev.timestamp_us));
-                stage.put("error", get_or_nil(data, "error")?);
+                stage.put("error", get_or_nil(&mut data, "error")?);
             }
             "stage.skipped" => {
                 stage.put("status", Cow::Borrowed(SKIPPED));
-                stage.put("skip_reason", get_or_nil(data, "reason")?);
+                stage.put("skip_reason", get_or_nil(&mut data, "reason")?);
             }
             "stage.canceled" => stage.put("status", Cow::Borrowed(CANCELED)),
             _ => {}
@@ -320,12 +340,12 @@ impl WorkflowState {
     }
 
     fn apply_task(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let data = ev.data;
+        let mut data = Payload::new(ev.data);
         let task = self.tasks.get_or_insert_with(ev.entity_id, || {
             let mut f = Fields::default();
             f.put("id", id_field(ev.entity_id));
-            f.put("name", get_or_nil(data, "name")?);
-            f.put("stage_id", get_or_nil(data, "stage_id")?);
+            f.put("name", get_or_nil(&mut data, "name")?);
+            f.put("stage_id", get_or_nil(&mut data, "stage_id")?);
             Ok(f)
         })?;
         match ev.event_type {
@@ -334,18 +354,18 @@ impl WorkflowState {
                 task.put("start_time", iso(ev.timestamp_us));
             }
             "task.completed" => {
-                task.put("status", get_or(data, "status", SUCCEEDED)?);
+                task.put("status", get_or(&mut data, "status", SUCCEEDED)?);
                 task.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = view::get(data, "outputs")? {
+                if let Some(outputs) = data.get("outputs")? {
                     task.put("outputs", owned(outputs));
                 }
             }
             "task.failed" => {
-                task.put("status", get_or(data, "status", TERMINAL)?);
+                task.put("status", get_or(&mut data, "status", TERMINAL)?);
                 task.put("end_time", iso(ev.timestamp_us));
-                task.put("error", get_or_nil(data, "error")?);
+                task.put("error", get_or_nil(&mut data, "error")?);
             }
-            "task.retried" => match view::get(data, "retry_count")? {
+            "task.retried" => match data.get("retry_count")? {
                 Some(count) => task.put("retry_count", owned(count)),
                 None => {
                     // No count given: one more than before.
@@ -364,40 +384,24 @@ impl WorkflowState {
         // middle would only walk them for nothing.
         let _pause = GcPause::new();
         let mut session = decode::session();
-        let mut leaf = |raw: &[u8]| -> PyResult<Bound<'py, PyAny>> {
-            let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
-            let value = session.decode(py, raw).map_err(|e| {
-                PyErr::from(CoreError::new(
-                    Kind::CorruptEvent,
-                    format!("folded value cannot be decoded: {}", e.0),
-                ))
-            })?;
-            match add {
-                Some(n) => value.add(n),
-                None => Ok(value),
-            }
-        };
-        let fields = |f: &Fields,
-                      leaf: &mut dyn FnMut(&[u8]) -> PyResult<Bound<'py, PyAny>>|
-         -> PyResult<Bound<'py, PyDict>> {
-            let d = PyDict::new(py);
-            for (k, v) in &f.items {
-                d.set_item(pyo3::types::PyString::intern(py, k), leaf(v)?)?;
-            }
-            Ok(d)
-        };
         let d = PyDict::new(py);
         d.set_item("workflow_id", &self.workflow_id)?;
-        d.set_item("status", leaf(&self.status)?)?;
-        d.set_item("application", leaf(&self.application)?)?;
-        d.set_item("name", leaf(&self.name)?)?;
-        d.set_item("start_time", leaf(&self.start_time)?)?;
-        d.set_item("end_time", leaf(&self.end_time)?)?;
-        d.set_item("context", fields(&self.context, &mut leaf)?)?;
+        for (key, value) in [
+            ("status", &self.status),
+            ("application", &self.application),
+            ("name", &self.name),
+            ("start_time", &self.start_time),
+            ("end_time", &self.end_time),
+        ] {
+            d.set_item(key, leaf(py, &mut session, value)?)?;
+        }
+        d.set_item("context", fields_dict(py, &mut session, &self.context, None)?)?;
         for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
             let out = PyDict::new(py);
             for (id, f) in &entities.items {
-                out.set_item(&**id, fields(f, &mut leaf)?)?;
+                // One string serves as the key and as the entity's "id" field.
+                let id_obj = pyo3::types::PyString::new(py, id);
+                out.set_item(&id_obj, fields_dict(py, &mut session, f, Some((id, &id_obj)))?)?;
             }
             d.set_item(key, out)?;
         }
@@ -435,6 +439,46 @@ impl WorkflowState {
         }
         Ok(state)
     }
+}
+
+/// One kept value as a Python object (a deferred addition is done here).
+fn leaf<'py>(py: Python<'py>, session: &mut decode::Session, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
+    let value = session.decode(py, raw).map_err(|e| {
+        PyErr::from(CoreError::new(Kind::CorruptEvent, format!("folded value cannot be decoded: {}", e.0)))
+    })?;
+    match add {
+        Some(n) => value.add(n),
+        None => Ok(value),
+    }
+}
+
+/// Whether `raw` is the msgpack string `text`.
+fn is_str(raw: &[u8], text: &str) -> bool {
+    match raw.first() {
+        Some(&m @ 0xa0..=0xbf) => (m & 0x1f) as usize == text.len() && &raw[1..] == text.as_bytes(),
+        Some(0xd9) => raw.get(1).is_some_and(|&n| n as usize == text.len()) && &raw[2..] == text.as_bytes(),
+        _ => false,
+    }
+}
+
+/// A stage's, task's or the context's fields as a dict; `id` is reused for an
+/// "id" field that holds the same string.
+fn fields_dict<'py>(
+    py: Python<'py>,
+    session: &mut decode::Session,
+    fields: &Fields,
+    id: Option<(&str, &Bound<'py, pyo3::types::PyString>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in &fields.items {
+        let value = match id {
+            Some((text, obj)) if k == "id" && is_str(v, text) => obj.clone().into_any(),
+            _ => leaf(py, session, v)?,
+        };
+        d.set_item(session.key(py, k), value)?;
+    }
+    Ok(d)
 }
 
 /// Pauses Python's cyclic garbage collector while alive (if it was running).
