@@ -46,6 +46,20 @@ impl Event {
         Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
     }
 
+    /// A Python `Event` for a record read from a store.
+    ///
+    /// Such events are left out of the cyclic garbage collector: they only
+    /// reach objects decoded from the record (which cannot point back at the
+    /// event), and reads create them by the thousand, each of which the
+    /// collector would otherwise walk again and again. An application that
+    /// stores an event inside its own `data` makes a cycle Python will not free.
+    pub fn read(py: Python<'_>, rec: Arc<EventRecord>) -> PyResult<Bound<'_, Event>> {
+        let event = Bound::new(py, Event::from_record(rec))?;
+        // SAFETY: a live object we own; untracking only removes it from the GC's lists.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
+        Ok(event)
+    }
+
     pub fn record(&self) -> &Arc<EventRecord> {
         &self.rec
     }

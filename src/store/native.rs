@@ -67,8 +67,7 @@ fn expectations(
 }
 
 fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
-    let items =
-        records.into_iter().map(|r| Bound::new(py, Event::from_record(r))).collect::<PyResult<Vec<_>>>()?;
+    let items = records.into_iter().map(|r| Event::read(py, r)).collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
 }
 
@@ -333,9 +332,9 @@ impl NativeStore {
         to_list(py, records)
     }
 
-    fn event_by_id(&self, py: Python<'_>, event_id: &Bound<'_, PyAny>) -> PyResult<Option<Event>> {
+    fn event_by_id<'py>(&self, py: Python<'py>, event_id: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, Event>>> {
         let id = str_arg(event_id, "event_id")?;
-        Ok(self.run(py, move |b| b.by_id(&id))?.map(Event::from_record))
+        self.run(py, move |b| b.by_id(&id))?.map(|r| Event::read(py, r)).transpose()
     }
 
     fn current_sequence(&self, py: Python<'_>) -> PyResult<i64> {
