@@ -13,6 +13,26 @@ from stabilize_events._core import Event, EventMetadata
 from stabilize_events.types import EntityType, EventType
 
 
+def _entity_event(
+    entity_type: EntityType,
+    event_type: EventType,
+    entity_id: str,
+    workflow_id: str,
+    version: int,
+    data: dict[str, Any],
+    metadata: EventMetadata,
+) -> Event:
+    return Event(
+        event_type=event_type,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        workflow_id=workflow_id,
+        version=version,
+        data=data,
+        metadata=metadata,
+    )
+
+
 def create_workflow_event(
     event_type: EventType,
     workflow_id: str,
@@ -21,15 +41,7 @@ def create_workflow_event(
     metadata: EventMetadata,
 ) -> Event:
     """An event about the workflow itself (its entity id is the workflow id)."""
-    return Event(
-        event_type=event_type,
-        entity_type=EntityType.WORKFLOW,
-        entity_id=workflow_id,
-        workflow_id=workflow_id,
-        version=version,
-        data=data,
-        metadata=metadata,
-    )
+    return _entity_event(EntityType.WORKFLOW, event_type, workflow_id, workflow_id, version, data, metadata)
 
 
 def create_stage_event(
@@ -41,15 +53,7 @@ def create_stage_event(
     metadata: EventMetadata,
 ) -> Event:
     """An event about one stage of a workflow."""
-    return Event(
-        event_type=event_type,
-        entity_type=EntityType.STAGE,
-        entity_id=stage_id,
-        workflow_id=workflow_id,
-        version=version,
-        data=data,
-        metadata=metadata,
-    )
+    return _entity_event(EntityType.STAGE, event_type, stage_id, workflow_id, version, data, metadata)
 
 
 def create_task_event(
@@ -61,15 +65,7 @@ def create_task_event(
     metadata: EventMetadata,
 ) -> Event:
     """An event about one task of a stage."""
-    return Event(
-        event_type=event_type,
-        entity_type=EntityType.TASK,
-        entity_id=task_id,
-        workflow_id=workflow_id,
-        version=version,
-        data=data,
-        metadata=metadata,
-    )
+    return _entity_event(EntityType.TASK, event_type, task_id, workflow_id, version, data, metadata)
 
 
 __all__ = [
