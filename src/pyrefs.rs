@@ -78,3 +78,11 @@ pub fn kwargs1<'py>(
     d.set_item(key, value)?;
     Ok(d)
 }
+
+/// `dataclasses.FrozenInstanceError`, as a frozen dataclass raises it.
+pub fn frozen(verb: &str, field: &str) -> PyErr {
+    Python::attach(|py| match frozen_instance_error(py) {
+        Ok(cls) => PyErr::from_type(cls.clone(), format!("cannot {verb} field '{field}'")),
+        Err(e) => e,
+    })
+}

@@ -80,7 +80,8 @@ pub fn datetime_from_wall<'py>(
     let (y, m, d) = civil_from_days(days);
     let secs = rem / MICROS_PER_SEC;
     let micro = (rem % MICROS_PER_SEC) as u32;
-    let year = i32::try_from(y).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?;
+    let year =
+        i32::try_from(y).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("year out of range"))?;
     let (hour, minute, second) = ((secs / 3600) as i32, ((secs / 60) % 60) as i32, (secs % 60) as i32);
     if let Some(capi) = datetime_capi(py) {
         let tz_ptr = tzinfo.map_or(unsafe { pyo3::ffi::Py_None() }, |t| t.as_ptr());
@@ -106,7 +107,17 @@ pub fn datetime_from_wall<'py>(
         Some(t) => Some(t.cast::<pyo3::types::PyTzInfo>()?.clone()),
         None => None,
     };
-    let dt = PyDateTime::new(py, year, m as u8, d as u8, hour as u8, minute as u8, second as u8, micro, tz.as_ref())?;
+    let dt = PyDateTime::new(
+        py,
+        year,
+        m as u8,
+        d as u8,
+        hour as u8,
+        minute as u8,
+        second as u8,
+        micro,
+        tz.as_ref(),
+    )?;
     Ok(dt.into_any())
 }
 
@@ -122,7 +133,8 @@ struct DateTimeCapi {
     delta_type: *mut pyo3::ffi::PyTypeObject,
     tzinfo_type: *mut pyo3::ffi::PyTypeObject,
     timezone_utc: *mut pyo3::ffi::PyObject,
-    date_from_date: unsafe extern "C" fn(i32, i32, i32, *mut pyo3::ffi::PyTypeObject) -> *mut pyo3::ffi::PyObject,
+    date_from_date:
+        unsafe extern "C" fn(i32, i32, i32, *mut pyo3::ffi::PyTypeObject) -> *mut pyo3::ffi::PyObject,
     #[allow(clippy::type_complexity)]
     datetime_from_date_and_time: unsafe extern "C" fn(
         i32,

@@ -55,7 +55,13 @@ class Event:
     @property
     def version(self) -> int: ...
     @property
-    def data(self) -> dict[str, Any]: ...
+    def data(self) -> dict[str, Any]:
+        """The payload, decoded on first access.
+
+        A decoded payload made only of plain values and dicts of plain values is
+        kept off the cycle collector, as a flat dict is; putting the payload
+        inside one of its own nested dicts makes a cycle Python will not free.
+        """
     @property
     def metadata(self) -> EventMetadata: ...
     @property

@@ -37,7 +37,7 @@ impl Session {
 
     /// Decode one msgpack value from `bytes`, which must hold exactly that value.
     pub fn decode<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
-        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache() };
+        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache(), acyclic: true };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
             return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
@@ -71,6 +71,9 @@ struct Reader<'a, 'py> {
     buf: &'a [u8],
     pos: usize,
     keys: &'a mut KeyCache,
+    /// Whether the value just decoded holds nothing the cycle collector needs
+    /// to see: an atomic value, or a dict of such values (see `map`).
+    acyclic: bool,
 }
 
 impl<'a, 'py> Reader<'a, 'py> {
@@ -123,6 +126,8 @@ impl<'a, 'py> Reader<'a, 'py> {
     fn value(&mut self, depth: usize) -> Result<Bound<'py, PyAny>> {
         let py = self.py;
         let m = self.u8()?;
+        // Atomic unless an array, map or extension value below says otherwise.
+        self.acyclic = true;
         let obj = match m {
             0x00..=0x7f => num(py, m as i64),
             0x80..=0x8f => return self.map((m & 0x0f) as usize, depth),
@@ -224,17 +229,33 @@ impl<'a, 'py> Reader<'a, 'py> {
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
+        // Lists stay tracked: CPython never re-tracks a list when one is put in it.
+        self.acyclic = false;
         Ok(PyList::new(self.py, items).map_err(|e| self.py_err(e))?.into_any())
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Bound<'py, PyAny>> {
         self.check_depth(depth, n)?;
         let dict = PyDict::new(self.py);
+        let mut acyclic = true;
+        let mut holds_dict = false;
         for _ in 0..n {
             let key = self.key()?;
             let value = self.value(depth + 1)?;
+            acyclic &= self.acyclic;
+            holds_dict |= self.acyclic && value.is_instance_of::<PyDict>();
             dict.set_item(key, value).map_err(|e| self.py_err(e))?;
         }
+        if acyclic && holds_dict {
+            // A dict of atomic values and dicts of atomic values cannot be in a
+            // cycle, but CPython tracks any dict a dict is put in; payloads are
+            // read by the thousand, so keep them off the collector's lists as a
+            // flat dict would be. (A dict is tracked again as soon as another
+            // container is put in it.)
+            // SAFETY: a live dict we own; untracking only leaves the GC's lists.
+            unsafe { pyo3::ffi::PyObject_GC_UnTrack(dict.as_ptr().cast()) };
+        }
+        self.acyclic = acyclic;
         Ok(dict.into_any())
     }
 
@@ -256,6 +277,8 @@ impl<'a, 'py> Reader<'a, 'py> {
     }
 
     fn ext(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
+        // UUIDs are instances of a Python class: leave their containers tracked.
+        self.acyclic = false;
         let code = self.u8()? as i8;
         let payload = self.take(n)?;
         let py = self.py;

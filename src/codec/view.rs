@@ -129,33 +129,8 @@ pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
 
 /// The raw value under `key` in the map `raw` (the last one if repeated), or
 /// None when absent. An error if `raw` is not a map: an event payload always is.
-/// Allocates nothing.
 pub fn get<'a>(raw: &'a [u8], key: &str) -> Result<Option<&'a [u8]>> {
-    let Some(&m) = raw.first() else { return truncated(0) };
-    let (head, n) = match m {
-        0x80..=0x8f => (1, (m & 0x0f) as usize),
-        0xde => (3, read_be(raw, 1, 2)? as usize),
-        0xdf => (5, read_be(raw, 1, 4)? as usize),
-        _ => return Err(ViewError(format!("payload is not a map (marker 0x{m:02x})"))),
-    };
-    let mut found = None;
-    let mut pos = head;
-    for _ in 0..n {
-        let k = str_at(raw, pos)?;
-        let value_at = match k {
-            Some((_, end)) => end,
-            None => skip(raw, pos)?,
-        };
-        let value_end = skip(raw, value_at)?;
-        if matches!(k, Some((text, _)) if text == key) {
-            found = Some(&raw[value_at..value_end]);
-        }
-        pos = value_end;
-    }
-    if pos != raw.len() {
-        return Err(ViewError(format!("{} trailing bytes after the payload", raw.len() - pos)));
-    }
-    Ok(found)
+    Ok(MapView::parse(raw)?.get(key))
 }
 
 /// Entries kept on the stack by `MapView`; bigger maps spill to the heap.

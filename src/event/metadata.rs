@@ -127,20 +127,10 @@ impl EventMetadata {
     }
 
     fn __setattr__(&self, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
-        Python::attach(|py| {
-            Err(PyErr::from_type(
-                pyrefs::frozen_instance_error(py)?.clone(),
-                format!("cannot assign to field '{name}'"),
-            ))
-        })
+        Err(pyrefs::frozen("assign to", name))
     }
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
-        Python::attach(|py| {
-            Err(PyErr::from_type(
-                pyrefs::frozen_instance_error(py)?.clone(),
-                format!("cannot delete field '{name}'"),
-            ))
-        })
+        Err(pyrefs::frozen("delete", name))
     }
 }

@@ -332,7 +332,11 @@ impl NativeStore {
         to_list(py, records)
     }
 
-    fn event_by_id<'py>(&self, py: Python<'py>, event_id: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, Event>>> {
+    fn event_by_id<'py>(
+        &self,
+        py: Python<'py>,
+        event_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, Event>>> {
         let id = str_arg(event_id, "event_id")?;
         self.run(py, move |b| b.by_id(&id))?.map(|r| Event::read(py, r)).transpose()
     }

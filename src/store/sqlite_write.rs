@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode};
 
 use super::sqlite_store::{sql_error, SqliteConfig};
 use super::Expectation;
@@ -116,52 +116,56 @@ impl WriteQueue {
 
 /// Commit `group` in one transaction, finishing every request with its outcome.
 pub fn commit_group(conn: &mut Connection, group: &[Arc<Request>], config: &SqliteConfig) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let err = sql_error(e, "starting a write transaction", config);
-            group.iter().for_each(|r| r.finish(Err(err.clone())));
-            return;
-        }
-    };
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+        let err = sql_error(e, "starting a write transaction", config);
+        group.iter().for_each(|r| r.finish(Err(err.clone())));
+        return;
+    }
     // A lone request needs no savepoint: on failure the whole transaction goes.
     let isolate = group.len() > 1;
     let mut outcomes = Vec::with_capacity(group.len());
     for request in group {
         let (records, expect) = request.take_work();
         if isolate {
-            if let Err(e) = tx.execute_batch("SAVEPOINT request") {
+            if let Err(e) = run(conn, "SAVEPOINT request") {
                 outcomes.push(Err(sql_error(e, "opening a savepoint", config)));
                 continue;
             }
         }
-        let outcome = insert(&tx, records, &expect, config);
+        let outcome = insert(conn, records, &expect, config);
         let closed = if !isolate {
             Ok(())
         } else if outcome.is_ok() {
-            tx.execute_batch("RELEASE request")
+            run(conn, "RELEASE request")
         } else {
-            tx.execute_batch("ROLLBACK TO request; RELEASE request")
+            run(conn, "ROLLBACK TO request").and_then(|_| run(conn, "RELEASE request"))
         };
         outcomes.push(match closed {
             Ok(()) => outcome,
             Err(e) => Err(sql_error(e, "closing a savepoint", config)),
         });
     }
-    if !isolate && outcomes.first().is_some_and(|o| o.is_err()) {
-        drop(tx); // rolls back
-        group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o));
-        return;
-    }
-    match tx.commit() {
+    let failed_alone = !isolate && outcomes.first().is_some_and(|o| o.is_err());
+    let ended = if failed_alone { run(conn, "ROLLBACK") } else { run(conn, "COMMIT") };
+    match ended {
         Ok(()) => group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o)),
         Err(e) => {
+            // SQLite may leave the transaction open after a failed COMMIT: end it.
+            if !conn.is_autocommit() {
+                let _ = run(conn, "ROLLBACK");
+            }
             let err = sql_error(e, "committing appended events", config);
             for (r, o) in group.iter().zip(outcomes) {
                 r.finish(o.and(Err(err.clone())));
             }
         }
     }
+}
+
+/// Run a statement from the connection's cache: transaction control is issued
+/// for every append, and re-parsing it each time would cost more than the insert.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Check `expect`, then insert `records`, assigning their sequences.
