@@ -64,6 +64,8 @@ impl Request {
 struct QueueState {
     pending: Vec<Arc<Request>>,
     leading: bool,
+    /// Callers blocked on `turn`: waking nobody would still cost a syscall.
+    waiting: usize,
 }
 
 /// Requests waiting for a commit, and who is committing.
@@ -81,8 +83,11 @@ struct Leadership<'a>(&'a WriteQueue);
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).leading = false;
-        self.0.turn.notify_all();
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.leading = false;
+        if state.waiting > 0 {
+            self.0.turn.notify_all();
+        }
     }
 }
 
@@ -109,7 +114,9 @@ impl WriteQueue {
                 state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 continue;
             }
+            state.waiting += 1;
             state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.waiting -= 1;
         }
     }
 }

@@ -25,7 +25,7 @@ class NativeEventStore(EventStore):
         self._core = core
 
     @staticmethod
-    def _no_connection(connection: Any | None) -> None:
+    def _no_connection(connection: Any) -> None:
         if connection is not None:
             raise InvalidArgumentError(
                 "this store manages its own connections; appending through a caller's "
@@ -42,7 +42,8 @@ class NativeEventStore(EventStore):
         otherwise `ConcurrencyError` names the entity and both versions. To
         retry, re-read the entity, decide again, and append with the new version.
         """
-        self._no_connection(connection)
+        if connection is not None:
+            self._no_connection(connection)
         return self._core.append(event, expected_version)
 
     def append_batch(
@@ -57,7 +58,8 @@ class NativeEventStore(EventStore):
         ``expected_versions`` maps entity ids to the version each must be at,
         as for `append`; one mismatch writes nothing of the batch.
         """
-        self._no_connection(connection)
+        if connection is not None:
+            self._no_connection(connection)
         return self._core.append_batch(events, expected_versions)
 
     def get_events(self, query: EventQuery) -> Iterator[Event]:
