@@ -37,12 +37,22 @@ impl Session {
 
     /// Decode one msgpack value from `bytes`, which must hold exactly that value.
     pub fn decode<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
+        self.decode_acyclic(py, bytes).map(|(value, _)| value)
+    }
+
+    /// `decode`, and whether the value holds nothing the cycle collector needs
+    /// to see (atomic values and dicts of them; see `keep_off_collector`).
+    pub fn decode_acyclic<'py>(
+        &mut self,
+        py: Python<'py>,
+        bytes: &[u8],
+    ) -> Result<(Bound<'py, PyAny>, bool)> {
         let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache(), acyclic: true };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
             return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
         }
-        Ok(value)
+        Ok((value, reader.acyclic))
     }
 
     /// A (cached) Python string for a dict key.
@@ -54,6 +64,17 @@ impl Session {
 /// Decode one msgpack value from `bytes`, which must hold exactly that value.
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>> {
     session().decode(py, bytes)
+}
+
+/// Untrack `dict`, which holds only atomic values and dicts of them.
+///
+/// Such a dict cannot be in a cycle, but CPython tracks any dict a dict is
+/// put in; payloads and rebuilt states are made by the thousand, so they are
+/// kept off the collector's lists as a flat dict would be. (A dict is tracked
+/// again as soon as a container is put in it.)
+pub fn keep_off_collector(dict: &Bound<'_, PyDict>) {
+    // SAFETY: a live dict; untracking only takes it off the GC's lists.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(dict.as_ptr().cast()) };
 }
 
 /// A Python int or float from a Rust number (infallible conversions).
@@ -247,13 +268,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             dict.set_item(key, value).map_err(|e| self.py_err(e))?;
         }
         if acyclic && holds_dict {
-            // A dict of atomic values and dicts of atomic values cannot be in a
-            // cycle, but CPython tracks any dict a dict is put in; payloads are
-            // read by the thousand, so keep them off the collector's lists as a
-            // flat dict would be. (A dict is tracked again as soon as another
-            // container is put in it.)
-            // SAFETY: a live dict we own; untracking only leaves the GC's lists.
-            unsafe { pyo3::ffi::PyObject_GC_UnTrack(dict.as_ptr().cast()) };
+            keep_off_collector(&dict);
         }
         self.acyclic = acyclic;
         Ok(dict.into_any())

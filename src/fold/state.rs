@@ -386,6 +386,7 @@ impl WorkflowState {
         let mut session = decode::session();
         let d = PyDict::new(py);
         d.set_item("workflow_id", &self.workflow_id)?;
+        let mut acyclic = true;
         for (key, value) in [
             ("status", &self.status),
             ("application", &self.application),
@@ -393,18 +394,27 @@ impl WorkflowState {
             ("start_time", &self.start_time),
             ("end_time", &self.end_time),
         ] {
-            d.set_item(key, leaf(py, &mut session, value)?)?;
+            let (value, ok) = leaf(py, &mut session, value)?;
+            acyclic &= ok;
+            d.set_item(key, value)?;
         }
-        d.set_item("context", fields_dict(py, &mut session, &self.context, None)?)?;
+        let (context, ok) = fields_dict(py, &mut session, &self.context, None)?;
+        acyclic &= ok;
+        d.set_item("context", context)?;
         for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
             let out = PyDict::new(py);
+            let mut all = true;
             for (id, f) in &entities.items {
                 // One string serves as the key and as the entity's "id" field.
                 let id_obj = pyo3::types::PyString::new(py, id);
-                out.set_item(&id_obj, fields_dict(py, &mut session, f, Some((id, &id_obj)))?)?;
+                let (fields, ok) = fields_dict(py, &mut session, f, Some((id, &id_obj)))?;
+                all &= ok;
+                out.set_item(&id_obj, fields)?;
             }
+            acyclic &= settle(&out, all, !entities.items.is_empty());
             d.set_item(key, out)?;
         }
+        settle(&d, acyclic, true);
         Ok(d)
     }
 
@@ -442,15 +452,30 @@ impl WorkflowState {
 }
 
 /// One kept value as a Python object (a deferred addition is done here).
-fn leaf<'py>(py: Python<'py>, session: &mut decode::Session, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+/// One kept value as a Python object (a deferred addition is done here), and
+/// whether it is acyclic (see `decode::keep_off_collector`).
+fn leaf<'py>(
+    py: Python<'py>,
+    session: &mut decode::Session,
+    raw: &[u8],
+) -> PyResult<(Bound<'py, PyAny>, bool)> {
     let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
-    let value = session.decode(py, raw).map_err(|e| {
+    let (value, acyclic) = session.decode_acyclic(py, raw).map_err(|e| {
         PyErr::from(CoreError::new(Kind::CorruptEvent, format!("folded value cannot be decoded: {}", e.0)))
     })?;
     match add {
-        Some(n) => value.add(n),
-        None => Ok(value),
+        Some(n) => Ok((value.add(n)?, true)),
+        None => Ok((value, acyclic)),
     }
+}
+
+/// Untrack `dict` if it holds only acyclic values, one a dict (see
+/// `decode::keep_off_collector`); say whether it is acyclic.
+fn settle(dict: &Bound<'_, PyDict>, acyclic: bool, holds_dict: bool) -> bool {
+    if acyclic && holds_dict {
+        decode::keep_off_collector(dict);
+    }
+    acyclic
 }
 
 /// Whether `raw` is the msgpack string `text`.
@@ -469,16 +494,20 @@ fn fields_dict<'py>(
     session: &mut decode::Session,
     fields: &Fields,
     id: Option<(&str, &Bound<'py, pyo3::types::PyString>)>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<(Bound<'py, PyDict>, bool)> {
     let d = PyDict::new(py);
+    let (mut acyclic, mut holds_dict) = (true, false);
     for (k, v) in &fields.items {
-        let value = match id {
-            Some((text, obj)) if k == "id" && is_str(v, text) => obj.clone().into_any(),
+        let (value, ok) = match id {
+            Some((text, obj)) if k == "id" && is_str(v, text) => (obj.clone().into_any(), true),
             _ => leaf(py, session, v)?,
         };
+        acyclic &= ok;
+        holds_dict |= value.is_instance_of::<PyDict>();
         d.set_item(session.key(py, k), value)?;
     }
-    Ok(d)
+    let acyclic = settle(&d, acyclic, holds_dict);
+    Ok((d, acyclic))
 }
 
 /// Pauses Python's cyclic garbage collector while alive (if it was running).
