@@ -98,19 +98,17 @@ fn str_at(buf: &[u8], at: usize) -> Result<Option<(&str, usize)>> {
 /// A map's entries: (string key, raw value).
 pub type Entries<'a> = Vec<(&'a str, &'a [u8])>;
 
-/// The entries of the map `raw` holds, as (key, raw value); None if `raw` is not a map.
-/// Entries with non-string keys are passed over.
-pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
-    let Some(&m) = raw.first() else {
-        return truncated(0);
-    };
+/// Walk the map `raw` holds, passing each (string key, raw value) to `visit`
+/// (entries with other keys are passed over); Ok(false) if `raw` is not a map.
+/// `raw` must hold exactly that one map.
+fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Result<bool> {
+    let Some(&m) = raw.first() else { return truncated(0) };
     let (head, n) = match m {
         0x80..=0x8f => (1, (m & 0x0f) as usize),
         0xde => (3, read_be(raw, 1, 2)? as usize),
         0xdf => (5, read_be(raw, 1, 4)? as usize),
-        _ => return Ok(None),
+        _ => return Ok(false),
     };
-    let mut out = Vec::with_capacity(n.min(64));
     let mut pos = head;
     for _ in 0..n {
         let key = str_at(raw, pos)?;
@@ -120,11 +118,21 @@ pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
         };
         let value_end = skip(raw, value_at)?;
         if let Some((k, _)) = key {
-            out.push((k, &raw[value_at..value_end]));
+            visit(k, &raw[value_at..value_end]);
         }
         pos = value_end;
     }
-    Ok(Some(out))
+    if pos != raw.len() {
+        return Err(ViewError(format!("{} trailing bytes after the map", raw.len() - pos)));
+    }
+    Ok(true)
+}
+
+/// The entries of the map `raw` holds, as (key, raw value); None if `raw` is not a map.
+/// Entries with non-string keys are passed over.
+pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
+    let mut out = Vec::new();
+    Ok(walk_map(raw, |k, v| out.push((k, v)))?.then_some(out))
 }
 
 /// The raw value under `key` in the map `raw` (the last one if repeated), or
@@ -147,35 +155,17 @@ impl<'a> MapView<'a> {
     /// Read the map `raw` holds; an error if it is not exactly one map
     /// (an event payload always is). Entries with non-string keys are passed over.
     pub fn parse(raw: &'a [u8]) -> Result<Self> {
-        let Some(&m) = raw.first() else { return truncated(0) };
-        let (head, n) = match m {
-            0x80..=0x8f => (1, (m & 0x0f) as usize),
-            0xde => (3, read_be(raw, 1, 2)? as usize),
-            0xdf => (5, read_be(raw, 1, 4)? as usize),
-            _ => return Err(ViewError(format!("payload is not a map (marker 0x{m:02x})"))),
-        };
         let mut view = MapView { inline: [("", &[]); INLINE_ENTRIES], len: 0, spill: Vec::new() };
-        let mut pos = head;
-        for _ in 0..n {
-            let key = str_at(raw, pos)?;
-            let value_at = match key {
-                Some((_, end)) => end,
-                None => skip(raw, pos)?,
-            };
-            let value_end = skip(raw, value_at)?;
-            if let Some((k, _)) = key {
-                let entry = (k, &raw[value_at..value_end]);
-                if view.len < INLINE_ENTRIES {
-                    view.inline[view.len] = entry;
-                    view.len += 1;
-                } else {
-                    view.spill.push(entry);
-                }
+        let is_map = walk_map(raw, |k, v| {
+            if view.len < INLINE_ENTRIES {
+                view.inline[view.len] = (k, v);
+                view.len += 1;
+            } else {
+                view.spill.push((k, v));
             }
-            pos = value_end;
-        }
-        if pos != raw.len() {
-            return Err(ViewError(format!("{} trailing bytes after the payload", raw.len() - pos)));
+        })?;
+        if !is_map {
+            return Err(ViewError(format!("payload is not a map (marker 0x{:02x})", raw[0])));
         }
         Ok(view)
     }

@@ -70,8 +70,9 @@ CREATE TABLE IF NOT EXISTS event_subscription (
 ) WITHOUT ROWID;
 ";
 
-const COLUMNS: &str = "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, \
-     version, data, correlation_id, causation_id, actor, source_handler, schema_version";
+/// Every column, in `row_to_view` order: `FOLD_COLUMNS` first, then the rest.
+const COLUMNS: &str = "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, \
+     schema_version, workflow_id, version, correlation_id, causation_id, actor, source_handler";
 
 /// How much a commit survives (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,7 +420,7 @@ fn corrupt(sequence: i64, what: &str) -> CoreError {
     CoreError::new(Kind::CorruptEvent, format!("stored event at sequence {sequence} is corrupt: {what}"))
 }
 
-/// Columns a replay scan reads, in `row_to_view` order.
+/// Columns a replay scan reads: the leading columns of `COLUMNS`.
 const FOLD_COLUMNS: &str =
     "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, schema_version";
 
@@ -455,34 +456,28 @@ fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventVi
             _ => Err(corrupt(sequence, "data is not a blob")),
         }
     };
-    if !full {
-        return Ok(EventView {
-            sequence,
-            event_id: text(1, "event_id")?,
-            event_type: text(2, "event_type")?,
-            timestamp_us: int(3, "timestamp_us")?,
-            entity_type: text(4, "entity_type")?,
-            entity_id: text(5, "entity_id")?,
-            data: blob(6)?,
-            schema_version: int(7, "schema_version")?,
-            ..EventView::default()
-        });
-    }
-    Ok(EventView {
+    let lean = EventView {
         sequence,
         event_id: text(1, "event_id")?,
         event_type: text(2, "event_type")?,
         timestamp_us: int(3, "timestamp_us")?,
         entity_type: text(4, "entity_type")?,
         entity_id: text(5, "entity_id")?,
-        workflow_id: text(6, "workflow_id")?,
-        version: int(7, "version")?,
-        data: blob(8)?,
-        correlation_id: text(9, "correlation_id")?,
-        causation_id: opt_text(10, "causation_id")?,
-        actor: text(11, "actor")?,
-        source_handler: opt_text(12, "source_handler")?,
-        schema_version: int(13, "schema_version")?,
+        data: blob(6)?,
+        schema_version: int(7, "schema_version")?,
+        ..EventView::default()
+    };
+    if !full {
+        return Ok(lean);
+    }
+    Ok(EventView {
+        workflow_id: text(8, "workflow_id")?,
+        version: int(9, "version")?,
+        correlation_id: text(10, "correlation_id")?,
+        causation_id: opt_text(11, "causation_id")?,
+        actor: text(12, "actor")?,
+        source_handler: opt_text(13, "source_handler")?,
+        ..lean
     })
 }
 
