@@ -148,11 +148,13 @@ fn iso(micros: i64) -> Val {
     Cow::Owned(out)
 }
 
+/// A kept copy of `raw`; the statuses the rules themselves write (and nil)
+/// are shared statics rather than one allocation per event.
 fn owned(raw: &[u8]) -> Val {
-    if raw == NIL {
-        Cow::Borrowed(NIL)
-    } else {
-        Cow::Owned(raw.to_vec())
+    const SHARED: [&[u8]; 8] = [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
+    match SHARED.iter().find(|s| **s == raw) {
+        Some(shared) => Cow::Borrowed(shared),
+        None => Cow::Owned(raw.to_vec()),
     }
 }
 
