@@ -396,7 +396,7 @@ impl Event {
 
     /// An event from a dict as `to_dict` makes (ISO timestamps with or without `Z`).
     #[classmethod]
-    fn from_dict(cls: &Bound<'_, PyType>, data: &Bound<'_, PyDict>) -> PyResult<Event> {
+    fn from_dict<'py>(cls: &Bound<'py, PyType>, data: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let kwargs = PyDict::new(py);
         for key in [
@@ -456,7 +456,7 @@ impl Event {
                 kwargs.set_item("metadata", meta)?;
             }
         }
-        Ok(cls.call((), Some(&kwargs))?.cast_into::<Event>()?.get().clone_in(py))
+        cls.call((), Some(&kwargs))
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -509,12 +509,6 @@ impl Event {
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
         Err(pyrefs::frozen("delete", name))
-    }
-}
-
-impl Event {
-    fn clone_in(&self, py: Python<'_>) -> Event {
-        self.resequenced(py, self.rec.clone())
     }
 }
 
