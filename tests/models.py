@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# The parts that are the same as the demo's stand-in models are shared with it.
+from stabilize_events.demo.models import PausedDetails, Trigger, WorkflowType
+
 
 class WorkflowStatus(Enum):
     """A few of Stabilize's statuses; the recorder only reads ``.name``."""
@@ -21,31 +24,6 @@ class WorkflowStatus(Enum):
     SUCCEEDED = ("SUCCEEDED", True, False)
     TERMINAL = ("TERMINAL", True, True)
     CANCELED = ("CANCELED", True, True)
-
-
-class WorkflowType(Enum):
-    """Stabilize's execution types."""
-
-    PIPELINE = "PIPELINE"
-    ORCHESTRATION = "ORCHESTRATION"
-
-
-@dataclass
-class Trigger:
-    """What started a workflow."""
-
-    type: str = "manual"
-    user: str = "anonymous"
-
-
-@dataclass
-class PausedDetails:
-    """Pause bookkeeping of a workflow."""
-
-    paused_by: str = ""
-    pause_time: int | None = None
-    resume_time: int | None = None
-    paused_ms: int = 0
 
 
 @dataclass
