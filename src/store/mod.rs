@@ -5,8 +5,10 @@
 //! (encoding payloads, building `Event`s, raising errors) happens in `native`.
 
 pub mod filter;
+mod index_key;
 pub mod memory_store;
 pub mod native;
+mod sqlite_insert;
 pub mod sqlite_store;
 mod sqlite_write;
 

@@ -14,21 +14,22 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::filter::OrderBy;
-use super::sqlite_write::{commit_group, Request, WriteQueue};
+use super::index_key::index_key;
+use super::sqlite_write::{commit_group, Request, WriteQueue, Writer};
 use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 use crate::fold::EventView;
 
 /// The on-disk schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS event_store_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO event_store_meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO event_store_meta (key, value) VALUES ('schema_version', '2');
 CREATE TABLE IF NOT EXISTS event_log (
     sequence INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL,
@@ -43,13 +44,16 @@ CREATE TABLE IF NOT EXISTS event_log (
     causation_id TEXT,
     actor TEXT NOT NULL,
     source_handler TEXT,
-    schema_version INTEGER NOT NULL
+    schema_version INTEGER NOT NULL,
+    -- index_key(workflow_id) and index_key(entity_id): see index_key.rs.
+    workflow_key INTEGER NOT NULL,
+    entity_key INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS event_log_event_id ON event_log (event_id);
 -- The rowid (sequence) is implicitly the last index column: these serve
--- 'workflow_id = ? AND sequence > ? ORDER BY sequence' without a sort.
-CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_id);
-CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_id);
+-- 'workflow_key = ? AND workflow_id = ? AND sequence > ? ORDER BY sequence' without a sort.
+CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_key);
+CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_key);
 CREATE TABLE IF NOT EXISTS event_snapshot (
     entity_type TEXT NOT NULL,
     entity_id TEXT NOT NULL,
@@ -162,7 +166,7 @@ const WAL_CHECKPOINT_PAGES: u32 = 4096;
 
 pub struct SqliteBackend {
     config: SqliteConfig,
-    writer: Mutex<Option<Connection>>,
+    writer: Mutex<Option<Writer>>,
     /// Idle read connections (file databases only; `:memory:` reads through the writer).
     readers: Mutex<Vec<Connection>>,
     /// Appends waiting for the writer (group commit).
@@ -200,7 +204,7 @@ impl SqliteBackend {
         };
         let result = Self::open_writer(&config).map(|writer| SqliteBackend {
             config: config.clone(),
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(Writer::new(writer))),
             readers: Mutex::new(Vec::new()),
             queue: WriteQueue::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -279,9 +283,13 @@ impl SqliteBackend {
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> CoreResult<T>) -> CoreResult<T> {
+        self.with_writer_state(|w| f(&mut w.conn))
+    }
+
+    fn with_writer_state<T>(&self, f: impl FnOnce(&mut Writer) -> CoreResult<T>) -> CoreResult<T> {
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
-            Some(conn) => f(conn),
+            Some(writer) => f(writer),
             None => Err(self.closed_error()),
         }
     }
@@ -401,7 +409,15 @@ fn check_schema_version(conn: &Connection, config: &SqliteConfig) -> CoreResult<
         None
     };
     match version.as_deref().map(str::parse::<i64>) {
-        Some(Ok(v)) if v <= SCHEMA_VERSION => Ok(()),
+        Some(Ok(v)) if v == SCHEMA_VERSION => Ok(()),
+        Some(Ok(v)) if v < SCHEMA_VERSION => Err(CoreError::new(
+            Kind::Schema,
+            format!(
+                "{} holds event store schema v{v}, written by an early development build; \
+                 this build reads v{SCHEMA_VERSION} only (re-record the events into a new file)",
+                location_text(config)
+            ),
+        )),
         Some(Ok(v)) => Err(CoreError::new(
             Kind::Schema,
             format!(
@@ -496,8 +512,16 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
             params.push(Value::Text(v.clone()));
         }
     };
-    eq("workflow_id", &filter.workflow_id, &mut sql, &mut params);
-    eq("entity_id", &filter.entity_id, &mut sql, &mut params);
+    // Ids are found through their integer index key, then compared in full.
+    let keyed = |id: &str, v: &Option<String>, sql: &mut String, params: &mut Vec<Value>| {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {id}_key = ? AND {id}_id = ?"));
+            params.push(Value::Integer(index_key(v)));
+            params.push(Value::Text(v.clone()));
+        }
+    };
+    keyed("workflow", &filter.workflow_id, &mut sql, &mut params);
+    keyed("entity", &filter.entity_id, &mut sql, &mut params);
     eq("entity_type", &filter.entity_type, &mut sql, &mut params);
     if let Some(types) = &filter.event_types {
         sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));
@@ -532,8 +556,8 @@ impl Backend for SqliteBackend {
         }
         let request = Request::new(records, expect);
         self.queue.run(&request, |group| {
-            let committed = self.with_writer(|conn| {
-                commit_group(conn, group, &self.config);
+            let committed = self.with_writer_state(|writer| {
+                commit_group(writer, group, &self.config);
                 Ok(())
             });
             if let Err(e) = committed {

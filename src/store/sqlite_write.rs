@@ -14,19 +14,30 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, ErrorCode};
 
+use super::index_key::index_key;
+use super::sqlite_insert::InsertStatement;
 use super::sqlite_store::{sql_error, SqliteConfig};
 use super::Expectation;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
-const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
-     workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-
-const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1 \
+const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_key = ?3 AND entity_id = ?1 \
      AND (?2 IS NULL OR entity_type = ?2) ORDER BY sequence DESC LIMIT 1";
 
 type Work = (Vec<EventRecord>, Vec<Expectation>);
+
+/// The writer connection with its raw insert statement.
+pub struct Writer {
+    // Declared before `conn`: the statement is finalized before the connection closes.
+    insert: Option<InsertStatement>,
+    pub conn: Connection,
+}
+
+impl Writer {
+    pub fn new(conn: Connection) -> Writer {
+        Writer { insert: None, conn }
+    }
+}
 
 /// One caller's append, waiting to be committed by whoever holds the writer.
 pub struct Request {
@@ -122,8 +133,8 @@ impl WriteQueue {
 }
 
 /// Commit `group` in one transaction, finishing every request with its outcome.
-pub fn commit_group(conn: &mut Connection, group: &[Arc<Request>], config: &SqliteConfig) {
-    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &SqliteConfig) {
+    if let Err(e) = run(&writer.conn, "BEGIN IMMEDIATE") {
         let err = sql_error(e, "starting a write transaction", config);
         group.iter().for_each(|r| r.finish(Err(err.clone())));
         return;
@@ -134,18 +145,18 @@ pub fn commit_group(conn: &mut Connection, group: &[Arc<Request>], config: &Sqli
     for request in group {
         let (records, expect) = request.take_work();
         if isolate {
-            if let Err(e) = run(conn, "SAVEPOINT request") {
+            if let Err(e) = run(&writer.conn, "SAVEPOINT request") {
                 outcomes.push(Err(sql_error(e, "opening a savepoint", config)));
                 continue;
             }
         }
-        let outcome = insert(conn, records, &expect, config);
+        let outcome = insert(writer, records, &expect, config);
         let closed = if !isolate {
             Ok(())
         } else if outcome.is_ok() {
-            run(conn, "RELEASE request")
+            run(&writer.conn, "RELEASE request")
         } else {
-            run(conn, "ROLLBACK TO request").and_then(|_| run(conn, "RELEASE request"))
+            run(&writer.conn, "ROLLBACK TO request").and_then(|_| run(&writer.conn, "RELEASE request"))
         };
         outcomes.push(match closed {
             Ok(()) => outcome,
@@ -153,13 +164,13 @@ pub fn commit_group(conn: &mut Connection, group: &[Arc<Request>], config: &Sqli
         });
     }
     let failed_alone = !isolate && outcomes.first().is_some_and(|o| o.is_err());
-    let ended = if failed_alone { run(conn, "ROLLBACK") } else { run(conn, "COMMIT") };
+    let ended = if failed_alone { run(&writer.conn, "ROLLBACK") } else { run(&writer.conn, "COMMIT") };
     match ended {
         Ok(()) => group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o)),
         Err(e) => {
             // SQLite may leave the transaction open after a failed COMMIT: end it.
-            if !conn.is_autocommit() {
-                let _ = run(conn, "ROLLBACK");
+            if !writer.conn.is_autocommit() {
+                let _ = run(&writer.conn, "ROLLBACK");
             }
             let err = sql_error(e, "committing appended events", config);
             for (r, o) in group.iter().zip(outcomes) {
@@ -177,16 +188,21 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Check `expect`, then insert `records`, assigning their sequences.
 fn insert(
-    conn: &Connection,
+    writer: &mut Writer,
     mut records: Vec<EventRecord>,
     expect: &[Expectation],
     config: &SqliteConfig,
 ) -> CoreResult<Vec<EventRecord>> {
+    let conn = &writer.conn;
     for e in expect {
         let actual: Option<i64> = conn
             .prepare_cached(LATEST_VERSION)
             .and_then(|mut s| {
-                let mut rows = s.query(rusqlite::params![e.entity_id.as_str(), e.entity_type.as_deref()])?;
+                let mut rows = s.query(rusqlite::params![
+                    e.entity_id.as_str(),
+                    e.entity_type.as_deref(),
+                    index_key(&e.entity_id)
+                ])?;
                 rows.next()?.map(|r| r.get(0)).transpose()
             })
             .map_err(|err| sql_error(err, "reading an entity's version", config))?;
@@ -194,25 +210,16 @@ fn insert(
             return Err(e.conflict(actual.unwrap_or(0)));
         }
     }
-    let mut stmt = conn.prepare_cached(INSERT).map_err(|e| sql_error(e, "preparing the insert", config))?;
+    let stmt = match &mut writer.insert {
+        Some(stmt) => stmt,
+        slot => slot.insert(
+            InsertStatement::prepare(&writer.conn)
+                .map_err(|e| sql_error(e, "preparing the insert", config))?,
+        ),
+    };
     for r in records.iter_mut() {
-        let inserted = stmt.execute(rusqlite::params![
-            r.event_id.as_str(),
-            r.event_type.as_str(),
-            r.timestamp_us,
-            r.entity_type.as_str(),
-            r.entity_id.as_str(),
-            r.workflow_id.as_str(),
-            r.version,
-            r.data,
-            r.correlation_id.as_str(),
-            r.causation_id.as_deref(),
-            r.actor.as_str(),
-            r.source_handler.as_deref(),
-            r.schema_version,
-        ]);
-        match inserted {
-            Ok(_) => r.sequence = conn.last_insert_rowid(),
+        match stmt.execute(r) {
+            Ok(sequence) => r.sequence = sequence,
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
                 return Err(CoreError::new(
                     Kind::DuplicateEvent,
