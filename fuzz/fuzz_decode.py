@@ -48,15 +48,6 @@ with atheris.instrument_imports():
     )
     from stabilize_events._core import decode_payload, encode_payload
 
-#: Known bug (tests/test_corrupt_rows.py::test_replay_corrupt_folded_value_names_sequence_and_is_skipped):
-#: a value the fold copies into the state (status, outputs, error, context...) is decoded only
-#: when the state is built, so its corruption is reported without the row's sequence and is not
-#: skipped by skip_corrupt. Counted and reported at exit instead of stopping the run, unless
-#: FUZZ_STRICT=1 (printed on hits 1, 2, 4, 8...). Remove this once the bug is fixed.
-KNOWN_FOLD_BUG = "folded value cannot be decoded"
-STRICT = os.environ.get("FUZZ_STRICT", "") == "1"
-_known_fold_bug_hits = 0
-
 #: One input in this many also goes through the SQLite store (it costs a write and a few reads).
 STORE_EVERY = int(os.environ.get("FUZZ_STORE_EVERY", "16"))
 
@@ -235,16 +226,9 @@ def _check_row(s: _Store, data: bytes, decoded: Any, decode_ok: bool, event_id: 
 
 
 def _replay(s: _Store, sequence: int, *, skip_corrupt: bool) -> ReplayResult | None:
-    global _known_fold_bug_hits
     try:
         return s.replayer.replay(WF, skip_corrupt=skip_corrupt)
     except errors.CorruptEventError as e:
-        if not STRICT and str(e).startswith(KNOWN_FOLD_BUG):
-            _known_fold_bug_hits += 1
-            n = _known_fold_bug_hits
-            if n & (n - 1) == 0:  # 1, 2, 4, 8...: libFuzzer exits without running atexit hooks
-                print(f"fuzz_decode: known fold bug hit {n} times (latest: {e})", file=sys.stderr)
-            return None
         if skip_corrupt:
             raise AssertionError(f"replay(skip_corrupt=True) raised: {e}") from e
         if f"sequence {sequence}" not in str(e):

@@ -12,8 +12,20 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// `obj` as a String, or ArgumentTypeError naming `what`.
 pub fn str_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
     match obj.cast::<PyString>() {
-        Ok(s) => Ok(s.to_str()?.to_owned()),
+        Ok(s) => text(s, what),
         Err(_) => raise(Kind::ArgumentType, format!("{what} must be a str, not {}", type_name(obj))),
+    }
+}
+
+/// A str's UTF-8; InvalidArgumentError naming `what` for one that has none
+/// (a lone surrogate), instead of Python's bare UnicodeEncodeError.
+fn text(s: &Bound<'_, PyString>, what: &str) -> PyResult<String> {
+    match s.to_str() {
+        Ok(t) => Ok(t.to_owned()),
+        Err(e) => raise(
+            Kind::InvalidArgument,
+            format!("{what} cannot be stored: it is not valid Unicode text ({})", e.value(s.py())),
+        ),
     }
 }
 
@@ -30,7 +42,7 @@ pub fn int_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
 /// The `.value` of an enum member, or the string itself.
 pub fn enum_value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
+        return text(s, what);
     }
     match obj.getattr("value") {
         Ok(v) if v.is_instance_of::<PyString>() => Ok(v.extract()?),

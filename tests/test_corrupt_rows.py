@@ -105,7 +105,8 @@ CORRUPTIONS = [
     Corruption("map_longer_than_blob", "data = ?", b"\xdf\xff\xff\xff\xff"),
     Corruption("array_longer_than_blob", "data = ?", b"\x81\xa1x\xdd\x7f\xff\xff\xff"),
     # Too deep for the decoder, under a key the fold never reads: reads refuse it, the fold
-    # skips over the value (without recursion) and folds the event as if it had no payload.
+    # skips over the value (without recursion) and folds the event as if it had no payload;
+    # with skip_corrupt the whole payload is checked, and the event is skipped.
     Corruption("too_deep", "data = ?", b"\x81\xa1x" + b"\x91" * 300 + b"\xc0", False, {}),
     Corruption("very_deep", "data = ?", b"\x81\xa1x" + b"\x91" * 200_000 + b"\xc0", False, {}),
     Corruption("invalid_utf8_unread_value", "data = ?", b"\x81\xa1x\xa1\xff", False, {}),
@@ -227,9 +228,13 @@ def test_replay_reports_or_skips_a_corrupt_row(
             events = [
                 Event.from_dict({**e.to_dict(), "data": c.folded_data}) if e is d.bad else e for e in events
             ]
-        result = replayer.replay(WF, skip_corrupt=True)
-        assert (result.skipped_corrupt, result.events_replayed) == ([], len(d.events))
         assert replayer.rebuild_workflow_state(WF) == expected_state(events)
+        result = replayer.replay(WF, skip_corrupt=True)
+        if c.folded_data is None:
+            assert (result.skipped_corrupt, result.events_replayed) == ([], len(d.events))
+        else:
+            assert [f"sequence {d.bad.sequence}" in m for m in result.skipped_corrupt] == [True]
+            assert result.final_state == expected_state(d.intact)
         return
     reads_corrupt(lambda: replayer.rebuild_workflow_state(WF), d.bad.sequence)
     reads_corrupt(lambda: replayer.replay(WF), d.bad.sequence)
@@ -264,11 +269,6 @@ def test_skip_corrupt_state_equals_intact_events_wherever_the_row_is(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replay(skip_corrupt=True) lists a corrupt workflow.started / workflow.failed row "
-    "as skipped but still applies its timestamp (start_time / end_time) to the state",
-)
 @pytest.mark.parametrize("index", [1, 8], ids=["workflow.started", "workflow.failed"])
 @pytest.mark.parametrize("payload", [b"\xc1", encode_payload([1]), b"\x81\xa6status"], ids=repr)
 def test_skipped_workflow_event_leaves_no_trace_in_the_state(
@@ -357,13 +357,6 @@ def test_corrupt_value_under_a_folded_key_is_corrupt_on_read(
         EventReplayer(d.store).replay(WF)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a corrupt value under a key the fold copies into the state (status, outputs, "
-    "error, context...) is decoded only when the state is built: replay raises "
-    "'folded value cannot be decoded: ...' without the event or sequence, and "
-    "skip_corrupt=True raises the same instead of skipping the row",
-)
 @pytest.mark.parametrize("payload", list(BAD_FOLDED_VALUES.values()), ids=list(BAD_FOLDED_VALUES))
 def test_replay_corrupt_folded_value_names_sequence_and_is_skipped(
     tmp_path: Path, opened: list[SqliteEventStore], payload: bytes

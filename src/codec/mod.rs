@@ -9,6 +9,7 @@ pub mod decode;
 pub mod encode;
 pub mod ext;
 mod key_cache;
+pub mod validate;
 pub mod view;
 
 /// Deepest nesting of lists and dicts accepted either way; deeper (or cyclic)

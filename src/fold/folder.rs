@@ -105,7 +105,11 @@ impl Folder {
             None
         };
         let effective = upcasted.as_ref().map_or(view, EventView::of);
-        match self.state.apply(&effective) {
+        // A rule may change the state before it meets the bad part of a payload:
+        // an event that is to be skipped is checked whole before it is applied.
+        let checked =
+            if self.options.skip_corrupt { crate::codec::validate::validate(effective.data) } else { Ok(()) };
+        match checked.and_then(|()| self.state.apply(&effective)) {
             Ok(()) => {
                 self.events_replayed += 1;
                 self.max_event_us =

@@ -16,6 +16,7 @@ use rustc_hash::FxBuildHasher;
 
 use super::EventView;
 use crate::codec::decode;
+use crate::codec::validate::validate;
 use crate::codec::view::{self, ViewError, NIL};
 use crate::errors::{CoreError, Kind};
 use crate::time::{civil_from_days, MICROS_PER_DAY, MICROS_PER_SEC};
@@ -150,11 +151,15 @@ fn iso(micros: i64) -> Val {
 
 /// A kept copy of `raw`; the statuses the rules themselves write (and nil)
 /// are shared statics rather than one allocation per event.
-fn owned(raw: &[u8]) -> Val {
+/// A value that would not decode is refused here, while its event is known.
+fn owned(raw: &[u8]) -> Result<Val> {
     const SHARED: [&[u8]; 8] = [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
     match SHARED.iter().find(|s| **s == raw) {
-        Some(shared) => Cow::Borrowed(shared),
-        None => Cow::Owned(raw.to_vec()),
+        Some(shared) => Ok(Cow::Borrowed(shared)),
+        None => {
+            validate(raw)?;
+            Ok(Cow::Owned(raw.to_vec()))
+        }
     }
 }
 
@@ -180,12 +185,12 @@ impl<'a> Payload<'a> {
 
 /// `data.get(key)` as a kept value (nil when absent).
 fn get_or_nil(data: &mut Payload<'_>, key: &str) -> Result<Val> {
-    Ok(data.get(key)?.map_or(Cow::Borrowed(NIL), owned))
+    data.get(key)?.map_or(Ok(Cow::Borrowed(NIL)), owned)
 }
 
 /// `data.get(key, default)` as a kept value.
 fn get_or(data: &mut Payload<'_>, key: &str, default: &'static [u8]) -> Result<Val> {
-    Ok(data.get(key)?.map_or(Cow::Borrowed(default), owned))
+    data.get(key)?.map_or(Ok(Cow::Borrowed(default)), owned)
 }
 
 /// Private extension type for "base + n" where base is not a 64-bit int
@@ -264,7 +269,7 @@ impl WorkflowState {
         if let Some(ctx) = data.get("context")? {
             // A context that is not a mapping (None) updates nothing.
             for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
-                self.context.put_owned(k, owned(v));
+                self.context.put_owned(k, owned(v)?);
             }
         }
         Ok(())
@@ -273,22 +278,24 @@ impl WorkflowState {
     fn apply_workflow(&mut self, ev: &EventView<'_>) -> Result<()> {
         let mut data = Payload::new(ev.data);
         match ev.event_type {
+            // Each rule reads the payload before it changes anything.
             "workflow.created" => {
-                self.application = get_or_nil(&mut data, "application")?;
-                self.name = get_or_nil(&mut data, "name")?;
+                let (application, name) =
+                    (get_or_nil(&mut data, "application")?, get_or_nil(&mut data, "name")?);
+                (self.application, self.name) = (application, name);
             }
             "workflow.started" => {
+                self.update_context(&mut data)?;
                 self.start_time = iso(ev.timestamp_us);
                 self.status = Cow::Borrowed(RUNNING);
-                self.update_context(&mut data)?;
             }
             "workflow.completed" => {
-                self.end_time = iso(ev.timestamp_us);
                 self.status = get_or(&mut data, "status", SUCCEEDED)?;
+                self.end_time = iso(ev.timestamp_us);
             }
             "workflow.failed" => {
-                self.end_time = iso(ev.timestamp_us);
                 self.status = get_or(&mut data, "status", TERMINAL)?;
+                self.end_time = iso(ev.timestamp_us);
             }
             "workflow.canceled" => {
                 self.end_time = iso(ev.timestamp_us);
@@ -318,22 +325,27 @@ impl WorkflowState {
                 stage.put("start_time", iso(ev.timestamp_us));
             }
             "stage.completed" => {
-                stage.put("status", get_or(&mut data, "status", SUCCEEDED)?);
+                let status = get_or(&mut data, "status", SUCCEEDED)?;
+                let outputs = data.get("outputs")?.map(owned).transpose()?;
+                stage.put("status", status);
                 stage.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = data.get("outputs")? {
-                    stage.put("outputs", owned(outputs));
+                if let Some(outputs) = outputs {
+                    stage.put("outputs", outputs);
                 }
             }
             "stage.suspended" => stage.put("status", Cow::Borrowed(SUSPENDED)),
             "stage.resumed" => stage.put("status", Cow::Borrowed(RUNNING)),
             "stage.failed" => {
-                stage.put("status", get_or(&mut data, "status", TERMINAL)?);
+                let (status, error) =
+                    (get_or(&mut data, "status", TERMINAL)?, get_or_nil(&mut data, "error")?);
+                stage.put("status", status);
                 stage.put("end_time", iso(ev.timestamp_us));
-                stage.put("error", get_or_nil(&mut data, "error")?);
+                stage.put("error", error);
             }
             "stage.skipped" => {
+                let reason = get_or_nil(&mut data, "reason")?;
                 stage.put("status", Cow::Borrowed(SKIPPED));
-                stage.put("skip_reason", get_or_nil(&mut data, "reason")?);
+                stage.put("skip_reason", reason);
             }
             "stage.canceled" => stage.put("status", Cow::Borrowed(CANCELED)),
             _ => {}
@@ -356,19 +368,23 @@ impl WorkflowState {
                 task.put("start_time", iso(ev.timestamp_us));
             }
             "task.completed" => {
-                task.put("status", get_or(&mut data, "status", SUCCEEDED)?);
+                let status = get_or(&mut data, "status", SUCCEEDED)?;
+                let outputs = data.get("outputs")?.map(owned).transpose()?;
+                task.put("status", status);
                 task.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = data.get("outputs")? {
-                    task.put("outputs", owned(outputs));
+                if let Some(outputs) = outputs {
+                    task.put("outputs", outputs);
                 }
             }
             "task.failed" => {
-                task.put("status", get_or(&mut data, "status", TERMINAL)?);
+                let (status, error) =
+                    (get_or(&mut data, "status", TERMINAL)?, get_or_nil(&mut data, "error")?);
+                task.put("status", status);
                 task.put("end_time", iso(ev.timestamp_us));
-                task.put("error", get_or_nil(&mut data, "error")?);
+                task.put("error", error);
             }
             "task.retried" => match data.get("retry_count")? {
-                Some(count) => task.put("retry_count", owned(count)),
+                Some(count) => task.put("retry_count", owned(count)?),
                 None => {
                     // No count given: one more than before.
                     let next = increment(task.get("retry_count").map(|v| &**v));
@@ -428,17 +444,17 @@ impl WorkflowState {
         let fields = |raw: &[u8]| -> Result<Fields> {
             let mut f = Fields::default();
             for (k, v) in view::map_entries(raw)?.unwrap_or_default() {
-                f.put_owned(k, owned(v));
+                f.put_owned(k, owned(v)?);
             }
             Ok(f)
         };
         for (key, value) in entries {
             match key {
-                "status" => state.status = owned(value),
-                "application" => state.application = owned(value),
-                "name" => state.name = owned(value),
-                "start_time" => state.start_time = owned(value),
-                "end_time" => state.end_time = owned(value),
+                "status" => state.status = owned(value)?,
+                "application" => state.application = owned(value)?,
+                "name" => state.name = owned(value)?,
+                "start_time" => state.start_time = owned(value)?,
+                "end_time" => state.end_time = owned(value)?,
                 "context" => state.context = fields(value)?,
                 "stages" | "tasks" => {
                     let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
