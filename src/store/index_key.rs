@@ -1,11 +1,13 @@
-//! Integer index keys for the SQLite `workflow_id` and `entity_id` columns.
+//! The integer index key of the SQLite `workflow_id` column.
 //!
-//! Indexing the text columns directly made each string index cost about a
-//! sixth of an append (string compares on every b-tree step, long keys). The
-//! indexes hold a 31-bit hash of the id instead: an integer of at most four
-//! bytes on disk, compared in a few instructions. Every lookup also compares
-//! the id itself (`workflow_key = ? AND workflow_id = ?`), so two ids sharing
-//! a key only cost an extra row read, never a wrong answer.
+//! Indexing the text column directly cost about a sixth of an append (string
+//! compares on every b-tree step, long keys). The index holds a 31-bit hash of
+//! the id instead: an integer of at most four bytes on disk, compared in a few
+//! instructions. All events of a workflow share its key, so a batch still
+//! lands on one spot of the index. Every lookup also compares the id itself
+//! (`workflow_key = ? AND workflow_id = ?`), so two ids sharing a key only
+//! cost an extra row read, never a wrong answer. (Entity ids are not hashed:
+//! see the schema.)
 //!
 //! The function is part of the on-disk format (schema v2): changing it would
 //! orphan every stored row from its index, so it never changes.

@@ -1,7 +1,7 @@
 //! The event insert as a raw SQLite statement, its text bound in place.
 //!
 //! rusqlite binds every text and blob as `SQLITE_TRANSIENT`, copying each of
-//! the fifteen parameters of every appended event: that binding alone was an
+//! the fourteen parameters of every appended event: that binding alone was an
 //! eighth of a batch append. This statement binds them `SQLITE_STATIC` from
 //! the record, which outlives the step, and is reused for the writer's life.
 
@@ -15,7 +15,7 @@ use crate::event::EventRecord;
 
 const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
      workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version, \
-     workflow_key, entity_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     workflow_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 /// A prepared insert into `event_log`, owned by the connection's writer.
 ///
@@ -88,7 +88,6 @@ impl InsertStatement {
                 (7, r.version),
                 (13, r.schema_version),
                 (14, index_key(&r.workflow_id)),
-                (15, index_key(&r.entity_id)),
             ];
             for (i, v) in ints {
                 if rc == ffi::SQLITE_OK {

@@ -45,15 +45,16 @@ CREATE TABLE IF NOT EXISTS event_log (
     actor TEXT NOT NULL,
     source_handler TEXT,
     schema_version INTEGER NOT NULL,
-    -- index_key(workflow_id) and index_key(entity_id): see index_key.rs.
-    workflow_key INTEGER NOT NULL,
-    entity_key INTEGER NOT NULL
+    -- index_key(workflow_id): see index_key.rs.
+    workflow_key INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS event_log_event_id ON event_log (event_id);
 -- The rowid (sequence) is implicitly the last index column: these serve
 -- 'workflow_key = ? AND workflow_id = ? AND sequence > ? ORDER BY sequence' without a sort.
 CREATE INDEX IF NOT EXISTS event_log_workflow ON event_log (workflow_key);
-CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_key);
+-- Entity ids stay text: they are mostly ULIDs, so new entities insert at the
+-- index's right edge, where a hash key would scatter them over every page.
+CREATE INDEX IF NOT EXISTS event_log_entity ON event_log (entity_id);
 CREATE TABLE IF NOT EXISTS event_snapshot (
     entity_type TEXT NOT NULL,
     entity_id TEXT NOT NULL,
@@ -512,7 +513,7 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
             params.push(Value::Text(v.clone()));
         }
     };
-    // Ids are found through their integer index key, then compared in full.
+    // Workflow ids are found through their integer index key, then compared in full.
     let keyed = |id: &str, v: &Option<String>, sql: &mut String, params: &mut Vec<Value>| {
         if let Some(v) = v {
             sql.push_str(&format!(" AND {id}_key = ? AND {id}_id = ?"));
@@ -521,7 +522,7 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         }
     };
     keyed("workflow", &filter.workflow_id, &mut sql, &mut params);
-    keyed("entity", &filter.entity_id, &mut sql, &mut params);
+    eq("entity_id", &filter.entity_id, &mut sql, &mut params);
     eq("entity_type", &filter.entity_type, &mut sql, &mut params);
     if let Some(types) = &filter.event_types {
         sql.push_str(&format!(" AND event_type IN ({})", vec!["?"; types.len()].join(",")));

@@ -14,14 +14,13 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::index_key::index_key;
 use super::sqlite_insert::InsertStatement;
 use super::sqlite_store::{sql_error, SqliteConfig};
 use super::Expectation;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
-const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_key = ?3 AND entity_id = ?1 \
+const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1 \
      AND (?2 IS NULL OR entity_type = ?2) ORDER BY sequence DESC LIMIT 1";
 
 type Work = (Vec<EventRecord>, Vec<Expectation>);
@@ -198,11 +197,7 @@ fn insert(
         let actual: Option<i64> = conn
             .prepare_cached(LATEST_VERSION)
             .and_then(|mut s| {
-                let mut rows = s.query(rusqlite::params![
-                    e.entity_id.as_str(),
-                    e.entity_type.as_deref(),
-                    index_key(&e.entity_id)
-                ])?;
+                let mut rows = s.query(rusqlite::params![e.entity_id.as_str(), e.entity_type.as_deref()])?;
                 rows.next()?.map(|r| r.get(0)).transpose()
             })
             .map_err(|err| sql_error(err, "reading an entity's version", config))?;
