@@ -10,7 +10,7 @@
 //! writes nothing of its own and leaves the others alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::{Connection, ErrorCode};
 
@@ -41,28 +41,57 @@ impl Writer {
 /// One caller's append, waiting to be committed by whoever holds the writer.
 pub struct Request {
     work: Mutex<Option<Work>>,
-    result: Mutex<Option<CoreResult<Vec<EventRecord>>>>,
+    slot: Mutex<Slot>,
+    /// Signalled when `slot` gets a result or the lead: each caller sleeps on
+    /// its own, so a commit wakes only the callers it finished and the next leader.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    result: Option<CoreResult<Vec<EventRecord>>>,
+    /// Handed over by the previous leader: commit the pending requests.
+    lead: bool,
 }
 
 impl Request {
     pub fn new(records: Vec<EventRecord>, expect: Vec<Expectation>) -> Arc<Request> {
-        Arc::new(Request { work: Mutex::new(Some((records, expect))), result: Mutex::new(None) })
+        Arc::new(Request {
+            work: Mutex::new(Some((records, expect))),
+            slot: Mutex::new(Slot::default()),
+            wake: Condvar::new(),
+        })
     }
 
-    pub fn is_done(&self) -> bool {
-        self.result.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn take_result(&self) -> CoreResult<Vec<EventRecord>> {
-        self.result
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.slot()
+            .result
             .take()
             .unwrap_or_else(|| Err(CoreError::new(Kind::Store, "append was never committed")))
     }
 
     pub fn finish(&self, result: CoreResult<Vec<EventRecord>>) {
-        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.slot().result = Some(result);
+        self.wake.notify_one();
+    }
+
+    fn promote(&self) {
+        self.slot().lead = true;
+        self.wake.notify_one();
+    }
+
+    /// Sleep until this request has its result (true) or the lead (false).
+    fn wait(&self) -> bool {
+        let mut slot = self.slot();
+        while slot.result.is_none() && !slot.lead {
+            slot = self.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+        slot.lead = false;
+        slot.result.is_some()
     }
 
     fn take_work(&self) -> Work {
@@ -74,29 +103,40 @@ impl Request {
 struct QueueState {
     pending: Vec<Arc<Request>>,
     leading: bool,
-    /// Callers blocked on `turn`: waking nobody would still cost a syscall.
-    waiting: usize,
+    /// Requests the last commit carried: as many callers are likely on their way.
+    last_group: usize,
+    /// A leader is waiting on `arrivals` for its group to fill.
+    gathering: bool,
 }
+
+/// Longest a leader waits for its group to fill before committing. A commit
+/// at full durability costs an fsync (0.1 ms on fast SSDs, milliseconds on
+/// disks), while callers that just got their results back queue their next
+/// append within microseconds. Measured on W6 (8 threads, FULL): 30-60 us
+/// fills every commit (8 appends, from 4.2 without waiting) for ~21k ev/s;
+/// 100-400 us only delays the commit.
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Requests waiting for a commit, and who is committing.
 #[derive(Default)]
 pub struct WriteQueue {
     state: Mutex<QueueState>,
-    turn: Condvar,
+    arrivals: Condvar,
     /// Commits made and requests they carried (their ratio is the mean group size).
     pub commits: AtomicU64,
     pub requests: AtomicU64,
 }
 
-/// Clears the leader flag and wakes the waiters, even if the commit panicked.
+/// Clears the leader flag and hands the lead to the oldest waiting request,
+/// even if the commit panicked.
 struct Leadership<'a>(&'a WriteQueue);
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         state.leading = false;
-        if state.waiting > 0 {
-            self.0.turn.notify_all();
+        if let Some(next) = state.pending.first() {
+            next.promote();
         }
     }
 }
@@ -105,29 +145,55 @@ impl WriteQueue {
     /// Queue `request` and return once it is committed (or failed), leading
     /// group commits with `commit` whenever no one else is.
     pub fn run(&self, request: &Arc<Request>, commit: impl Fn(&[Arc<Request>])) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.pending.push(request.clone());
+        let mut queued = false;
         loop {
-            if request.is_done() {
-                return;
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !queued {
+                state.pending.push(request.clone());
+                queued = true;
+                if state.gathering && state.pending.len() >= state.last_group {
+                    self.arrivals.notify_one();
+                }
             }
-            if !state.leading {
+            if !state.leading && !state.pending.is_empty() {
                 state.leading = true;
+                state = self.gather(state);
+                state.last_group = state.pending.len();
                 let group = std::mem::take(&mut state.pending);
                 drop(state);
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
-                {
-                    let _leading = Leadership(self);
-                    commit(&group);
-                }
-                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                continue;
+                let _leading = Leadership(self);
+                commit(&group);
+            } else {
+                drop(state);
             }
-            state.waiting += 1;
-            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
-            state.waiting -= 1;
+            // Our request went into this or an earlier group, or waits for the next.
+            if request.wait() {
+                return;
+            }
         }
+    }
+
+    /// As the new leader, wait (at most `GATHER_WAIT`) until as many requests
+    /// are pending as the last commit carried: under concurrent appends that
+    /// fills each commit instead of syncing the disk for the first few alone.
+    /// A lone writer never waits (its last group was itself).
+    fn gather<'a>(&self, mut state: MutexGuard<'a, QueueState>) -> MutexGuard<'a, QueueState> {
+        if state.pending.len() >= state.last_group {
+            return state;
+        }
+        let deadline = std::time::Instant::now() + GATHER_WAIT;
+        state.gathering = true;
+        while state.pending.len() < state.last_group {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self.arrivals.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        state.gathering = false;
+        state
     }
 }
 
