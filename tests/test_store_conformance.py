@@ -277,6 +277,40 @@ def test_batch_with_internal_duplicate_writes_nothing(store: EventStore, make_ev
     assert store.get_event_by_id(a.event_id) is None
 
 
+def test_expected_version_appends_when_the_entity_is_at_it(store: EventStore, make_event: MakeEvent) -> None:
+    first = store.append(make_event(entity_id="stage-v", version=1), expected_version=0)
+    second = store.append(make_event(entity_id="stage-v", version=2), expected_version=1)
+    assert (first.sequence, second.sequence) == (1, 2)
+    batch = store.append_batch(
+        [make_event(entity_id="stage-v", version=3), make_event(entity_id="other", version=1)],
+        expected_versions={"stage-v": 2, "other": 0},
+    )
+    assert [e.version for e in store.get_events_for_entity(EntityType.TASK, "stage-v")] == [1, 2, 3]
+    assert len(batch) == 2
+
+
+def test_expected_version_conflict_names_entity_and_versions(store: EventStore, make_event: MakeEvent) -> None:
+    store.append(make_event(entity_id="stage-c", version=1))
+    store.append(make_event(entity_id="stage-c", version=2))
+    with pytest.raises(errors.ConcurrencyError) as info:
+        store.append(make_event(entity_id="stage-c", version=2), expected_version=1)
+    message = str(info.value)
+    assert "stage-c" in message and "version 2" in message and "expected 1" in message
+    assert store.count_events() == 2
+
+
+def test_expected_versions_conflict_writes_nothing_of_the_batch(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    store.append(make_event(entity_id="a", version=1))
+    batch = [make_event(entity_id="b", version=1), make_event(entity_id="a", version=2)]
+    with pytest.raises(errors.ConcurrencyError, match="expected 0"):
+        store.append_batch(batch, expected_versions={"b": 0, "a": 0})
+    assert store.count_events() == 1
+    assert store.get_current_sequence() == 1
+    assert store.get_events_for_entity(EntityType.TASK, "b") == []
+
+
 def test_errors_hierarchy() -> None:
     assert issubclass(errors.DuplicateEventError, errors.StoreError)
     assert issubclass(errors.PayloadError, TypeError)
