@@ -289,7 +289,9 @@ def test_expected_version_appends_when_the_entity_is_at_it(store: EventStore, ma
     assert len(batch) == 2
 
 
-def test_expected_version_conflict_names_entity_and_versions(store: EventStore, make_event: MakeEvent) -> None:
+def test_expected_version_conflict_names_entity_and_versions(
+    store: EventStore, make_event: MakeEvent
+) -> None:
     store.append(make_event(entity_id="stage-c", version=1))
     store.append(make_event(entity_id="stage-c", version=2))
     with pytest.raises(errors.ConcurrencyError) as info:
