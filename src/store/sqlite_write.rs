@@ -128,11 +128,17 @@ pub struct WriteQueue {
 }
 
 /// Clears the leader flag and hands the lead to the oldest waiting request,
-/// even if the commit panicked.
-struct Leadership<'a>(&'a WriteQueue);
+/// even if the commit panicked (then its unfinished requests fail, rather
+/// than wait forever).
+struct Leadership<'a>(&'a WriteQueue, &'a [Arc<Request>]);
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for r in self.1.iter().filter(|r| r.slot().result.is_none()) {
+                r.finish(Err(CoreError::new(Kind::Store, "the commit carrying this append panicked")));
+            }
+        }
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         state.leading = false;
         if let Some(next) = state.pending.first() {
@@ -163,7 +169,7 @@ impl WriteQueue {
                 drop(state);
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
-                let _leading = Leadership(self);
+                let _leading = Leadership(self, &group);
                 commit(&group);
             } else {
                 drop(state);
