@@ -212,6 +212,10 @@ impl SqliteBackend {
         });
         if result.is_err() && created_file {
             if let Location::File(path) = &config.location {
+                // Another process may have created the same file meanwhile and be using it.
+                if !abandoned(path) {
+                    return result;
+                }
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let mut p = path.clone().into_os_string();
                     p.push(suffix);
@@ -393,6 +397,23 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether the database file at `path` holds nothing and nobody is writing
+/// it: only then may an open that failed on a file it created remove it.
+fn abandoned(path: &Path) -> bool {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let Ok(conn) = Connection::open_with_flags(path, flags) else { return false };
+    // No busy timeout (rusqlite sets 5 s): a writer holding the lock means the file is in use.
+    if conn.busy_timeout(std::time::Duration::ZERO).is_err() || conn.execute_batch("BEGIN IMMEDIATE").is_err()
+    {
+        return false;
+    }
+    let empty = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .is_ok_and(|n| n == 0);
+    let _ = conn.execute_batch("ROLLBACK");
+    empty
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -750,5 +771,36 @@ impl Backend for SqliteBackend {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abandoned;
+    use rusqlite::Connection;
+
+    #[test]
+    fn only_an_empty_unlocked_file_is_abandoned() {
+        let dir = std::env::temp_dir().join(format!("se-test-abandoned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.db");
+        std::fs::File::create(&empty).unwrap();
+        assert!(abandoned(&empty), "an empty file nobody uses");
+
+        let used = dir.join("used.db");
+        Connection::open(&used).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        assert!(!abandoned(&used), "a file holding a table");
+
+        // Another process between its open and its first commit holds the write lock.
+        let locked = dir.join("locked.db");
+        let other = Connection::open(&locked).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; CREATE TABLE t (x);").unwrap();
+        assert!(!abandoned(&locked), "a file another connection is writing");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(abandoned(&locked));
+
+        assert!(!abandoned(&dir.join("missing.db")), "no file to remove");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
