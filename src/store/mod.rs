@@ -4,6 +4,7 @@
 //! Backends work on plain `EventRecord`s without the GIL; everything Python
 //! (encoding payloads, building `Event`s, raising errors) happens in `native`.
 
+mod checkpoint;
 pub mod filter;
 mod index_key;
 pub mod memory_store;
@@ -168,6 +169,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    /// Bytes of the main database file and of its WAL.
+    fn file_sizes(path: &std::path::Path) -> (u64, u64) {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        (size(path), size(&path.with_extension("db-wal")))
+    }
+
+    /// Threads of this process named as the checkpointer (Linux: /proc).
+    fn checkpoint_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.starts_with("stabilize-even"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn normal_stores_checkpoint_in_the_background() {
+        let dir = temp_dir("checkpoint");
+        let path = dir.join("events.db");
+        let open = |synchronous| {
+            SqliteBackend::open(SqliteConfig {
+                location: Location::File(path.clone()),
+                create_tables: true,
+                synchronous,
+                busy_timeout: std::time::Duration::from_secs(1),
+                page_size: sqlite_store::DEFAULT_PAGE_SIZE,
+            })
+            .expect("open sqlite")
+        };
+        let b = open(Synchronous::Normal);
+        // Single appends of big payloads: well past the checkpoint threshold of WAL pages.
+        let mut payload = vec![0xc6, 0, 0, 0x10, 0];
+        payload.resize(5 + 0x1000, 7);
+        for i in 0..3000 {
+            let r = EventRecord { data: payload.clone(), ..record(&format!("e{i}"), "w", "t", i) };
+            b.append(vec![r], vec![]).expect("append");
+        }
+        // The writer never checkpoints at NORMAL: pages reach the main file only
+        // through the store's thread, while the store stays open.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while file_sizes(&path).0 < 4 << 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(file_sizes(&path).0 >= 4 << 20, "main file {:?} (file, WAL)", file_sizes(&path));
+        assert_eq!(b.count(&Filter::all()).expect("count"), 3000);
+        assert_eq!(checkpoint_threads(), 1);
+        b.close();
+        assert_eq!(checkpoint_threads(), 0, "close stops the thread");
+        drop(b);
+        // Closed: the last connection checkpointed the rest and removed the WAL.
+        assert_eq!(file_sizes(&path).1, 0);
+        let again = open(Synchronous::Full);
+        assert_eq!(again.count(&Filter::all()).expect("count"), 3000);
     }
 
     #[test]
