@@ -226,3 +226,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             tr.write_line(f"{workload:<28} {ours_text:>18} {ref_text:>14} {ratio:>8}")
         for key, rate in others.items():
             tr.write_line(f"{workload + ' ' + key:<28} {rate.events_per_second:>18,.0f} {'-':>14} {'-':>8}")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_heap() -> Iterator[None]:
+    """Each bench starts with no garbage and the earlier benches' survivors out of the collector's way."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
