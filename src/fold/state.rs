@@ -416,7 +416,8 @@ impl WorkflowState {
             acyclic &= ok;
             d.set_item(key, value)?;
         }
-        let (context, ok) = fields_dict(py, &mut session, &self.context, None)?;
+        let mut shapes = Shapes::default();
+        let (context, ok) = fields_dict(py, &mut session, &mut shapes, &self.context, None)?;
         acyclic &= ok;
         d.set_item("context", context)?;
         for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
@@ -425,7 +426,7 @@ impl WorkflowState {
             for (id, f) in &entities.items {
                 // One string serves as the key and as the entity's "id" field.
                 let id_obj = pyo3::types::PyString::new(py, id);
-                let (fields, ok) = fields_dict(py, &mut session, f, Some((id, &id_obj)))?;
+                let (fields, ok) = fields_dict(py, &mut session, &mut shapes, f, Some((id, &id_obj)))?;
                 all &= ok;
                 out.set_item(&id_obj, fields)?;
             }
@@ -510,22 +511,81 @@ fn is_str(raw: &[u8], text: &str) -> bool {
 fn fields_dict<'py>(
     py: Python<'py>,
     session: &mut decode::Session,
+    shapes: &mut Shapes<'py>,
     fields: &Fields,
     id: Option<(&str, &Bound<'py, pyo3::types::PyString>)>,
 ) -> PyResult<(Bound<'py, PyDict>, bool)> {
-    let d = PyDict::new(py);
+    let (d, keys) = shapes.empty_dict(py, session, fields)?;
     let (mut acyclic, mut holds_dict) = (true, false);
-    for (k, v) in &fields.items {
+    for (i, (k, v)) in fields.items.iter().enumerate() {
         let (value, ok) = match id {
             Some((text, obj)) if k == "id" && is_str(v, text) => (obj.clone().into_any(), true),
             _ => leaf(py, session, v)?,
         };
         acyclic &= ok;
         holds_dict |= value.is_instance_of::<PyDict>();
-        d.set_item(session.key(py, k), value)?;
+        match keys {
+            Some(keys) => d.set_item(&keys[i], value)?,
+            None => d.set_item(session.key(py, k), value)?,
+        }
     }
     let acyclic = settle(&d, acyclic, holds_dict);
     Ok((d, acyclic))
+}
+
+/// Thousands of stages and tasks share a few key sequences. For each such
+/// shape a template dict (every key, values None) is kept and copied: a copy
+/// takes all the keys in one allocation, and setting a key already present
+/// only swaps its value, where building key by key allocated, grew and
+/// rehashed every dict (W4: a third of the time spent building the answer).
+#[derive(Default)]
+struct Shapes<'py> {
+    shapes: Vec<Shape<'py>>,
+}
+
+type PyKey<'py> = Bound<'py, pyo3::types::PyString>;
+
+struct Shape<'py> {
+    keys: Vec<Cow<'static, str>>,
+    key_objs: Vec<PyKey<'py>>,
+    template: Bound<'py, PyDict>,
+}
+
+/// Shapes kept per state built; an unusual state with more builds the rest key by key.
+const MAX_SHAPES: usize = 64;
+
+impl<'py> Shapes<'py> {
+    /// A dict to fill with `fields`: a copy of its shape's template, with the
+    /// template's keys in order (None: an empty dict, fill it key by key).
+    fn empty_dict(
+        &mut self,
+        py: Python<'py>,
+        session: &mut decode::Session,
+        fields: &Fields,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<&[PyKey<'py>]>)> {
+        let same = |shape: &Shape<'_>| {
+            shape.keys.len() == fields.items.len()
+                && shape.keys.iter().zip(&fields.items).all(|(a, (b, _))| a == b)
+        };
+        let found = match self.shapes.iter().position(same) {
+            Some(i) => i,
+            None if self.shapes.len() < MAX_SHAPES => {
+                let template = PyDict::new(py);
+                let mut key_objs = Vec::with_capacity(fields.items.len());
+                for (k, _) in &fields.items {
+                    let key = session.key(py, k);
+                    template.set_item(&key, py.None())?;
+                    key_objs.push(key);
+                }
+                let keys = fields.items.iter().map(|(k, _)| k.clone()).collect();
+                self.shapes.push(Shape { keys, key_objs, template });
+                self.shapes.len() - 1
+            }
+            None => return Ok((PyDict::new(py), None)),
+        };
+        let shape = &self.shapes[found];
+        Ok((shape.template.copy()?, Some(&shape.key_objs)))
+    }
 }
 
 /// Pauses Python's cyclic garbage collector while alive (if it was running).
