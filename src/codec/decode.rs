@@ -47,6 +47,19 @@ impl Session {
         py: Python<'py>,
         bytes: &[u8],
     ) -> Result<(Bound<'py, PyAny>, bool)> {
+        // The replay fold decodes its kept values one by one, most of them a
+        // short string or nil: no reader for those.
+        match *bytes {
+            [0xc0] => return Ok((py.None().into_bound(py), true)),
+            [m @ 0xa0..=0xbf, ref text @ ..] | [m @ 0xd9, _, ref text @ ..]
+                if text.len() == if m == 0xd9 { bytes[1] as usize } else { (m & 0x1f) as usize } =>
+            {
+                let text =
+                    super::utf8(text).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))?;
+                return Ok((string_value(py, self.cache(), text), true));
+            }
+            _ => {}
+        }
         let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache(), acyclic: true };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
@@ -59,6 +72,16 @@ impl Session {
     pub fn key<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, pyo3::types::PyString> {
         self.cache().get(py, text, MAX_KEY_LEN)
     }
+}
+
+/// A decoded string value: values with digits are mostly ids and counters,
+/// seen once, and caching them would only evict the statuses and types that
+/// do repeat.
+fn string_value<'py>(py: Python<'py>, keys: &mut KeyCache, text: &str) -> Bound<'py, PyAny> {
+    if text.len() > MAX_VALUE_LEN || text.bytes().any(|b| b.is_ascii_digit()) {
+        return pyo3::types::PyString::new(py, text).into_any();
+    }
+    keys.get(py, text, MAX_VALUE_LEN).into_any()
 }
 
 /// Decode one msgpack value from `bytes`, which must hold exactly that value.
@@ -136,12 +159,7 @@ impl<'a, 'py> Reader<'a, 'py> {
 
     fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
         let text = self.text(n)?;
-        // Values with digits are mostly ids and counters, seen once: caching
-        // them would only evict the statuses and types that do repeat.
-        if text.len() > MAX_VALUE_LEN || text.bytes().any(|b| b.is_ascii_digit()) {
-            return Ok(pyo3::types::PyString::new(self.py, text).into_any());
-        }
-        Ok(self.keys.get(self.py, text, MAX_VALUE_LEN).into_any())
+        Ok(string_value(self.py, self.keys, text))
     }
 
     fn value(&mut self, depth: usize) -> Result<Bound<'py, PyAny>> {
