@@ -1,4 +1,4 @@
-"""Writer child of `test_concurrency`: appends N events to a shared SQLite file, singles and batches.
+"""Writer child of the multi-process tests (`test_sqlite_store._spawn`): appends N events.
 
 Usage: ``python concurrency_writer.py URL GO_FILE N NAME``
 

@@ -10,8 +10,6 @@ sequence its append returned, each writer's in its own order.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +17,7 @@ from pathlib import Path
 from concurrency_plan import StreamChecker, append_plan
 from conftest import close_store, sqlite_url
 from stabilize_events import EntityType, Event, EventQuery, EventType, SqliteEventStore, errors
-from test_sqlite_store import _check_file, _collect, _wait_ready
-
-WRITER = Path(__file__).with_name("concurrency_writer.py")
+from test_sqlite_store import _check_file, _collect, _spawn, _wait_ready
 
 
 def _follow(
@@ -97,15 +93,7 @@ def test_processes_append_while_readers_see_only_whole_batches(tmp_path: Path) -
     go = tmp_path / "go"
     close_store(SqliteEventStore(url))  # the readers open it before the writers start
     writers = {f"proc-{p}": per_proc for p in range(n_procs)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WRITER), url, str(go), str(per_proc), name],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in writers
-    ]
+    procs = [_spawn(url, go, per_proc, name) for name in writers]
     readers = [SqliteEventStore(url) for _ in range(2)]
     writers_done, stop = threading.Event(), threading.Event()
     try:

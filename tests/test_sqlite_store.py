@@ -422,39 +422,13 @@ def test_create_tables_false_on_memory_is_schema_error() -> None:
 
 # --- several processes --------------------------------------------------------------------------
 
-CHILD = textwrap.dedent(
-    """
-    import os, sys, time
-    from stabilize_events import Event, SqliteEventStore
-
-    url, go, n, tag, create = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-    store = SqliteEventStore(url, create_tables=create)
-    print("ready", flush=True)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(go):
-        if time.monotonic() > deadline:
-            sys.exit("no go signal")
-        time.sleep(0.001)
-    lines = []
-    i = 0
-    while i < n:
-        if i % 3 == 0 and i + 2 <= n:
-            pair = [Event(workflow_id=tag, data={"i": i}), Event(workflow_id=tag, data={"i": i + 1})]
-            batch = store.append_batch(pair)
-            lines += [f"{e.event_id} {e.sequence}" for e in batch]
-            i += 2
-        else:
-            e = store.append(Event(workflow_id=tag, data={"i": i}))
-            lines.append(f"{e.event_id} {e.sequence}")
-            i += 1
-    print("\\n".join(lines), flush=True)
-    """
-)
+# The writer child of the concurrency tests: singles and batches, one line per stored event.
+WRITER = Path(__file__).with_name("concurrency_writer.py")
 
 
-def _spawn(url: str, go: Path, n: int, tag: str, create: bool) -> subprocess.Popen[str]:
+def _spawn(url: str, go: Path, n: int, tag: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(go), str(n), tag, "1" if create else "0"],
+        [sys.executable, str(WRITER), url, str(go), str(n), tag],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -504,7 +478,7 @@ def test_processes_append_to_one_file_concurrently(tmp_path: Path) -> None:
     go = tmp_path / "go"
     main_store = SqliteEventStore(url)
     per_child, n_children, mine = 300, 2, 300
-    procs = [_spawn(url, go, per_child, f"child-{i}", create=True) for i in range(n_children)]
+    procs = [_spawn(url, go, per_child, f"child-{i}") for i in range(n_children)]
     try:
         _wait_ready(procs)
         go.touch()
@@ -532,7 +506,7 @@ def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "fresh.db")
     go = tmp_path / "go"
     go.touch()  # start appending as soon as open
-    procs = [_spawn(url, go, 50, f"p{i}", create=True) for i in range(4)]
+    procs = [_spawn(url, go, 50, f"p{i}") for i in range(4)]
     try:
         results = _collect(procs)
     finally:
