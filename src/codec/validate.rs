@@ -6,7 +6,7 @@
 //! `skip_corrupt` can leave the whole event out. `validate` accepts what
 //! `decode` accepts (the fuzzer in `fuzz/` compares the two through replay).
 
-use super::view::ViewError;
+use super::view::{header, ViewError};
 use super::{ext, utf8, MAX_DEPTH};
 use crate::time::civil_from_days;
 
@@ -19,7 +19,7 @@ fn bad<T>(what: String) -> Result<T> {
 /// Ok if `raw` holds exactly one value that `decode` turns into Python.
 pub fn validate(raw: &[u8]) -> Result<()> {
     let mut c = Checker { buf: raw, pos: 0 };
-    c.value(0)?;
+    c.item(0, false)?;
     if c.pos != raw.len() {
         return bad(format!("{} trailing bytes after the value", raw.len() - c.pos));
     }
@@ -43,101 +43,71 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn len(&mut self, n: usize) -> Result<usize> {
-        Ok(self.take(n)?.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize))
-    }
-
-    fn text(&mut self, n: usize) -> Result<()> {
-        let raw = self.take(n)?;
-        utf8(raw).map(|_| ()).map_err(|e| ViewError(format!("invalid UTF-8 in string: {e}")))
-    }
-
     /// Check the value at the cursor; `key` when it is a map key (must be hashable).
     fn item(&mut self, depth: usize, key: bool) -> Result<()> {
-        let m = self.take(1)?[0];
-        let container = |n: usize, pairs: bool, c: &mut Self| -> Result<()> {
-            if key {
-                return bad(format!("a {} used as a map key", if pairs { "map" } else { "list" }));
-            }
-            if depth >= MAX_DEPTH {
-                return bad(format!("nesting deeper than {MAX_DEPTH} levels"));
-            }
-            if n > c.buf.len() - c.pos {
-                return bad(format!("container of {n} items at byte {} is longer than the payload", c.pos));
-            }
-            for _ in 0..n {
-                if pairs {
-                    c.item(depth + 1, true)?;
-                }
-                c.item(depth + 1, false)?;
-            }
-            Ok(())
-        };
+        // The value's shape comes from the one marker table, `view::header`.
+        let (head, body, nested) = header(self.buf, self.pos)?;
+        let m = self.buf[self.pos];
+        let header_bytes = self.take(head)?;
         match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Ok(()),
-            0x80..=0x8f => container((m & 0x0f) as usize, true, self),
-            0x90..=0x9f => container((m & 0x0f) as usize, false, self),
-            0xa0..=0xbf => self.text((m & 0x1f) as usize),
-            0xd9..=0xdb => {
-                let n = self.len(1 << (m - 0xd9))?;
-                self.text(n)
+            0xa0..=0xbf | 0xd9..=0xdb => {
+                let raw = self.take(body)?;
+                utf8(raw).map(|_| ()).map_err(|e| ViewError(format!("invalid UTF-8 in string: {e}")))
             }
-            0xc4..=0xc6 => {
-                let n = self.len(1 << (m - 0xc4))?;
-                self.take(n).map(|_| ())
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                // The extension type code is the header's last byte.
+                let code = header_bytes[head - 1] as i8;
+                let payload = self.take(body)?;
+                check_ext(code, payload)
             }
-            0xca => self.take(4).map(|_| ()),
-            0xcb => self.take(8).map(|_| ()),
-            0xcc | 0xd0 => self.take(1).map(|_| ()),
-            0xcd | 0xd1 => self.take(2).map(|_| ()),
-            0xce | 0xd2 => self.take(4).map(|_| ()),
-            0xcf | 0xd3 => self.take(8).map(|_| ()),
-            0xd4..=0xd8 => self.ext(1 << (m - 0xd4)),
-            0xc7..=0xc9 => {
-                let n = self.len(1 << (m - 0xc7))?;
-                self.ext(n)
+            0x80..=0x8f | 0x90..=0x9f | 0xdc..=0xdf => {
+                let pairs = matches!(m, 0x80..=0x8f | 0xde | 0xdf);
+                if key {
+                    return bad(format!("a {} used as a map key", if pairs { "map" } else { "list" }));
+                }
+                if depth >= MAX_DEPTH {
+                    return bad(format!("nesting deeper than {MAX_DEPTH} levels"));
+                }
+                if nested > self.buf.len() - self.pos {
+                    return bad(format!(
+                        "container of {nested} items at byte {} is longer than the payload",
+                        self.pos
+                    ));
+                }
+                for i in 0..nested {
+                    self.item(depth + 1, pairs && i % 2 == 0)?;
+                }
+                Ok(())
             }
-            0xdc | 0xdd => {
-                let n = self.len(2 << (m - 0xdc))?;
-                container(n, false, self)
-            }
-            0xde | 0xdf => {
-                let n = self.len(2 << (m - 0xde))?;
-                container(n, true, self)
-            }
-            0xc1 => bad(format!("invalid msgpack marker 0xc1 at byte {}", self.pos - 1)),
+            _ => self.take(body).map(|_| ()),
         }
     }
+}
 
-    fn value(&mut self, depth: usize) -> Result<()> {
-        self.item(depth, false)
-    }
-
-    fn ext(&mut self, n: usize) -> Result<()> {
-        let code = self.take(1)?[0] as i8;
-        let p = self.take(n)?;
-        let be64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-        let year_ok = |days: i64| (1..=9999).contains(&civil_from_days(days).0);
-        let ok = match code {
-            ext::DATETIME if n == 8 || n == 12 => {
-                let wall = be64(&p[..8]);
-                let offset_ok = n == 8 || {
-                    let off = i32::from_be_bytes(p[8..12].try_into().unwrap_or([0; 4]));
-                    off.unsigned_abs() < 86_400
-                };
-                offset_ok && year_ok(wall.div_euclid(86_400_000_000))
-            }
-            ext::DATE if n == 4 => year_ok(i32::from_be_bytes(p.try_into().unwrap_or([0; 4])) as i64),
-            ext::UUID if n == 16 => true,
-            ext::DECIMAL => std::str::from_utf8(p).is_ok_and(decimal_text),
-            ext::BIGINT => true,
-            _ => return bad(format!("unknown extension type {code} of {n} bytes")),
-        };
-        if ok {
-            Ok(())
-        } else {
-            bad(format!("extension type {code} holds a value out of range"))
+/// Check an extension value as `decode` would build it.
+fn check_ext(code: i8, p: &[u8]) -> Result<()> {
+    let n = p.len();
+    let be64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    let year_ok = |days: i64| (1..=9999).contains(&civil_from_days(days).0);
+    let ok = match code {
+        ext::DATETIME if n == 8 || n == 12 => {
+            let wall = be64(&p[..8]);
+            let offset_ok = n == 8 || {
+                let off = i32::from_be_bytes(p[8..12].try_into().unwrap_or([0; 4]));
+                off.unsigned_abs() < 86_400
+            };
+            offset_ok && year_ok(wall.div_euclid(86_400_000_000))
         }
+        ext::DATE if n == 4 => year_ok(i32::from_be_bytes(p.try_into().unwrap_or([0; 4])) as i64),
+        ext::UUID if n == 16 => true,
+        ext::DECIMAL => std::str::from_utf8(p).is_ok_and(decimal_text),
+        ext::BIGINT => true,
+        _ => return bad(format!("unknown extension type {code} of {n} bytes")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        bad(format!("extension type {code} holds a value out of range"))
     }
 }
 

@@ -21,7 +21,7 @@ fn read_be(buf: &[u8], at: usize, n: usize) -> Result<u64> {
 
 /// The shape of the value starting at `at`: its header length, the byte length
 /// of its inline body, and the number of nested values that follow.
-fn header(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
+pub(super) fn header(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
     let Some(&m) = buf.get(at) else {
         return truncated(at);
     };
