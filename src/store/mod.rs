@@ -10,6 +10,7 @@ mod index_key;
 pub mod memory_store;
 pub mod native;
 mod sqlite_insert;
+mod sqlite_scan;
 pub mod sqlite_store;
 mod sqlite_write;
 

@@ -5,12 +5,13 @@
 //! eighth of a batch append. This statement binds them `SQLITE_STATIC` from
 //! the record, which outlives the step, and is reused for the writer's life.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 use std::ptr::NonNull;
 
 use rusqlite::{ffi, Connection};
 
 use super::index_key::index_key;
+use super::sqlite_scan::{last_error, prepare};
 use crate::event::EventRecord;
 
 const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
@@ -33,22 +34,8 @@ impl InsertStatement {
     pub fn prepare(conn: &Connection) -> rusqlite::Result<InsertStatement> {
         // SAFETY: the handle is valid while `conn` is open; the statement is
         // finalized (in Drop) before the owning `Writer` closes `conn`.
-        unsafe {
-            let db = conn.handle();
-            let mut stmt = std::ptr::null_mut();
-            let rc = ffi::sqlite3_prepare_v3(
-                db,
-                INSERT.as_ptr().cast::<c_char>(),
-                INSERT.len() as c_int,
-                ffi::SQLITE_PREPARE_PERSISTENT as _,
-                &mut stmt,
-                std::ptr::null_mut(),
-            );
-            match NonNull::new(stmt) {
-                Some(stmt) if rc == ffi::SQLITE_OK => Ok(InsertStatement { stmt, db }),
-                _ => Err(last_error(db, rc)),
-            }
-        }
+        let db = unsafe { conn.handle() };
+        Ok(InsertStatement { stmt: prepare(db, INSERT)?, db })
     }
 
     /// Insert `r`, returning the sequence (rowid) it was given.
@@ -124,12 +111,4 @@ impl Drop for InsertStatement {
             ffi::sqlite3_finalize(self.stmt.as_ptr());
         }
     }
-}
-
-/// The connection's error for a failed call that returned `rc`.
-unsafe fn last_error(db: *mut ffi::sqlite3, rc: c_int) -> rusqlite::Error {
-    let code = ffi::sqlite3_extended_errcode(db);
-    let code = if code == ffi::SQLITE_OK { rc } else { code };
-    let msg = CStr::from_ptr(ffi::sqlite3_errmsg(db)).to_string_lossy().into_owned();
-    rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(msg))
 }

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::checkpoint::Checkpointer;
 use super::filter::OrderBy;
 use super::index_key::index_key;
+use super::sqlite_scan::{Row, ScanStatements};
 use super::sqlite_write::{commit_group, Request, WriteQueue, Writer};
 use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
@@ -167,11 +168,18 @@ pub const DEFAULT_PAGE_SIZE: u32 = 2048;
 /// not often. It runs inline at FULL; at NORMAL `checkpoint.rs` takes over.
 const WAL_CHECKPOINT_PAGES: u32 = 4096;
 
+/// A pooled read connection with its prepared event queries.
+struct Reader {
+    // Declared before `conn`: statements are finalized before the connection closes.
+    scans: ScanStatements,
+    conn: Connection,
+}
+
 pub struct SqliteBackend {
     config: SqliteConfig,
     writer: Mutex<Option<Writer>>,
     /// Idle read connections (file databases only; `:memory:` reads through the writer).
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Reader>>,
     /// Appends waiting for the writer (group commit).
     queue: WriteQueue,
     closed: std::sync::atomic::AtomicBool,
@@ -327,25 +335,33 @@ impl SqliteBackend {
 
     /// Run `f` on a read connection (the writer for `:memory:`).
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> CoreResult<T>) -> CoreResult<T> {
+        self.with_scans(|conn, _| f(conn))
+    }
+
+    /// Run `f` on a read connection and its prepared event queries.
+    fn with_scans<T>(
+        &self,
+        f: impl FnOnce(&Connection, &mut ScanStatements) -> CoreResult<T>,
+    ) -> CoreResult<T> {
         if self.config.location == Location::Memory {
-            return self.with_writer(|c| f(c));
+            return self.with_writer_state(|w| f(&w.conn, &mut w.scans));
         }
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(self.closed_error());
         }
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
+        let mut reader = match pooled {
+            Some(r) => r,
             None => {
-                let c = Self::connect(&self.config, false)?;
-                c.execute_batch("PRAGMA cache_size=-32768; PRAGMA query_only=1;")
+                let conn = Self::connect(&self.config, false)?;
+                conn.execute_batch("PRAGMA cache_size=-32768; PRAGMA query_only=1;")
                     .map_err(|e| sql_error(e, "configuring a reader", &self.config))?;
-                c
+                Reader { scans: ScanStatements::default(), conn }
             }
         };
-        let result = f(&conn);
+        let result = f(&reader.conn, &mut reader.scans);
         if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(reader);
         }
         result
     }
@@ -357,14 +373,13 @@ impl SqliteBackend {
         )
     }
 
-    fn read_records(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> CoreResult<Vec<Arc<EventRecord>>> {
-        self.with_reader(|conn| {
-            let mut stmt =
-                conn.prepare_cached(sql).map_err(|e| sql_error(e, "preparing a query", &self.config))?;
-            let mut rows = stmt.query(params).map_err(|e| sql_error(e, "querying events", &self.config))?;
+    fn read_records(&self, sql: &str, params: &[Value]) -> CoreResult<Vec<Arc<EventRecord>>> {
+        self.with_scans(|conn, scans| {
+            let mut rows =
+                scans.query(conn, sql, params).map_err(|e| sql_error(e, "querying events", &self.config))?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(|e| sql_error(e, "reading events", &self.config))? {
-                out.push(Arc::new(row_to_record(row)?));
+                out.push(Arc::new(row_to_view(&row, true)?.to_record()));
             }
             Ok(out)
         })
@@ -489,36 +504,25 @@ const FOLD_COLUMNS: &str =
     "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, schema_version";
 
 /// A borrowed view of a row selected with `COLUMNS` (`full`) or `FOLD_COLUMNS`.
-fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventView<'r>> {
-    let sequence = match row.get_ref(0) {
-        Ok(ValueRef::Integer(i)) => i,
-        _ => return Err(corrupt(0, "sequence is not an integer")),
+fn row_to_view<'r>(row: &Row<'r>, full: bool) -> CoreResult<EventView<'r>> {
+    let Some(sequence) = row.int(0) else {
+        return Err(corrupt(0, "sequence is not an integer"));
     };
-    let text = |i: usize, name: &str| -> CoreResult<&'r str> {
-        match row.get_ref(i) {
-            Ok(ValueRef::Text(t)) => {
-                crate::codec::utf8(t).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8")))
-            }
-            _ => Err(corrupt(sequence, &format!("{name} is not text"))),
+    let text = |i: i32, name: &str| -> CoreResult<&'r str> {
+        match row.text(i) {
+            Some(t) => crate::codec::utf8(t).map_err(|_| corrupt(sequence, &format!("{name} is not UTF-8"))),
+            None => Err(corrupt(sequence, &format!("{name} is not text"))),
         }
     };
-    let opt_text = |i: usize, name: &str| -> CoreResult<Option<&'r str>> {
-        match row.get_ref(i) {
-            Ok(ValueRef::Null) => Ok(None),
-            _ => text(i, name).map(Some),
+    let opt_text = |i: i32, name: &str| -> CoreResult<Option<&'r str>> {
+        if row.is_null(i) {
+            Ok(None)
+        } else {
+            text(i, name).map(Some)
         }
     };
-    let int = |i: usize, name: &str| -> CoreResult<i64> {
-        match row.get_ref(i) {
-            Ok(ValueRef::Integer(v)) => Ok(v),
-            _ => Err(corrupt(sequence, &format!("{name} is not an integer"))),
-        }
-    };
-    let blob = |i: usize| -> CoreResult<&'r [u8]> {
-        match row.get_ref(i) {
-            Ok(ValueRef::Blob(b)) => Ok(b),
-            _ => Err(corrupt(sequence, "data is not a blob")),
-        }
+    let int = |i: i32, name: &str| -> CoreResult<i64> {
+        row.int(i).ok_or_else(|| corrupt(sequence, &format!("{name} is not an integer")))
     };
     let lean = EventView {
         sequence,
@@ -527,7 +531,7 @@ fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventVi
         timestamp_us: int(3, "timestamp_us")?,
         entity_type: text(4, "entity_type")?,
         entity_id: text(5, "entity_id")?,
-        data: blob(6)?,
+        data: row.blob(6).ok_or_else(|| corrupt(sequence, "data is not a blob"))?,
         schema_version: int(7, "schema_version")?,
         ..EventView::default()
     };
@@ -545,13 +549,8 @@ fn row_to_view<'r>(row: &'r rusqlite::Row<'_>, full: bool) -> CoreResult<EventVi
     })
 }
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> CoreResult<EventRecord> {
-    row_to_view(row, true).map(|v| v.to_record())
-}
-
 /// `WHERE ...` for a filter, with its parameters.
-fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
+fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
     let mut sql = String::from(" WHERE 1=1");
     let mut params: Vec<Value> = Vec::new();
     let eq = |col: &str, v: &Option<String>, sql: &mut String, params: &mut Vec<Value>| {
@@ -624,26 +623,22 @@ impl Backend for SqliteBackend {
         }
         if filter.limit.is_some() || filter.offset > 0 {
             sql.push_str(" LIMIT ? OFFSET ?");
-            params.push(rusqlite::types::Value::Integer(filter.limit.unwrap_or(-1)));
-            params.push(rusqlite::types::Value::Integer(filter.offset));
+            params.push(Value::Integer(filter.limit.unwrap_or(-1)));
+            params.push(Value::Integer(filter.offset));
         }
-        let full = format!("SELECT {COLUMNS} FROM event_log{sql}");
-        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
-        self.read_records(&full, &refs)
+        self.read_records(&format!("SELECT {COLUMNS} FROM event_log{sql}"), &params)
     }
 
     fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
         let (sql, params) = where_clause(filter);
         let columns = if full { COLUMNS } else { FOLD_COLUMNS };
         let full_sql = format!("SELECT {columns} FROM event_log{sql} ORDER BY sequence ASC");
-        self.with_reader(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&full_sql).map_err(|e| sql_error(e, "preparing a scan", &self.config))?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(params.iter()))
+        self.with_scans(|conn, scans| {
+            let mut rows = scans
+                .query(conn, &full_sql, &params)
                 .map_err(|e| sql_error(e, "scanning events", &self.config))?;
             while let Some(row) = rows.next().map_err(|e| sql_error(e, "scanning events", &self.config))? {
-                visit(row_to_view(row, full))?;
+                visit(row_to_view(&row, full))?;
             }
             Ok(())
         })
@@ -662,7 +657,7 @@ impl Backend for SqliteBackend {
 
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>> {
         let sql = format!("SELECT {COLUMNS} FROM event_log WHERE event_id = ?");
-        Ok(self.read_records(&sql, &[&event_id])?.into_iter().next())
+        Ok(self.read_records(&sql, &[Value::Text(event_id.to_owned())])?.into_iter().next())
     }
 
     fn current_sequence(&self) -> CoreResult<i64> {

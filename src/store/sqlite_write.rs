@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, ErrorCode};
 
 use super::sqlite_insert::InsertStatement;
+use super::sqlite_scan::ScanStatements;
 use super::sqlite_store::{sql_error, SqliteConfig};
 use super::Expectation;
 use crate::errors::{CoreError, CoreResult, Kind};
@@ -27,14 +28,16 @@ type Work = (Vec<EventRecord>, Vec<Expectation>);
 
 /// The writer connection with its raw insert statement.
 pub struct Writer {
-    // Declared before `conn`: the statement is finalized before the connection closes.
+    // Declared before `conn`: statements are finalized before the connection closes.
     insert: Option<InsertStatement>,
+    /// Event queries of a `:memory:` store, which reads through its writer.
+    pub scans: ScanStatements,
     pub conn: Connection,
 }
 
 impl Writer {
     pub fn new(conn: Connection) -> Writer {
-        Writer { insert: None, conn }
+        Writer { insert: None, scans: ScanStatements::default(), conn }
     }
 }
 
