@@ -171,50 +171,50 @@ pub struct Row<'r> {
 }
 
 impl<'r> Row<'r> {
-    fn kind(&self, i: c_int) -> c_int {
-        // SAFETY: a row is current and `i` is below the statement's column count
-        // (SQLite answers NULL for any other index).
-        unsafe { ffi::sqlite3_column_type(self.stmt, i) }
+    /// The column's value. The connection runs without a mutex (`SQLITE_OPEN_NO_MUTEX`),
+    /// where SQLite makes no difference between protected and unprotected values, so
+    /// the `sqlite3_value_*` calls below may read it: one column lookup instead of one per call.
+    fn value(&self, i: c_int) -> *mut ffi::sqlite3_value {
+        // SAFETY: a row is current; SQLite answers NULL for an index out of range.
+        unsafe { ffi::sqlite3_column_value(self.stmt, i) }
     }
 
     /// The column as an integer, or None when it holds anything else.
     pub fn int(&self, i: c_int) -> Option<i64> {
-        match self.kind(i) {
-            // SAFETY: as in `kind`; the value is an integer, so nothing is converted.
-            ffi::SQLITE_INTEGER => Some(unsafe { ffi::sqlite3_column_int64(self.stmt, i) }),
-            _ => None,
-        }
+        let v = self.value(i);
+        // SAFETY: a live value of the current row; an integer is read without conversion.
+        unsafe { (ffi::sqlite3_value_type(v) == ffi::SQLITE_INTEGER).then(|| ffi::sqlite3_value_int64(v)) }
     }
 
     /// The column's bytes when it holds text, else None.
     pub fn text(&self, i: c_int) -> Option<&'r [u8]> {
-        match self.kind(i) {
-            // SAFETY: a text value is returned as is (no conversion) and lives until the next step.
-            ffi::SQLITE_TEXT => unsafe { Some(bytes(ffi::sqlite3_column_text(self.stmt, i), self.stmt, i)) },
-            _ => None,
+        let v = self.value(i);
+        // SAFETY: text is returned as stored (no conversion) and lives until the next step.
+        unsafe {
+            (ffi::sqlite3_value_type(v) == ffi::SQLITE_TEXT).then(|| bytes(ffi::sqlite3_value_text(v), v))
         }
     }
 
     /// The column's bytes when it holds a blob, else None.
     pub fn blob(&self, i: c_int) -> Option<&'r [u8]> {
-        match self.kind(i) {
-            // SAFETY: as for `text`.
-            ffi::SQLITE_BLOB => unsafe {
-                Some(bytes(ffi::sqlite3_column_blob(self.stmt, i).cast(), self.stmt, i))
-            },
-            _ => None,
+        let v = self.value(i);
+        // SAFETY: as for `text`.
+        unsafe {
+            (ffi::sqlite3_value_type(v) == ffi::SQLITE_BLOB)
+                .then(|| bytes(ffi::sqlite3_value_blob(v).cast(), v))
         }
     }
 
     /// Whether the column is NULL.
     pub fn is_null(&self, i: c_int) -> bool {
-        self.kind(i) == ffi::SQLITE_NULL
+        // SAFETY: as in `int`.
+        unsafe { ffi::sqlite3_value_type(self.value(i)) == ffi::SQLITE_NULL }
     }
 }
 
-/// `len` bytes at `ptr` (which SQLite may give as null for an empty value).
-unsafe fn bytes<'r>(ptr: *const u8, stmt: *mut ffi::sqlite3_stmt, i: c_int) -> &'r [u8] {
-    let len = ffi::sqlite3_column_bytes(stmt, i);
+/// The bytes of `v`, whose data SQLite gave as `ptr` (null for an empty value).
+unsafe fn bytes<'r>(ptr: *const u8, v: *mut ffi::sqlite3_value) -> &'r [u8] {
+    let len = ffi::sqlite3_value_bytes(v);
     if ptr.is_null() || len <= 0 {
         &[]
     } else {
