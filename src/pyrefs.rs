@@ -1,7 +1,7 @@
 //! Python objects the core needs again and again (enum members, classes),
 //! looked up once per interpreter and cached.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -9,7 +9,8 @@ use pyo3::types::{PyDict, PyType};
 
 /// Members of `stabilize_events.types.EventType`/`EntityType` keyed by value.
 pub struct EnumTable {
-    pub by_value: HashMap<String, Py<PyAny>>,
+    /// Fx-hashed: looked up for every event read, and the keys are our own enum values.
+    pub by_value: FxHashMap<String, Py<PyAny>>,
     pub unknown: Option<Py<PyAny>>,
 }
 
@@ -17,7 +18,7 @@ fn load_enum(py: Python<'_>, name: &str, unknown: Option<&str>) -> PyResult<Enum
     let cls = py.import("stabilize_events.types")?.getattr(name)?;
     let members = cls.getattr("__members__")?;
     let members = members.cast::<pyo3::types::PyMapping>()?;
-    let mut by_value = HashMap::new();
+    let mut by_value = FxHashMap::default();
     for item in members.values()?.iter() {
         let value: String = item.getattr("value")?.extract()?;
         by_value.insert(value, item.unbind());

@@ -74,13 +74,11 @@ impl Session {
     }
 }
 
-/// A decoded string value: values with digits are mostly ids and counters,
-/// seen once, and caching them would only evict the statuses and types that
-/// do repeat.
+/// A decoded string value, from the cache when short: statuses and types
+/// repeat everywhere, and so do ids within a run of events (a stage's name
+/// and id come back in each of its events), while a value seen only once
+/// costs a slot (which allocates nothing) on top of its string.
 fn string_value<'py>(py: Python<'py>, keys: &mut KeyCache, text: &str) -> Bound<'py, PyAny> {
-    if text.len() > MAX_VALUE_LEN || text.bytes().any(|b| b.is_ascii_digit()) {
-        return pyo3::types::PyString::new(py, text).into_any();
-    }
     keys.get(py, text, MAX_VALUE_LEN).into_any()
 }
 

@@ -15,7 +15,8 @@ pub const MAX_VALUE_LEN: usize = 16;
 
 struct Slot {
     hash: u64,
-    text: Box<str>,
+    /// Inline up to 24 bytes: replacing a slot allocates nothing for short text.
+    text: compact_str::CompactString,
     value: Py<PyString>,
 }
 
@@ -36,14 +37,34 @@ impl KeyCache {
         let hash = fx_hash(text.as_bytes());
         let index = (hash as usize) & (SLOTS - 1);
         if let Some(slot) = &self.slots[index] {
-            if slot.hash == hash && &*slot.text == text {
+            if slot.hash == hash && same_bytes(slot.text.as_bytes(), text.as_bytes()) {
                 return slot.value.bind(py).clone();
             }
         }
         let value = PyString::new(py, text);
-        self.slots[index] = Some(Slot { hash, text: text.into(), value: value.clone().unbind() });
+        self.slots[index] =
+            Some(Slot { hash, text: compact_str::CompactString::new(text), value: value.clone().unbind() });
         value
     }
+}
+
+/// `a == b` inlined for the short strings cached here: a call to `memcmp`
+/// cost as much as the hash.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut a_words = a.chunks_exact(8);
+    let mut b_words = b.chunks_exact(8);
+    for (x, y) in (&mut a_words).zip(&mut b_words) {
+        if u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]))
+            != u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]))
+        {
+            return false;
+        }
+    }
+    a_words.remainder().iter().zip(b_words.remainder()).all(|(x, y)| x == y)
 }
 
 fn fx_hash(bytes: &[u8]) -> u64 {
@@ -57,4 +78,24 @@ fn fx_hash(bytes: &[u8]) -> u64 {
         h = (h.rotate_left(5) ^ b as u64).wrapping_mul(K);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_compares_every_byte_and_the_length() {
+        let base = b"wf-5-stage-1234-and-more-text".to_vec();
+        for len in 0..base.len() {
+            let a = &base[..len];
+            assert!(same_bytes(a, a));
+            assert!(!same_bytes(a, &base[..len + 1]), "lengths differ at {len}");
+            for i in 0..len {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!same_bytes(a, &b), "byte {i} of {len} differs");
+            }
+        }
+    }
 }
