@@ -10,8 +10,9 @@ use pyo3::types::PyString;
 const SLOTS: usize = 4096;
 /// Longest key cached; longer keys are rare.
 pub const MAX_KEY_LEN: usize = 64;
-/// Longest value cached: short values repeat (statuses, types), long ones rarely do.
-pub const MAX_VALUE_LEN: usize = 16;
+/// Longest value cached: statuses, types and the short ids that repeat across
+/// a stage's events (`wf-250-stage-1234`); a slot holds up to 24 bytes inline.
+pub const MAX_VALUE_LEN: usize = 24;
 
 struct Slot {
     hash: u64,

@@ -46,15 +46,22 @@ impl Event {
         Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
     }
 
-    /// A Python `Event` for a record read from a store.
-    ///
-    /// Such events are left out of the cyclic garbage collector: they only
-    /// reach objects decoded from the record (which cannot point back at the
-    /// event), and reads create them by the thousand, each of which the
-    /// collector would otherwise walk again and again. An application that
-    /// stores an event inside its own `data` makes a cycle Python will not free.
+    /// A Python `Event` for a record read from a store (see `untracked`).
     pub fn read(py: Python<'_>, rec: Arc<EventRecord>) -> PyResult<Bound<'_, Event>> {
-        let event = Bound::new(py, Event::from_record(rec))?;
+        Event::from_record(rec).untracked(py)
+    }
+
+    /// This event as a Python object left out of the cyclic garbage collector.
+    ///
+    /// Stores hand out events by the thousand (reads, and the resequenced
+    /// copies an append returns), each of which the collector would walk again
+    /// and again, and whose allocation would set off its collections. Such an
+    /// event only reaches objects made before it (its record's decoded values,
+    /// or the payload of the event it copies), which cannot point back at it;
+    /// an application that stores the event inside its own `data` makes a
+    /// cycle Python will not free.
+    pub fn untracked(self, py: Python<'_>) -> PyResult<Bound<'_, Event>> {
+        let event = Bound::new(py, self)?;
         // SAFETY: a live object we own; untracking only removes it from the GC's lists.
         unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
         Ok(event)

@@ -156,7 +156,7 @@ impl NativeStore {
         events
             .iter()
             .zip(records.drain(..))
-            .map(|(e, r)| Bound::new(py, e.get().resequenced(py, Arc::new(r))))
+            .map(|(e, r)| e.get().resequenced(py, Arc::new(r)).untracked(py))
             .collect()
     }
 }
