@@ -797,6 +797,25 @@ def test_concurrent_readers_see_consistent_prefix(store: EventStore) -> None:
     assert store.count_events() == 400
 
 
+def test_threads_reading_fresh_events_share_each_decoded_field(store: EventStore) -> None:
+    """Fields decoded on first access are made once per event as every thread sees it."""
+    store.append_batch([new_event(data={"n": i, "tags": ["a", i]}) for i in range(300)])
+    events = store.get_events_since(0, limit=1000)
+    n_threads = 8
+    seen: list[list[tuple[int, int, int]]] = [[] for _ in range(n_threads)]
+
+    def work(i: int) -> None:
+        # Half the threads walk the events backwards so that first accesses collide.
+        order = events if i % 2 else list(reversed(events))
+        seen[i] = [(id(e.data), id(e.metadata), id(e.timestamp)) for e in order]
+        if i % 2 == 0:
+            seen[i].reverse()
+
+    _run_threads(n_threads, work)
+    assert all(s == seen[0] for s in seen)
+    assert [e.data["n"] for e in events] == list(range(300))
+
+
 # --- extremes and properties ----------------------------------------------------------------------
 
 

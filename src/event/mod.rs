@@ -1,6 +1,7 @@
 //! The event model: the plain Rust row (`EventRecord`) that stores, replay and
 //! the codec work on, and the Python classes `Event` and `EventMetadata`.
 
+mod lazy;
 mod metadata;
 mod py_event;
 mod record;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
+use super::lazy::LazyObject;
 use super::{EventMetadata, EventRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
@@ -22,9 +22,9 @@ const CURRENT_SCHEMA_VERSION: i64 = 1;
 pub struct Event {
     rec: Arc<EventRecord>,
     /// The payload object: given at construction, or decoded from `rec.data` on first access.
-    data: PyOnceLock<Py<PyAny>>,
-    metadata: PyOnceLock<Py<PyAny>>,
-    timestamp: PyOnceLock<Py<PyAny>>,
+    data: LazyObject,
+    metadata: LazyObject,
+    timestamp: LazyObject,
 }
 
 /// Whether a stored type string reads back as `EventType.UNKNOWN`.
@@ -32,18 +32,10 @@ fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
     Ok(event_type == UNKNOWN_TYPE || !pyrefs::event_types(py)?.by_value.contains_key(event_type))
 }
 
-fn cell_with(py: Python<'_>, value: Option<&Py<PyAny>>) -> PyOnceLock<Py<PyAny>> {
-    let cell = PyOnceLock::new();
-    if let Some(v) = value {
-        let _ = cell.set(py, v.clone_ref(py));
-    }
-    cell
-}
-
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
-        Event { rec, data: PyOnceLock::new(), metadata: PyOnceLock::new(), timestamp: PyOnceLock::new() }
+        Event { rec, data: LazyObject::new(), metadata: LazyObject::new(), timestamp: LazyObject::new() }
     }
 
     /// A Python `Event` for a record read from a store (see `untracked`).
@@ -75,9 +67,9 @@ impl Event {
     pub fn resequenced(&self, py: Python<'_>, rec: Arc<EventRecord>) -> Event {
         Event {
             rec,
-            data: cell_with(py, self.data.get(py)),
-            metadata: cell_with(py, self.metadata.get(py)),
-            timestamp: cell_with(py, self.timestamp.get(py)),
+            data: LazyObject::with(self.data.get(py)),
+            metadata: LazyObject::with(self.metadata.get(py)),
+            timestamp: LazyObject::with(self.timestamp.get(py)),
         }
     }
 
@@ -87,15 +79,15 @@ impl Event {
         let mut rec = EventRecord { data: Vec::new(), ..(*self.rec).clone() };
         match self.data.get(py) {
             Some(obj) => {
-                if !obj.bind(py).is_instance_of::<PyDict>() {
-                    let tname = obj.bind(py).get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+                if !obj.is_instance_of::<PyDict>() {
+                    let tname = obj.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
                     return Err(CoreError::new(
                         Kind::Payload,
                         format!("data must be a dict, not {tname} (event {})", self.rec.event_id),
                     ));
                 }
                 let mut out = Vec::with_capacity(128);
-                codec::encode::encode(obj.bind(py), &mut out).map_err(|e| {
+                codec::encode::encode(&obj, &mut out).map_err(|e| {
                     CoreError::new(
                         Kind::Payload,
                         format!("{}: {} (event {})", e.path("data"), e.message, self.rec.event_id),
@@ -108,39 +100,37 @@ impl Event {
         Ok(rec)
     }
 
-    fn data_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
-        self.data
-            .get_or_try_init(py, || {
-                let obj = codec::decode::decode(py, &self.rec.data).map_err(|e| {
-                    CoreError::new(
-                        Kind::CorruptEvent,
-                        format!(
-                            "payload of event {} (sequence {}) cannot be decoded: {}",
-                            self.rec.event_id, self.rec.sequence, e.0
-                        ),
-                    )
-                })?;
-                if !obj.is_instance_of::<PyDict>() {
-                    return Err(CoreError::new(
-                        Kind::CorruptEvent,
-                        format!(
-                            "payload of event {} (sequence {}) is not a map",
-                            self.rec.event_id, self.rec.sequence
-                        ),
-                    )
-                    .into());
-                }
-                if reads_as_unknown(py, &self.rec.event_type)? {
-                    if let Ok(d) = obj.cast::<PyDict>() {
-                        // An "unknown.event" row may already carry its original type.
-                        if !d.contains(RAW_EVENT_TYPE)? {
-                            d.set_item(RAW_EVENT_TYPE, self.rec.event_type.as_str())?;
-                        }
+    fn data_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.data.get_or_try_init(py, || {
+            let obj = codec::decode::decode(py, &self.rec.data).map_err(|e| {
+                CoreError::new(
+                    Kind::CorruptEvent,
+                    format!(
+                        "payload of event {} (sequence {}) cannot be decoded: {}",
+                        self.rec.event_id, self.rec.sequence, e.0
+                    ),
+                )
+            })?;
+            if !obj.is_instance_of::<PyDict>() {
+                return Err(CoreError::new(
+                    Kind::CorruptEvent,
+                    format!(
+                        "payload of event {} (sequence {}) is not a map",
+                        self.rec.event_id, self.rec.sequence
+                    ),
+                )
+                .into());
+            }
+            if reads_as_unknown(py, &self.rec.event_type)? {
+                if let Ok(d) = obj.cast::<PyDict>() {
+                    // An "unknown.event" row may already carry its original type.
+                    if !d.contains(RAW_EVENT_TYPE)? {
+                        d.set_item(RAW_EVENT_TYPE, self.rec.event_type.as_str())?;
                     }
                 }
-                Ok::<_, PyErr>(obj.unbind())
-            })
-            .map(|o| o.bind(py))
+            }
+            Ok(obj)
+        })
     }
 
     fn event_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -164,24 +154,20 @@ impl Event {
         }
     }
 
-    fn metadata_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
-        self.metadata
-            .get_or_try_init(py, || {
-                let m = EventMetadata {
-                    correlation_id: self.rec.correlation_id.to_string(),
-                    causation_id: self.rec.causation_id.as_ref().map(|c| c.to_string()),
-                    actor: self.rec.actor.to_string(),
-                    source_handler: self.rec.source_handler.as_ref().map(|c| c.to_string()),
-                };
-                Ok::<_, PyErr>(Bound::new(py, m)?.into_any().unbind())
-            })
-            .map(|o| o.bind(py))
+    fn metadata_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.metadata.get_or_try_init(py, || {
+            let m = EventMetadata {
+                correlation_id: self.rec.correlation_id.to_string(),
+                causation_id: self.rec.causation_id.as_ref().map(|c| c.to_string()),
+                actor: self.rec.actor.to_string(),
+                source_handler: self.rec.source_handler.as_ref().map(|c| c.to_string()),
+            };
+            Ok(Bound::new(py, m)?.into_any())
+        })
     }
 
-    fn timestamp_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
-        self.timestamp
-            .get_or_try_init(py, || Ok::<_, PyErr>(time::utc_datetime(py, self.rec.timestamp_us)?.unbind()))
-            .map(|o| o.bind(py))
+    fn timestamp_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.timestamp.get_or_try_init(py, || Ok(time::utc_datetime(py, self.rec.timestamp_us)?.into_any()))
     }
 
     fn field_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -191,14 +177,14 @@ impl Event {
             [
                 PyString::new(py, &r.event_id).into_any(),
                 self.event_type_object(py)?,
-                self.timestamp_object(py)?.clone(),
+                self.timestamp_object(py)?,
                 r.sequence.into_pyobject(py)?.into_any(),
                 self.entity_type_object(py)?,
                 PyString::new(py, &r.entity_id).into_any(),
                 PyString::new(py, &r.workflow_id).into_any(),
                 r.version.into_pyobject(py)?.into_any(),
-                self.data_object(py)?.clone(),
-                self.metadata_object(py)?.clone(),
+                self.data_object(py)?,
+                self.metadata_object(py)?,
                 r.schema_version.into_pyobject(py)?.into_any(),
             ],
         )
@@ -309,9 +295,9 @@ impl Event {
         let data_unbound = data_obj.unbind();
         Ok(Event {
             rec: Arc::new(rec),
-            data: cell_with(py, Some(&data_unbound)),
-            metadata: cell_with(py, meta_obj.map(|m| m.unbind()).as_ref()),
-            timestamp: cell_with(py, timestamp_obj.as_ref()),
+            data: LazyObject::with(Some(data_unbound.into_bound(py))),
+            metadata: LazyObject::with(meta_obj),
+            timestamp: LazyObject::with(timestamp_obj.map(|t| t.into_bound(py))),
         })
     }
 
@@ -330,7 +316,7 @@ impl Event {
     /// When it happened, as an aware UTC datetime.
     #[getter]
     fn timestamp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.timestamp_object(py).cloned()
+        self.timestamp_object(py)
     }
 
     /// Global position in the store (0 until appended).
@@ -364,12 +350,12 @@ impl Event {
     /// The payload, decoded on first access.
     #[getter]
     fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.data_object(py).cloned()
+        self.data_object(py)
     }
 
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.metadata_object(py).cloned()
+        self.metadata_object(py)
     }
 
     #[getter]
