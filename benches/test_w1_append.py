@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import FreshStores, Impl, record_rate
+from conftest import FreshStores, Impl, record_rate, settled
 from streams import env_int, standard_stream
 
 EVENTS = env_int("W1_EVENTS", 10_000)
@@ -18,7 +18,7 @@ EVENTS = env_int("W1_EVENTS", 10_000)
 
 def test_w1_append(benchmark: Any, impl: Impl, fresh_stores: FreshStores) -> None:
     def setup() -> tuple[tuple[Any, list[Any]], dict[str, Any]]:
-        events = standard_stream(impl.api, 0, EVENTS)
+        events = settled(standard_stream(impl.api, 0, EVENTS))
         return (fresh_stores.new(), events), {}
 
     def append_each(store: Any, events: list[Any]) -> None:

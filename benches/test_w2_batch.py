@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import FreshStores, Impl, record_rate
+from conftest import FreshStores, Impl, record_rate, settled
 from streams import WORKFLOWS, env_int, store_batches
 
 EVENTS = env_int("W2_EVENTS", 200_000)
@@ -18,7 +18,7 @@ EVENTS = env_int("W2_EVENTS", 200_000)
 
 def test_w2_append_batch(benchmark: Any, impl: Impl, fresh_stores: FreshStores) -> None:
     def setup() -> tuple[tuple[Any, list[list[Any]]], dict[str, Any]]:
-        batches = store_batches(impl.api, EVENTS)
+        batches = settled(store_batches(impl.api, EVENTS))
         return (fresh_stores.new(), batches), {}
 
     def append_batches(store: Any, batches: list[list[Any]]) -> None:

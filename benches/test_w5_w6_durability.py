@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import FreshStores, Impl, record_rate
+from conftest import FreshStores, Impl, record_rate, settled
 from streams import env_int, standard_stream
 from test_w1_append import EVENTS as W1_EVENTS
 
@@ -115,7 +115,7 @@ def test_w5_append_full(benchmark: Any, impl: Impl, fresh_stores: FreshStores) -
     settings: dict[str, Any] = {}
 
     def setup() -> tuple[tuple[Any, list[Any]], dict[str, Any]]:
-        events = standard_stream(impl.api, 0, W5_EVENTS)
+        events = settled(standard_stream(impl.api, 0, W5_EVENTS))
         store, pragmas = open_full(impl, fresh_stores)
         settings.update(pragmas)
         return (store, events), {}
@@ -223,7 +223,7 @@ def test_w6_threads_append_full(benchmark: Any, impl: Impl, fresh_stores: FreshS
     def setup() -> tuple[tuple[ThreadedAppends], dict[str, Any]]:
         if rounds:
             rounds[-1].finish()
-        streams = [standard_stream(impl.api, k, W6_PER_THREAD) for k in range(W6_THREADS)]
+        streams = settled([standard_stream(impl.api, k, W6_PER_THREAD) for k in range(W6_THREADS)])
         store, _ = open_full(impl, fresh_stores)
         work = ThreadedAppends(
             store,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Impl, db_bytes, ours_impl, record_extra, remove_db
+from conftest import Impl, db_bytes, ours_impl, record_extra, remove_db, settled
 from streams import WORKFLOWS, env_int, store_batches
 
 TOTAL = env_int("W9_EVENTS", 10_000_000)
@@ -58,7 +58,7 @@ def test_w9_growth(benchmark: Any, ours: Impl, growth_db: Path) -> None:
 
     def setup() -> tuple[tuple[list[list[Any]]], dict[str, Any]]:
         r = next(next_round)
-        return (store_batches(ours.api, ROUND_EVENTS, first_workflow=r * WORKFLOWS),), {}
+        return (settled(store_batches(ours.api, ROUND_EVENTS, first_workflow=r * WORKFLOWS)),), {}
 
     def append_round(batches: list[list[Any]]) -> None:
         append_batch = store.append_batch
