@@ -36,7 +36,7 @@ impl KeyCache {
             return PyString::new(py, text);
         }
         let hash = fx_hash(text.as_bytes());
-        let index = (hash as usize) & (SLOTS - 1);
+        let index = slot_of(hash);
         if let Some(slot) = &self.slots[index] {
             if slot.hash == hash && same_bytes(slot.text.as_bytes(), text.as_bytes()) {
                 return slot.value.bind(py).clone();
@@ -47,6 +47,14 @@ impl KeyCache {
             Some(Slot { hash, text: compact_str::CompactString::new(text), value: value.clone().unbind() });
         value
     }
+}
+
+/// The slot of a hash: its top bits. A multiplicative hash mixes its input
+/// into the high bits, while the low ones follow only the last few bytes: ids
+/// ending alike (`wf-250-stage-1234`, `step-1234`) collided there (W3 on such
+/// ids ran 10% slower).
+fn slot_of(hash: u64) -> usize {
+    (hash >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
 /// `a == b` inlined for the short strings cached here: a call to `memcmp`
@@ -83,7 +91,18 @@ fn fx_hash(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{fx_hash, same_bytes, slot_of, SLOTS};
+
+    #[test]
+    fn similar_ids_spread_over_the_slots() {
+        for pattern in ["wf-250-stage-{}", "step-{}", "wf-5-task-{}", "{}"] {
+            let slots: std::collections::HashSet<usize> = (0..1000)
+                .map(|i| slot_of(fx_hash(pattern.replace("{}", &i.to_string()).as_bytes())))
+                .collect();
+            // 1,000 random picks of 4,096 slots land on ~890 distinct ones.
+            assert!(slots.len() > 850, "{pattern}: {} distinct slots of {SLOTS}", slots.len());
+        }
+    }
 
     #[test]
     fn same_bytes_compares_every_byte_and_the_length() {
