@@ -171,6 +171,26 @@ def test_nan_round_trips() -> None:
     assert type(got) is float and math.isnan(got)
 
 
+def test_keys_read_back_whatever_the_payload_before_had_in_their_place() -> None:
+    """Keys are remembered by position between payloads; a different key there still reads right."""
+    payloads = [
+        {"ab": 1, "cd": {"ef": 2}},
+        {"ba": 1, "cd": {"fe": 2}},
+        {"ab": 1, "dc": {"ef": 2}, "x": 3},
+        {"cd": {"ef": 2}, "ab": 1},
+        {"a" * 24: 1, "b" * 25: 2},
+        {"a" * 23 + "b": 1, "b" * 25: 2},
+        {"é": 1, "e": 2},
+        {},
+        {"ab": 1, "cd": {"ef": 2}},
+    ]
+    blobs = [encode_payload(p) for p in payloads]
+    for _ in range(3):
+        decoded = [decode_payload(b) for b in blobs]
+        assert decoded == payloads
+        assert [list(d) for d in decoded] == [list(p) for p in payloads]
+
+
 def test_bool_is_not_int_and_int_is_not_bool() -> None:
     assert rt([True, 1, False, 0]) == [True, 1, False, 0]
     assert [type(v) for v in rt([True, 1, False, 0])] == [bool, int, bool, int]

@@ -60,7 +60,7 @@ impl Session {
             }
             _ => {}
         }
-        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache(), acyclic: true };
+        let mut reader = Reader { py, buf: bytes, pos: 0, keys: self.cache(), keys_read: 0, acyclic: true };
         let value = reader.value(0)?;
         if reader.pos != bytes.len() {
             return err(format!("{} trailing bytes after the payload", bytes.len() - reader.pos));
@@ -113,6 +113,8 @@ struct Reader<'a, 'py> {
     buf: &'a [u8],
     pos: usize,
     keys: &'a mut KeyCache,
+    /// Map keys read so far: the position `KeyCache::get_at` remembers them by.
+    keys_read: usize,
     /// Whether the value just decoded holds nothing the cycle collector needs
     /// to see: an atomic value, or a dict of such values (see `map`).
     acyclic: bool,
@@ -304,7 +306,8 @@ impl<'a, 'py> Reader<'a, 'py> {
             }
         };
         let text = self.text(n)?;
-        Ok(self.keys.get(self.py, text, MAX_KEY_LEN).into_any())
+        self.keys_read += 1;
+        Ok(self.keys.get_at(self.py, self.keys_read - 1, text, MAX_KEY_LEN).into_any())
     }
 
     fn ext(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
