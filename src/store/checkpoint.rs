@@ -89,7 +89,7 @@ impl Checkpointer {
 
     fn run(&self) {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let Ok(conn) = Connection::open_with_flags(&self.path, flags) else { return };
+        let Ok(conn) = super::wal_vfs::open(&self.path, flags) else { return };
         loop {
             {
                 let mut state = self.state();

@@ -13,6 +13,7 @@ mod sqlite_insert;
 mod sqlite_scan;
 pub mod sqlite_store;
 mod sqlite_write;
+mod wal_vfs;
 
 use std::sync::Arc;
 

@@ -274,7 +274,7 @@ impl SqliteBackend {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = match &config.location {
-            Location::File(path) => Connection::open_with_flags(path, flags),
+            Location::File(path) => super::wal_vfs::open(path, flags),
             Location::Memory => Connection::open_in_memory_with_flags(flags),
         }
         .map_err(|e| sql_error(e, "opening the database", config))?;
@@ -453,7 +453,7 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
 /// it: only then may an open that failed on a file it created remove it.
 fn abandoned(path: &Path) -> bool {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let Ok(conn) = Connection::open_with_flags(path, flags) else { return false };
+    let Ok(conn) = super::wal_vfs::open(path, flags) else { return false };
     // No busy timeout (rusqlite sets 5 s): a writer holding the lock means the file is in use.
     if conn.busy_timeout(std::time::Duration::ZERO).is_err() || conn.execute_batch("BEGIN IMMEDIATE").is_err()
     {
