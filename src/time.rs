@@ -38,6 +38,63 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Writes `datetime.isoformat()` of aware UTC instants
+/// (`2024-03-01T12:00:00.123456+00:00`; no fraction when it is zero). The date
+/// part is kept from one call to the next: a workflow's instants mostly fall
+/// on one day.
+pub struct IsoFormatter {
+    day: Option<i64>,
+    buf: [u8; 32],
+}
+
+impl Default for IsoFormatter {
+    fn default() -> Self {
+        IsoFormatter { day: None, buf: *b"0000-00-00T00:00:00.000000+00:00" }
+    }
+}
+
+impl IsoFormatter {
+    /// The text of the instant `micros` (µs since the epoch); None outside
+    /// datetime's years 1..=9999.
+    pub fn format(&mut self, micros: i64) -> Option<&str> {
+        let day = micros.div_euclid(MICROS_PER_DAY);
+        let rem = micros.rem_euclid(MICROS_PER_DAY);
+        if self.day != Some(day) {
+            let (year, month, date) = civil_from_days(day);
+            if !(1..=9999).contains(&year) {
+                return None;
+            }
+            let year = year as u32;
+            self.two(0, year / 100);
+            self.two(2, year % 100);
+            self.two(5, month);
+            self.two(8, date);
+            self.day = Some(day);
+        }
+        let secs = (rem / MICROS_PER_SEC) as u32;
+        let frac = (rem % MICROS_PER_SEC) as u32;
+        self.two(11, secs / 3600);
+        self.two(14, secs / 60 % 60);
+        self.two(17, secs % 60);
+        let end = if frac == 0 {
+            19
+        } else {
+            self.buf[19] = b'.';
+            self.two(20, frac / 10_000);
+            self.two(22, frac / 100 % 100);
+            self.two(24, frac % 100);
+            26
+        };
+        self.buf[end..end + 6].copy_from_slice(b"+00:00");
+        crate::codec::utf8(&self.buf[..end + 6]).ok()
+    }
+
+    fn two(&mut self, at: usize, n: u32) {
+        self.buf[at] = b'0' + (n / 10) as u8;
+        self.buf[at + 1] = b'0' + (n % 10) as u8;
+    }
+}
+
 /// Wall-clock fields of a datetime, and its UTC offset in seconds if aware.
 pub struct Fields {
     pub wall_micros: i64,
@@ -180,6 +237,25 @@ pub fn now_micros() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isoformat_as_python_writes_it() {
+        let cases = [
+            (0, "1970-01-01T00:00:00+00:00"),
+            (1_709_294_400_123_456, "2024-03-01T12:00:00.123456+00:00"),
+            (1_709_294_399_000_001, "2024-03-01T11:59:59.000001+00:00"),
+            (-1, "1969-12-31T23:59:59.999999+00:00"),
+            (253_402_300_799_999_999, "9999-12-31T23:59:59.999999+00:00"),
+        ];
+        let mut iso = IsoFormatter::default();
+        for (micros, text) in cases {
+            assert_eq!(iso.format(micros), Some(text), "{micros}");
+            assert_eq!(IsoFormatter::default().format(micros), Some(text), "{micros}, alone");
+        }
+        // A fraction, then none: the fraction's bytes do not stay.
+        assert_eq!(iso.format(1_709_294_400_000_000), Some("2024-03-01T12:00:00+00:00"));
+        assert_eq!(iso.format(253_402_300_800_000_000), None, "year 10000");
+    }
 
     #[test]
     fn civil_round_trip() {

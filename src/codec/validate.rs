@@ -18,6 +18,14 @@ fn bad<T>(what: String) -> Result<T> {
 
 /// Ok if `raw` holds exactly one value that `decode` turns into Python.
 pub fn validate(raw: &[u8]) -> Result<()> {
+    // A lone small int or short string, most of what the fold keeps: no walk.
+    match *raw {
+        [0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3] => return Ok(()),
+        [m @ 0xa0..=0xbf, ref text @ ..] if text.len() == (m & 0x1f) as usize => {
+            return utf8(text).map(|_| ()).map_err(|e| ViewError(format!("invalid UTF-8 in string: {e}")));
+        }
+        _ => {}
+    }
     let mut c = Checker { buf: raw, pos: 0 };
     c.item(0, false)?;
     if c.pos != raw.len() {

@@ -21,7 +21,17 @@ fn read_be(buf: &[u8], at: usize, n: usize) -> Result<u64> {
 
 /// The shape of the value starting at `at`: its header length, the byte length
 /// of its inline body, and the number of nested values that follow.
+#[inline(always)]
 pub(super) fn header(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
+    // Small ints and short strings, most of what payloads hold, without the table.
+    match buf.get(at) {
+        Some(&(0x00..=0x7f | 0xe0..=0xff)) => Ok((1, 0, 0)),
+        Some(&m @ 0xa0..=0xbf) => Ok((1, (m & 0x1f) as usize, 0)),
+        _ => header_table(buf, at),
+    }
+}
+
+fn header_table(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
     let Some(&m) = buf.get(at) else {
         return truncated(at);
     };
@@ -57,7 +67,18 @@ pub(super) fn header(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
 }
 
 /// The index just past the value starting at `at`.
+#[inline(always)]
 pub fn skip(buf: &[u8], at: usize) -> Result<usize> {
+    // A scalar, the usual case, without the counting loop.
+    let (head, body, nested) = header(buf, at)?;
+    if nested == 0 && !matches!(buf[at], 0x80 | 0x90 | 0xdc..=0xdf) {
+        let end = at + head + body;
+        return if end <= buf.len() { Ok(end) } else { truncated(at) };
+    }
+    skip_nested(buf, at)
+}
+
+fn skip_nested(buf: &[u8], at: usize) -> Result<usize> {
     let mut pos = at;
     // Values still to skip; an explicit counter instead of recursion, so
     // hostile nesting cannot overflow the stack.
@@ -79,6 +100,7 @@ pub fn skip(buf: &[u8], at: usize) -> Result<usize> {
 }
 
 /// The string at `at`, if the value there is one.
+#[inline]
 fn str_at(buf: &[u8], at: usize) -> Result<Option<(&str, usize)>> {
     let (head, body, _) = header(buf, at)?;
     let m = buf[at];
@@ -111,7 +133,18 @@ fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Resu
     };
     let mut pos = head;
     for _ in 0..n {
-        let key = str_at(raw, pos)?;
+        let key = match raw.get(pos) {
+            // A short string key, as payloads have: no table, no second bounds check.
+            Some(&m @ 0xa0..=0xbf) => {
+                let end = pos + 1 + (m & 0x1f) as usize;
+                let Some(text) = raw.get(pos + 1..end) else { return truncated(pos) };
+                Some((
+                    crate::codec::utf8(text).map_err(|e| ViewError(format!("invalid UTF-8 key: {e}")))?,
+                    end,
+                ))
+            }
+            _ => str_at(raw, pos)?,
+        };
         let value_at = match key {
             Some((_, end)) => end,
             None => skip(raw, pos)?,
@@ -135,46 +168,22 @@ pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
     Ok(walk_map(raw, |k, v| out.push((k, v)))?.then_some(out))
 }
 
-/// The raw value under `key` in the map `raw` (the last one if repeated), or
-/// None when absent. An error if `raw` is not a map: an event payload always is.
-pub fn get<'a>(raw: &'a [u8], key: &str) -> Result<Option<&'a [u8]>> {
-    Ok(MapView::parse(raw)?.get(key))
-}
-
-/// Entries kept on the stack by `MapView`; bigger maps spill to the heap.
-const INLINE_ENTRIES: usize = 16;
-
-/// A payload map read once: its entries, looked up by key without rescanning.
-pub struct MapView<'a> {
-    inline: [(&'a str, &'a [u8]); INLINE_ENTRIES],
-    len: usize,
-    spill: Vec<(&'a str, &'a [u8])>,
-}
-
-impl<'a> MapView<'a> {
-    /// Read the map `raw` holds; an error if it is not exactly one map
-    /// (an event payload always is). Entries with non-string keys are passed over.
-    pub fn parse(raw: &'a [u8]) -> Result<Self> {
-        let mut view = MapView { inline: [("", &[]); INLINE_ENTRIES], len: 0, spill: Vec::new() };
-        let is_map = walk_map(raw, |k, v| {
-            if view.len < INLINE_ENTRIES {
-                view.inline[view.len] = (k, v);
-                view.len += 1;
-            } else {
-                view.spill.push((k, v));
+/// The raw values under the wanted `keys` (None: nothing wanted in that slot)
+/// of the map `raw` holds, found in one pass; a repeated key gives its last
+/// value. An error if `raw` is not exactly one map: an event payload always is.
+pub fn lookup<'a, const N: usize>(raw: &'a [u8], keys: [Option<&str>; N]) -> Result<[Option<&'a [u8]>; N]> {
+    let mut found = [None; N];
+    let is_map = walk_map(raw, |k, v| {
+        for (want, slot) in keys.iter().zip(found.iter_mut()) {
+            if *want == Some(k) {
+                *slot = Some(v);
             }
-        })?;
-        if !is_map {
-            return Err(ViewError(format!("payload is not a map (marker 0x{:02x})", raw[0])));
         }
-        Ok(view)
+    })?;
+    if !is_map {
+        return Err(ViewError(format!("payload is not a map (marker 0x{:02x})", raw[0])));
     }
-
-    /// The raw value under `key` (the last one if repeated), or None.
-    pub fn get(&self, key: &str) -> Option<&'a [u8]> {
-        let found = self.spill.iter().rev().find(|(k, _)| *k == key);
-        found.or_else(|| self.inline[..self.len].iter().rev().find(|(k, _)| *k == key)).map(|(_, v)| *v)
-    }
+    Ok(found)
 }
 
 /// The integer `raw` holds, if it is one within 64 bits.
@@ -232,24 +241,26 @@ mod tests {
         let inner = map(&[("x", &encode_int(7)), ("msg", &encode_str("hi"))]);
         let outer =
             map(&[("outputs", &inner), ("status", &encode_str("SUCCEEDED")), ("n", &encode_int(-300))]);
-        assert_eq!(get(&outer, "status").unwrap(), Some(&encode_str("SUCCEEDED")[..]));
-        assert_eq!(get(&outer, "outputs").unwrap(), Some(&inner[..]));
-        assert_eq!(get(&outer, "missing").unwrap(), None);
-        assert_eq!(as_i64(get(&outer, "n").unwrap().unwrap()), Some(-300));
+        let [status, outputs, missing, n, unwanted] =
+            lookup(&outer, [Some("status"), Some("outputs"), Some("missing"), Some("n"), None]).unwrap();
+        assert_eq!(status, Some(&encode_str("SUCCEEDED")[..]));
+        assert_eq!(outputs, Some(&inner[..]));
+        assert_eq!((missing, unwanted), (None, None));
+        assert_eq!(as_i64(n.unwrap()), Some(-300));
         assert_eq!(skip(&outer, 0).unwrap(), outer.len());
         assert_eq!(map_entries(&encode_int(1)).unwrap(), None);
         // A payload that is not a map, or has bytes after it, is an error, not "no keys".
-        assert!(get(&encode_int(1), "status").is_err());
-        assert!(get(&[0xc1], "status").is_err());
+        assert!(lookup(&encode_int(1), [Some("status")]).is_err());
+        assert!(lookup(&[0xc1], [Some("status")]).is_err());
         let mut trailing = outer.clone();
         trailing.push(0xc0);
-        assert!(get(&trailing, "status").is_err());
+        assert!(lookup(&trailing, [Some("status")]).is_err());
     }
 
     #[test]
     fn rejects_truncated_and_hostile_input() {
         let outer = map(&[("status", &encode_str("SUCCEEDED"))]);
-        assert!(get(&outer[..outer.len() - 2], "status").is_err());
+        assert!(lookup(&outer[..outer.len() - 2], [Some("status")]).is_err());
         // An array claiming 2^32-1 items in 5 bytes.
         assert!(skip(&[0xdd, 0xff, 0xff, 0xff, 0xff], 0).is_err());
         // Deep nesting is walked without recursion.

@@ -1,10 +1,12 @@
 //! `WorkflowState` and the fold rules (those of the reference's `EventReplayer`).
 //!
-//! Every value kept is raw msgpack, so values of any type pass through the
-//! fold untouched and decode to the same Python objects the payload holds.
-//! The layout is chosen for speed: stage and task fields sit in small vectors
-//! searched linearly, constant values and field names are static (no
-//! allocation), and entities are found through one hash table of indexes.
+//! Every payload value kept is raw msgpack, so values of any type pass through
+//! the fold untouched and decode to the same Python objects the payload holds;
+//! instants stay integers until the state is built. The layout is chosen for
+//! speed: each event's payload is read in one pass for the keys its rule
+//! needs, stage and task fields sit in small vectors searched linearly,
+//! constant values and field names are static (no allocation), and entities
+//! are found through one hash table of indexes.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -19,10 +21,8 @@ use crate::codec::decode;
 use crate::codec::validate::validate;
 use crate::codec::view::{self, ViewError, NIL};
 use crate::errors::{CoreError, Kind};
-use crate::time::{civil_from_days, MICROS_PER_DAY, MICROS_PER_SEC};
+use crate::time::IsoFormatter;
 
-/// A kept value: raw msgpack, static for the fold's own constants.
-type Val = Cow<'static, [u8]>;
 type Result<T> = std::result::Result<T, ViewError>;
 
 // msgpack fixstr encodings of the statuses the rules write.
@@ -33,6 +33,41 @@ const CANCELED: &[u8] = b"\xa8CANCELED";
 const PAUSED: &[u8] = b"\xa6PAUSED";
 const SUSPENDED: &[u8] = b"\xa9SUSPENDED";
 const SKIPPED: &[u8] = b"\xa7SKIPPED";
+/// The values `Val::Shared` holds.
+const SHARED: [&[u8]; 8] = [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
+
+/// A kept value.
+#[derive(Debug, Clone)]
+enum Val {
+    /// nil and the statuses the rules write: shared statics, no allocation.
+    Shared(&'static [u8]),
+    /// A payload value, raw msgpack (checked to decode when kept).
+    Raw(Box<[u8]>),
+    /// An event's instant (µs since the epoch), as `isoformat()` once the
+    /// state is built: most are overwritten before then, so none is formatted
+    /// during the fold.
+    Time(i64),
+    /// The entity's own id (its "id" field): the same string as its key.
+    Id,
+}
+
+const NONE: Val = Val::Shared(NIL);
+
+impl Val {
+    /// The value as msgpack, for arithmetic on it (`retry_count + 1`), where
+    /// an entity's own id never stands.
+    fn msgpack(&self) -> Cow<'_, [u8]> {
+        match self {
+            Val::Shared(raw) => Cow::Borrowed(raw),
+            Val::Raw(raw) => Cow::Borrowed(raw),
+            Val::Time(micros) => {
+                let mut iso = IsoFormatter::default();
+                Cow::Owned(view::encode_str(iso.format(*micros).unwrap_or_default()).into_vec())
+            }
+            Val::Id => Cow::Borrowed(NIL),
+        }
+    }
+}
 
 /// Fields of a stage or task in first-set order (a handful: linear search wins).
 #[derive(Debug, Clone, Default)]
@@ -40,9 +75,17 @@ struct Fields {
     items: Vec<(Cow<'static, str>, Val)>,
 }
 
+/// Fields a stage or task has at most under the rules: one allocation each.
+const ENTITY_FIELDS: usize = 10;
+
 impl Fields {
+    fn entity() -> Self {
+        Fields { items: Vec::with_capacity(ENTITY_FIELDS) }
+    }
+
     fn position(&self, key: &str) -> Option<usize> {
-        self.items.iter().position(|(k, _)| k == key)
+        // The rules' keys are statics: most compare by address.
+        self.items.iter().position(|(k, _)| same_key(k, key))
     }
 
     fn put(&mut self, key: &'static str, value: Val) {
@@ -64,36 +107,41 @@ impl Fields {
     }
 }
 
+fn same_key(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// Entities by id, in first-seen order.
 #[derive(Debug, Clone, Default)]
 struct Entities {
     table: HashTable<usize>,
-    items: Vec<(Box<str>, Fields)>,
+    items: Vec<(compact_str::CompactString, Fields)>,
 }
 
 impl Entities {
-    /// The entity `id`, created by `make` on first sight.
-    fn get_or_insert_with(&mut self, id: &str, make: impl FnOnce() -> Result<Fields>) -> Result<&mut Fields> {
-        let hash = FxBuildHasher.hash_one(id);
+    /// The index of entity `id` (`hash`: its `FxBuildHasher` hash), if seen.
+    fn find(&self, hash: u64, id: &str) -> Option<usize> {
         let items = &self.items;
-        let found = self.table.find(hash, |&i| &*items[i].0 == id).copied();
-        let at = match found {
-            Some(i) => i,
-            None => {
-                let fields = make()?;
-                self.items.push((id.into(), fields));
-                let i = self.items.len() - 1;
-                let items = &self.items;
-                self.table.insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&*items[j].0));
-                i
-            }
-        };
-        Ok(&mut self.items[at].1)
+        self.table.find(hash, |&i| items[i].0 == id).copied()
     }
 
-    fn set(&mut self, id: &str, fields: Fields) -> Result<()> {
-        *self.get_or_insert_with(id, || Ok(Fields::default()))? = fields;
-        Ok(())
+    /// Add entity `id`, not seen before; its fields.
+    fn insert(&mut self, hash: u64, id: &str, fields: Fields) -> &mut Fields {
+        self.items.push((id.into(), fields));
+        let i = self.items.len() - 1;
+        let items = &self.items;
+        self.table.insert_unique(hash, i, |&j| FxBuildHasher.hash_one(items[j].0.as_str()));
+        &mut self.items[i].1
+    }
+
+    fn set(&mut self, id: &str, fields: Fields) {
+        let hash = FxBuildHasher.hash_one(id);
+        match self.find(hash, id) {
+            Some(i) => self.items[i].1 = fields,
+            None => {
+                self.insert(hash, id, fields);
+            }
+        }
     }
 }
 
@@ -111,86 +159,32 @@ pub struct WorkflowState {
     tasks: Entities,
 }
 
-/// `datetime.isoformat()` of an aware UTC datetime, as msgpack (str8: it can be 32 bytes).
-fn iso(micros: i64) -> Val {
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let rem = micros.rem_euclid(MICROS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    if !(0..=9999).contains(&year) {
-        // Outside datetime's range; never produced by a real timestamp.
-        return Cow::Owned(view::encode_str(&format!("{year}-{month:02}-{day:02}")).into_vec());
-    }
-    let secs = rem / MICROS_PER_SEC;
-    let frac = rem % MICROS_PER_SEC;
-    let mut out = Vec::with_capacity(33);
-    out.extend_from_slice(&[0xd9, 0]); // str8 marker; the length is set below
-    let num = |n: i64, width: usize, out: &mut Vec<u8>| {
-        for i in (0..width).rev() {
-            out.push(b'0' + ((n / 10i64.pow(i as u32)) % 10) as u8);
-        }
-    };
-    num(year, 4, &mut out);
-    out.push(b'-');
-    num(month as i64, 2, &mut out);
-    out.push(b'-');
-    num(day as i64, 2, &mut out);
-    out.push(b'T');
-    num(secs / 3600, 2, &mut out);
-    out.push(b':');
-    num((secs / 60) % 60, 2, &mut out);
-    out.push(b':');
-    num(secs % 60, 2, &mut out);
-    if frac != 0 {
-        out.push(b'.');
-        num(frac, 6, &mut out);
-    }
-    out.extend_from_slice(b"+00:00");
-    out[1] = (out.len() - 2) as u8;
-    Cow::Owned(out)
-}
-
 /// A kept copy of `raw`; the statuses the rules themselves write (and nil)
 /// are shared statics rather than one allocation per event.
 /// A value that would not decode is refused here, while its event is known.
 fn owned(raw: &[u8]) -> Result<Val> {
-    const SHARED: [&[u8]; 8] = [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
     match SHARED.iter().find(|s| **s == raw) {
-        Some(shared) => Ok(Cow::Borrowed(shared)),
+        Some(shared) => Ok(Val::Shared(shared)),
         None => {
             validate(raw)?;
-            Ok(Cow::Owned(raw.to_vec()))
+            Ok(Val::Raw(raw.into()))
         }
-    }
-}
-
-/// An event's payload, read (once) only if a rule looks inside it.
-struct Payload<'a> {
-    raw: &'a [u8],
-    map: Option<view::MapView<'a>>,
-}
-
-impl<'a> Payload<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        Payload { raw, map: None }
-    }
-
-    /// `data.get(key)`.
-    fn get(&mut self, key: &str) -> Result<Option<&'a [u8]>> {
-        if self.map.is_none() {
-            self.map = Some(view::MapView::parse(self.raw)?);
-        }
-        Ok(self.map.as_ref().and_then(|m| m.get(key)))
     }
 }
 
 /// `data.get(key)` as a kept value (nil when absent).
-fn get_or_nil(data: &mut Payload<'_>, key: &str) -> Result<Val> {
-    data.get(key)?.map_or(Ok(Cow::Borrowed(NIL)), owned)
+fn or_nil(found: Option<&[u8]>) -> Result<Val> {
+    found.map_or(Ok(NONE), owned)
 }
 
 /// `data.get(key, default)` as a kept value.
-fn get_or(data: &mut Payload<'_>, key: &str, default: &'static [u8]) -> Result<Val> {
-    data.get(key)?.map_or(Ok(Cow::Borrowed(default)), owned)
+fn or(found: Option<&[u8]>, default: &'static [u8]) -> Result<Val> {
+    found.map_or(Ok(Val::Shared(default)), owned)
+}
+
+/// Only on an entity's first event: its keys are read then, and only then.
+fn first(new: bool, key: &'static str) -> Option<&'static str> {
+    new.then_some(key)
 }
 
 /// Private extension type for "base + n" where base is not a 64-bit int
@@ -200,9 +194,9 @@ const DEFERRED_ADD: i8 = 99;
 
 /// `before + 1` as a kept value (`before` absent counts as 0).
 fn increment(before: Option<&[u8]>) -> Val {
-    let Some(raw) = before else { return Cow::Owned(view::encode_int(1).into_vec()) };
+    let Some(raw) = before else { return Val::Raw(view::encode_int(1)) };
     if let Some(n) = view::as_i64(raw).and_then(|n| n.checked_add(1)) {
-        return Cow::Owned(view::encode_int(n).into_vec());
+        return Val::Raw(view::encode_int(n));
     }
     let (base, n) = match deferred_parts(raw) {
         Some((base, n)) => (base, n + 1),
@@ -213,7 +207,7 @@ fn increment(before: Option<&[u8]>) -> Val {
     let mut out = Vec::with_capacity(payload.len() + 6);
     let _ = rmp::encode::write_ext_meta(&mut out, payload.len() as u32, DEFERRED_ADD);
     out.extend_from_slice(&payload);
-    Cow::Owned(out)
+    Val::Raw(out.into())
 }
 
 /// (base, n) of a deferred addition made by `increment`.
@@ -234,21 +228,16 @@ fn deferred_parts(raw: &[u8]) -> Option<(&[u8], i64)> {
     Some((&body[8..], i64::from_be_bytes(body[..8].try_into().ok()?)))
 }
 
-fn id_field(id: &str) -> Val {
-    Cow::Owned(view::encode_str(id).into_vec())
-}
-
 impl WorkflowState {
     /// The empty state of a workflow no event has touched.
     pub fn new(workflow_id: &str) -> Self {
-        let nil = || Cow::Borrowed(NIL);
         WorkflowState {
             workflow_id: workflow_id.to_owned(),
-            status: nil(),
-            application: nil(),
-            name: nil(),
-            start_time: nil(),
-            end_time: nil(),
+            status: NONE,
+            application: NONE,
+            name: NONE,
+            start_time: NONE,
+            end_time: NONE,
             context: Fields::default(),
             stages: Entities::default(),
             tasks: Entities::default(),
@@ -256,6 +245,8 @@ impl WorkflowState {
     }
 
     /// Fold one event in. Events of unknown entity or event types change nothing.
+    /// Each rule reads all it needs of the payload, in one pass, before it
+    /// changes anything.
     pub fn apply(&mut self, ev: &EventView<'_>) -> Result<()> {
         match ev.entity_type {
             "workflow" => self.apply_workflow(ev),
@@ -265,134 +256,129 @@ impl WorkflowState {
         }
     }
 
-    fn update_context(&mut self, data: &mut Payload<'_>) -> Result<()> {
-        if let Some(ctx) = data.get("context")? {
+    fn update_context(&mut self, ctx: Option<&[u8]>) -> Result<()> {
+        if let Some(ctx) = ctx {
             // A context that is not a mapping (None) updates nothing.
-            for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
-                self.context.put_owned(k, owned(v)?);
+            let entries = view::map_entries(ctx)?.unwrap_or_default();
+            let kept =
+                entries.into_iter().map(|(k, v)| owned(v).map(|v| (k, v))).collect::<Result<Vec<_>>>()?;
+            for (k, v) in kept {
+                self.context.put_owned(k, v);
             }
         }
         Ok(())
     }
 
     fn apply_workflow(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let mut data = Payload::new(ev.data);
+        let keys = match ev.event_type {
+            "workflow.created" => [Some("application"), Some("name")],
+            "workflow.started" | "context.updated" => [Some("context"), None],
+            "workflow.completed" | "workflow.failed" => [Some("status"), None],
+            _ => [None, None],
+        };
+        let [a, b] = if keys == [None, None] { [None, None] } else { view::lookup(ev.data, keys)? };
         match ev.event_type {
-            // Each rule reads the payload before it changes anything.
             "workflow.created" => {
-                let (application, name) =
-                    (get_or_nil(&mut data, "application")?, get_or_nil(&mut data, "name")?);
-                (self.application, self.name) = (application, name);
+                (self.application, self.name) = (or_nil(a)?, or_nil(b)?);
             }
             "workflow.started" => {
-                self.update_context(&mut data)?;
-                self.start_time = iso(ev.timestamp_us);
-                self.status = Cow::Borrowed(RUNNING);
+                self.update_context(a)?;
+                self.start_time = Val::Time(ev.timestamp_us);
+                self.status = Val::Shared(RUNNING);
             }
             "workflow.completed" => {
-                self.status = get_or(&mut data, "status", SUCCEEDED)?;
-                self.end_time = iso(ev.timestamp_us);
+                self.status = or(a, SUCCEEDED)?;
+                self.end_time = Val::Time(ev.timestamp_us);
             }
             "workflow.failed" => {
-                self.status = get_or(&mut data, "status", TERMINAL)?;
-                self.end_time = iso(ev.timestamp_us);
+                self.status = or(a, TERMINAL)?;
+                self.end_time = Val::Time(ev.timestamp_us);
             }
             "workflow.canceled" => {
-                self.end_time = iso(ev.timestamp_us);
-                self.status = Cow::Borrowed(CANCELED);
+                self.end_time = Val::Time(ev.timestamp_us);
+                self.status = Val::Shared(CANCELED);
             }
-            "workflow.paused" => self.status = Cow::Borrowed(PAUSED),
-            "workflow.resumed" => self.status = Cow::Borrowed(RUNNING),
-            "context.updated" => self.update_context(&mut data)?,
+            "workflow.paused" => self.status = Val::Shared(PAUSED),
+            "workflow.resumed" => self.status = Val::Shared(RUNNING),
+            "context.updated" => self.update_context(a)?,
             _ => {}
         }
         Ok(())
     }
 
     fn apply_stage(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let mut data = Payload::new(ev.data);
-        let stage = self.stages.get_or_insert_with(ev.entity_id, || {
-            let mut f = Fields::default();
-            f.put("id", id_field(ev.entity_id));
-            f.put("ref_id", get_or_nil(&mut data, "ref_id")?);
-            f.put("type", get_or_nil(&mut data, "type")?);
-            f.put("name", get_or_nil(&mut data, "name")?);
-            Ok(f)
-        })?;
-        match ev.event_type {
-            "stage.started" => {
-                stage.put("status", Cow::Borrowed(RUNNING));
-                stage.put("start_time", iso(ev.timestamp_us));
+        let hash = FxBuildHasher.hash_one(ev.entity_id);
+        let found = self.stages.find(hash, ev.entity_id);
+        let new = found.is_none();
+        let (x, y) = match ev.event_type {
+            "stage.completed" => (Some("status"), Some("outputs")),
+            "stage.failed" => (Some("status"), Some("error")),
+            "stage.skipped" => (Some("reason"), None),
+            _ => (None, None),
+        };
+        let [ref_id, kind, name, x, y] = if new || x.is_some() {
+            view::lookup(ev.data, [first(new, "ref_id"), first(new, "type"), first(new, "name"), x, y])?
+        } else {
+            [None; 5]
+        };
+        let update = match ev.event_type {
+            "stage.started" => Update::Started,
+            "stage.completed" => Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?),
+            "stage.failed" => Update::Failed(or(x, TERMINAL)?, or_nil(y)?),
+            "stage.skipped" => Update::Skipped(or_nil(x)?),
+            "stage.suspended" => Update::Status(SUSPENDED),
+            "stage.resumed" => Update::Status(RUNNING),
+            "stage.canceled" => Update::Status(CANCELED),
+            _ => Update::Nothing,
+        };
+        let stage = match found {
+            Some(i) => &mut self.stages.items[i].1,
+            None => {
+                let mut f = Fields::entity();
+                f.put("id", Val::Id);
+                f.put("ref_id", or_nil(ref_id)?);
+                f.put("type", or_nil(kind)?);
+                f.put("name", or_nil(name)?);
+                self.stages.insert(hash, ev.entity_id, f)
             }
-            "stage.completed" => {
-                let status = get_or(&mut data, "status", SUCCEEDED)?;
-                let outputs = data.get("outputs")?.map(owned).transpose()?;
-                stage.put("status", status);
-                stage.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = outputs {
-                    stage.put("outputs", outputs);
-                }
-            }
-            "stage.suspended" => stage.put("status", Cow::Borrowed(SUSPENDED)),
-            "stage.resumed" => stage.put("status", Cow::Borrowed(RUNNING)),
-            "stage.failed" => {
-                let (status, error) =
-                    (get_or(&mut data, "status", TERMINAL)?, get_or_nil(&mut data, "error")?);
-                stage.put("status", status);
-                stage.put("end_time", iso(ev.timestamp_us));
-                stage.put("error", error);
-            }
-            "stage.skipped" => {
-                let reason = get_or_nil(&mut data, "reason")?;
-                stage.put("status", Cow::Borrowed(SKIPPED));
-                stage.put("skip_reason", reason);
-            }
-            "stage.canceled" => stage.put("status", Cow::Borrowed(CANCELED)),
-            _ => {}
-        }
+        };
+        update.apply(stage, ev.timestamp_us);
         Ok(())
     }
 
     fn apply_task(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let mut data = Payload::new(ev.data);
-        let task = self.tasks.get_or_insert_with(ev.entity_id, || {
-            let mut f = Fields::default();
-            f.put("id", id_field(ev.entity_id));
-            f.put("name", get_or_nil(&mut data, "name")?);
-            f.put("stage_id", get_or_nil(&mut data, "stage_id")?);
-            Ok(f)
-        })?;
-        match ev.event_type {
-            "task.started" => {
-                task.put("status", Cow::Borrowed(RUNNING));
-                task.put("start_time", iso(ev.timestamp_us));
+        let hash = FxBuildHasher.hash_one(ev.entity_id);
+        let found = self.tasks.find(hash, ev.entity_id);
+        let new = found.is_none();
+        let (x, y) = match ev.event_type {
+            "task.completed" => (Some("status"), Some("outputs")),
+            "task.failed" => (Some("status"), Some("error")),
+            "task.retried" => (Some("retry_count"), None),
+            _ => (None, None),
+        };
+        let [name, stage_id, x, y] = if new || x.is_some() {
+            view::lookup(ev.data, [first(new, "name"), first(new, "stage_id"), x, y])?
+        } else {
+            [None; 4]
+        };
+        let update = match ev.event_type {
+            "task.started" => Update::Started,
+            "task.completed" => Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?),
+            "task.failed" => Update::Failed(or(x, TERMINAL)?, or_nil(y)?),
+            "task.retried" => Update::Retried(x.map(owned).transpose()?),
+            _ => Update::Nothing,
+        };
+        let task = match found {
+            Some(i) => &mut self.tasks.items[i].1,
+            None => {
+                let mut f = Fields::entity();
+                f.put("id", Val::Id);
+                f.put("name", or_nil(name)?);
+                f.put("stage_id", or_nil(stage_id)?);
+                self.tasks.insert(hash, ev.entity_id, f)
             }
-            "task.completed" => {
-                let status = get_or(&mut data, "status", SUCCEEDED)?;
-                let outputs = data.get("outputs")?.map(owned).transpose()?;
-                task.put("status", status);
-                task.put("end_time", iso(ev.timestamp_us));
-                if let Some(outputs) = outputs {
-                    task.put("outputs", outputs);
-                }
-            }
-            "task.failed" => {
-                let (status, error) =
-                    (get_or(&mut data, "status", TERMINAL)?, get_or_nil(&mut data, "error")?);
-                task.put("status", status);
-                task.put("end_time", iso(ev.timestamp_us));
-                task.put("error", error);
-            }
-            "task.retried" => match data.get("retry_count")? {
-                Some(count) => task.put("retry_count", owned(count)?),
-                None => {
-                    // No count given: one more than before.
-                    let next = increment(task.get("retry_count").map(|v| &**v));
-                    task.put("retry_count", next);
-                }
-            },
-            _ => {}
-        }
+        };
+        update.apply(task, ev.timestamp_us);
         Ok(())
     }
 
@@ -401,7 +387,13 @@ impl WorkflowState {
         // Thousands of acyclic dicts are built here: a collection pass in the
         // middle would only walk them for nothing.
         let _pause = GcPause::new();
-        let mut session = decode::session();
+        let mut build = Build {
+            py,
+            session: decode::session(),
+            shapes: Shapes::default(),
+            iso: IsoFormatter::default(),
+            shared: Default::default(),
+        };
         let d = PyDict::new(py);
         d.set_item("workflow_id", &self.workflow_id)?;
         let mut acyclic = true;
@@ -412,12 +404,11 @@ impl WorkflowState {
             ("start_time", &self.start_time),
             ("end_time", &self.end_time),
         ] {
-            let (value, ok) = leaf(py, &mut session, value)?;
+            let (value, ok) = build.leaf(value, None)?;
             acyclic &= ok;
             d.set_item(key, value)?;
         }
-        let mut shapes = Shapes::default();
-        let (context, ok) = fields_dict(py, &mut session, &mut shapes, &self.context, None)?;
+        let (context, ok) = build.fields_dict(&self.context, None)?;
         acyclic &= ok;
         d.set_item("context", context)?;
         for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
@@ -426,7 +417,7 @@ impl WorkflowState {
             for (id, f) in &entities.items {
                 // One string serves as the key and as the entity's "id" field.
                 let id_obj = pyo3::types::PyString::new(py, id);
-                let (fields, ok) = fields_dict(py, &mut session, &mut shapes, f, Some((id, &id_obj)))?;
+                let (fields, ok) = build.fields_dict(f, Some(&id_obj))?;
                 all &= ok;
                 out.set_item(&id_obj, fields)?;
             }
@@ -460,7 +451,7 @@ impl WorkflowState {
                 "stages" | "tasks" => {
                     let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
                     for (id, entry) in view::map_entries(value)?.unwrap_or_default() {
-                        target.set(id, fields(entry)?)?;
+                        target.set(id, fields(entry)?);
                     }
                 }
                 _ => {}
@@ -470,21 +461,143 @@ impl WorkflowState {
     }
 }
 
-/// One kept value as a Python object (a deferred addition is done here).
-/// One kept value as a Python object (a deferred addition is done here), and
-/// whether it is acyclic (see `decode::keep_off_collector`).
-fn leaf<'py>(
+/// What a stage or task event does to its entity, read from the payload
+/// before anything is changed.
+enum Update {
+    Nothing,
+    Started,
+    Status(&'static [u8]),
+    /// status, and outputs if given.
+    Completed(Val, Option<Val>),
+    /// status, error.
+    Failed(Val, Val),
+    /// reason.
+    Skipped(Val),
+    /// The retry count given, or None: one more than before.
+    Retried(Option<Val>),
+}
+
+impl Update {
+    fn apply(self, entity: &mut Fields, timestamp_us: i64) {
+        match self {
+            Update::Nothing => {}
+            Update::Started => {
+                entity.put("status", Val::Shared(RUNNING));
+                entity.put("start_time", Val::Time(timestamp_us));
+            }
+            Update::Status(status) => entity.put("status", Val::Shared(status)),
+            Update::Completed(status, outputs) => {
+                entity.put("status", status);
+                entity.put("end_time", Val::Time(timestamp_us));
+                if let Some(outputs) = outputs {
+                    entity.put("outputs", outputs);
+                }
+            }
+            Update::Failed(status, error) => {
+                entity.put("status", status);
+                entity.put("end_time", Val::Time(timestamp_us));
+                entity.put("error", error);
+            }
+            Update::Skipped(reason) => {
+                entity.put("status", Val::Shared(SKIPPED));
+                entity.put("skip_reason", reason);
+            }
+            Update::Retried(Some(count)) => entity.put("retry_count", count),
+            Update::Retried(None) => {
+                let before = entity.get("retry_count").map(|v| v.msgpack().into_owned());
+                entity.put("retry_count", increment(before.as_deref()));
+            }
+        }
+    }
+}
+
+/// What building one state's Python objects shares.
+struct Build<'py> {
     py: Python<'py>,
-    session: &mut decode::Session,
-    raw: &[u8],
-) -> PyResult<(Bound<'py, PyAny>, bool)> {
-    let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
-    let (value, acyclic) = session.decode_acyclic(py, raw).map_err(|e| {
-        PyErr::from(CoreError::new(Kind::CorruptEvent, format!("folded value cannot be decoded: {}", e.0)))
-    })?;
-    match add {
-        Some(n) => Ok((value.add(n)?, true)),
-        None => Ok((value, acyclic)),
+    session: decode::Session,
+    shapes: Shapes<'py>,
+    iso: IsoFormatter,
+    /// The Python objects of `SHARED`, made once per state.
+    shared: [Option<Bound<'py, PyAny>>; SHARED.len()],
+}
+
+impl<'py> Build<'py> {
+    /// One kept value as a Python object (a deferred addition is done here),
+    /// and whether it is acyclic (see `decode::keep_off_collector`); `id` is
+    /// the entity's id string, for `Val::Id`.
+    fn leaf(
+        &mut self,
+        value: &Val,
+        id: Option<&Bound<'py, pyo3::types::PyString>>,
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        let py = self.py;
+        let raw = match value {
+            Val::Shared(raw) => match SHARED.iter().position(|s| s == raw) {
+                Some(at) => {
+                    let obj = match &self.shared[at] {
+                        Some(obj) => obj.clone(),
+                        None => {
+                            let obj = self.decode(raw)?.0;
+                            self.shared[at] = Some(obj.clone());
+                            obj
+                        }
+                    };
+                    return Ok((obj, true));
+                }
+                None => *raw,
+            },
+            Val::Raw(raw) => &raw[..],
+            Val::Time(micros) => {
+                let text = self.iso.format(*micros).ok_or_else(|| {
+                    CoreError::new(
+                        Kind::CorruptEvent,
+                        format!("event time {micros} us is outside datetime's range"),
+                    )
+                })?;
+                return Ok((pyo3::types::PyString::new(py, text).into_any(), true));
+            }
+            Val::Id => {
+                let id =
+                    id.ok_or_else(|| CoreError::new(Kind::CorruptEvent, "an entity id outside an entity"))?;
+                return Ok((id.clone().into_any(), true));
+            }
+        };
+        let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
+        let (value, acyclic) = self.decode(raw)?;
+        match add {
+            Some(n) => Ok((value.add(n)?, true)),
+            None => Ok((value, acyclic)),
+        }
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        self.session.decode_acyclic(self.py, raw).map_err(|e| {
+            PyErr::from(CoreError::new(
+                Kind::CorruptEvent,
+                format!("folded value cannot be decoded: {}", e.0),
+            ))
+        })
+    }
+
+    /// A stage's, task's or the context's fields as a dict; `id`: the entity's id string.
+    fn fields_dict(
+        &mut self,
+        fields: &Fields,
+        id: Option<&Bound<'py, pyo3::types::PyString>>,
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
+        let (d, shape) = self.shapes.empty_dict(self.py, &mut self.session, fields)?;
+        let (mut acyclic, mut holds_dict) = (true, false);
+        for (i, (k, v)) in fields.items.iter().enumerate() {
+            let (value, ok) = self.leaf(v, id)?;
+            acyclic &= ok;
+            holds_dict |= value.is_instance_of::<PyDict>();
+            match shape {
+                Some(s) => d.set_item(&self.shapes.shapes[s].key_objs[i], value)?,
+                None => d.set_item(self.session.key(self.py, k), value)?,
+            }
+        }
+        let acyclic = settle(&d, acyclic, holds_dict);
+        Ok((d, acyclic))
     }
 }
 
@@ -495,42 +608,6 @@ fn settle(dict: &Bound<'_, PyDict>, acyclic: bool, holds_dict: bool) -> bool {
         decode::keep_off_collector(dict);
     }
     acyclic
-}
-
-/// Whether `raw` is the msgpack string `text`.
-fn is_str(raw: &[u8], text: &str) -> bool {
-    match raw.first() {
-        Some(&m @ 0xa0..=0xbf) => (m & 0x1f) as usize == text.len() && &raw[1..] == text.as_bytes(),
-        Some(0xd9) => raw.get(1).is_some_and(|&n| n as usize == text.len()) && &raw[2..] == text.as_bytes(),
-        _ => false,
-    }
-}
-
-/// A stage's, task's or the context's fields as a dict; `id` is reused for an
-/// "id" field that holds the same string.
-fn fields_dict<'py>(
-    py: Python<'py>,
-    session: &mut decode::Session,
-    shapes: &mut Shapes<'py>,
-    fields: &Fields,
-    id: Option<(&str, &Bound<'py, pyo3::types::PyString>)>,
-) -> PyResult<(Bound<'py, PyDict>, bool)> {
-    let (d, keys) = shapes.empty_dict(py, session, fields)?;
-    let (mut acyclic, mut holds_dict) = (true, false);
-    for (i, (k, v)) in fields.items.iter().enumerate() {
-        let (value, ok) = match id {
-            Some((text, obj)) if k == "id" && is_str(v, text) => (obj.clone().into_any(), true),
-            _ => leaf(py, session, v)?,
-        };
-        acyclic &= ok;
-        holds_dict |= value.is_instance_of::<PyDict>();
-        match keys {
-            Some(keys) => d.set_item(&keys[i], value)?,
-            None => d.set_item(session.key(py, k), value)?,
-        }
-    }
-    let acyclic = settle(&d, acyclic, holds_dict);
-    Ok((d, acyclic))
 }
 
 /// Thousands of stages and tasks share a few key sequences. For each such
@@ -555,17 +632,18 @@ struct Shape<'py> {
 const MAX_SHAPES: usize = 64;
 
 impl<'py> Shapes<'py> {
-    /// A dict to fill with `fields`: a copy of its shape's template, with the
-    /// template's keys in order (None: an empty dict, fill it key by key).
+    /// A dict to fill with `fields`: a copy of its shape's template, and the
+    /// shape's index, whose `key_objs` are in order (None: an empty dict, fill
+    /// it key by key).
     fn empty_dict(
         &mut self,
         py: Python<'py>,
         session: &mut decode::Session,
         fields: &Fields,
-    ) -> PyResult<(Bound<'py, PyDict>, Option<&[PyKey<'py>]>)> {
+    ) -> PyResult<(Bound<'py, PyDict>, Option<usize>)> {
         let same = |shape: &Shape<'_>| {
             shape.keys.len() == fields.items.len()
-                && shape.keys.iter().zip(&fields.items).all(|(a, (b, _))| a == b)
+                && shape.keys.iter().zip(&fields.items).all(|(a, (b, _))| same_key(a, b))
         };
         let found = match self.shapes.iter().position(same) {
             Some(i) => i,
@@ -583,8 +661,7 @@ impl<'py> Shapes<'py> {
             }
             None => return Ok((PyDict::new(py), None)),
         };
-        let shape = &self.shapes[found];
-        Ok((shape.template.copy()?, Some(&shape.key_objs)))
+        Ok((self.shapes[found].template.copy()?, Some(found)))
     }
 }
 
