@@ -55,6 +55,8 @@ struct Slot {
     result: Option<CoreResult<Vec<EventRecord>>>,
     /// Handed over by the previous leader: commit the pending requests.
     lead: bool,
+    /// The caller sleeps on `wake`: only then is a wake-up (a system call) sent.
+    sleeping: bool,
 }
 
 impl Request {
@@ -78,20 +80,28 @@ impl Request {
     }
 
     pub fn finish(&self, result: CoreResult<Vec<EventRecord>>) {
-        self.slot().result = Some(result);
-        self.wake.notify_one();
+        let mut slot = self.slot();
+        slot.result = Some(result);
+        if slot.sleeping {
+            self.wake.notify_one();
+        }
     }
 
     fn promote(&self) {
-        self.slot().lead = true;
-        self.wake.notify_one();
+        let mut slot = self.slot();
+        slot.lead = true;
+        if slot.sleeping {
+            self.wake.notify_one();
+        }
     }
 
     /// Sleep until this request has its result (true) or the lead (false).
     fn wait(&self) -> bool {
         let mut slot = self.slot();
         while slot.result.is_none() && !slot.lead {
+            slot.sleeping = true;
             slot = self.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
+            slot.sleeping = false;
         }
         slot.lead = false;
         slot.result.is_some()
