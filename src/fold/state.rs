@@ -258,12 +258,11 @@ impl WorkflowState {
 
     fn update_context(&mut self, ctx: Option<&[u8]>) -> Result<()> {
         if let Some(ctx) = ctx {
-            // A context that is not a mapping (None) updates nothing.
-            let entries = view::map_entries(ctx)?.unwrap_or_default();
-            let kept =
-                entries.into_iter().map(|(k, v)| owned(v).map(|v| (k, v))).collect::<Result<Vec<_>>>()?;
-            for (k, v) in kept {
-                self.context.put_owned(k, v);
+            // A context that is not a mapping (None) updates nothing. (A bad
+            // value part-way fails the whole fold; skip_corrupt checks the
+            // payload whole before any rule runs.)
+            for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
+                self.context.put_owned(k, owned(v)?);
             }
         }
         Ok(())
