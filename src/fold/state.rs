@@ -182,11 +182,6 @@ fn or(found: Option<&[u8]>, default: &'static [u8]) -> Result<Val> {
     found.map_or(Ok(Val::Shared(default)), owned)
 }
 
-/// Only on an entity's first event: its keys are read then, and only then.
-fn first(new: bool, key: &'static str) -> Option<&'static str> {
-    new.then_some(key)
-}
-
 /// Private extension type for "base + n" where base is not a 64-bit int
 /// (a float, a bool, a huge int): Python does the addition when the state is
 /// built, as the reference's `retry_count + 1` would.
@@ -250,8 +245,8 @@ impl WorkflowState {
     pub fn apply(&mut self, ev: &EventView<'_>) -> Result<()> {
         match ev.entity_type {
             "workflow" => self.apply_workflow(ev),
-            "stage" => self.apply_stage(ev),
-            "task" => self.apply_task(ev),
+            "stage" => Self::apply_entity(&mut self.stages, Entity::Stage, ev),
+            "task" => Self::apply_entity(&mut self.tasks, Entity::Task, ev),
             _ => Ok(()),
         }
     }
@@ -305,79 +300,33 @@ impl WorkflowState {
         Ok(())
     }
 
-    fn apply_stage(&mut self, ev: &EventView<'_>) -> Result<()> {
+    /// A stage or task event: its entity is made on first sight with its
+    /// kind's `first` keys of that event's payload (after "id"), then the
+    /// event's rule changes it.
+    fn apply_entity(entities: &mut Entities, kind: Entity, ev: &EventView<'_>) -> Result<()> {
+        let first = kind.first();
         let hash = FxBuildHasher.hash_one(ev.entity_id);
-        let found = self.stages.find(hash, ev.entity_id);
+        let found = entities.find(hash, ev.entity_id);
         let new = found.is_none();
-        let (x, y) = match ev.event_type {
-            "stage.completed" => (Some("status"), Some("outputs")),
-            "stage.failed" => (Some("status"), Some("error")),
-            "stage.skipped" => (Some("reason"), None),
-            _ => (None, None),
-        };
-        let [ref_id, kind, name, x, y] = if new || x.is_some() {
-            view::lookup(ev.data, [first(new, "ref_id"), first(new, "type"), first(new, "name"), x, y])?
-        } else {
-            [None; 5]
-        };
-        let update = match ev.event_type {
-            "stage.started" => Update::Started,
-            "stage.completed" => Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?),
-            "stage.failed" => Update::Failed(or(x, TERMINAL)?, or_nil(y)?),
-            "stage.skipped" => Update::Skipped(or_nil(x)?),
-            "stage.suspended" => Update::Status(SUSPENDED),
-            "stage.resumed" => Update::Status(RUNNING),
-            "stage.canceled" => Update::Status(CANCELED),
-            _ => Update::Nothing,
-        };
-        let stage = match found {
-            Some(i) => &mut self.stages.items[i].1,
+        let (x, y) = Update::keys(kind, ev.event_type);
+        let wanted = [first[0].filter(|_| new), first[1].filter(|_| new), first[2].filter(|_| new), x, y];
+        let [a, b, c, x, y] =
+            if wanted.iter().any(Option::is_some) { view::lookup(ev.data, wanted)? } else { [None; 5] };
+        let update = Update::read(kind, ev.event_type, x, y)?;
+        let entity = match found {
+            Some(i) => &mut entities.items[i].1,
             None => {
                 let mut f = Fields::entity();
                 f.put("id", Val::Id);
-                f.put("ref_id", or_nil(ref_id)?);
-                f.put("type", or_nil(kind)?);
-                f.put("name", or_nil(name)?);
-                self.stages.insert(hash, ev.entity_id, f)
+                for (key, value) in first.into_iter().zip([a, b, c]) {
+                    if let Some(key) = key {
+                        f.put(key, or_nil(value)?);
+                    }
+                }
+                entities.insert(hash, ev.entity_id, f)
             }
         };
-        update.apply(stage, ev.timestamp_us);
-        Ok(())
-    }
-
-    fn apply_task(&mut self, ev: &EventView<'_>) -> Result<()> {
-        let hash = FxBuildHasher.hash_one(ev.entity_id);
-        let found = self.tasks.find(hash, ev.entity_id);
-        let new = found.is_none();
-        let (x, y) = match ev.event_type {
-            "task.completed" => (Some("status"), Some("outputs")),
-            "task.failed" => (Some("status"), Some("error")),
-            "task.retried" => (Some("retry_count"), None),
-            _ => (None, None),
-        };
-        let [name, stage_id, x, y] = if new || x.is_some() {
-            view::lookup(ev.data, [first(new, "name"), first(new, "stage_id"), x, y])?
-        } else {
-            [None; 4]
-        };
-        let update = match ev.event_type {
-            "task.started" => Update::Started,
-            "task.completed" => Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?),
-            "task.failed" => Update::Failed(or(x, TERMINAL)?, or_nil(y)?),
-            "task.retried" => Update::Retried(x.map(owned).transpose()?),
-            _ => Update::Nothing,
-        };
-        let task = match found {
-            Some(i) => &mut self.tasks.items[i].1,
-            None => {
-                let mut f = Fields::entity();
-                f.put("id", Val::Id);
-                f.put("name", or_nil(name)?);
-                f.put("stage_id", or_nil(stage_id)?);
-                self.tasks.insert(hash, ev.entity_id, f)
-            }
-        };
-        update.apply(task, ev.timestamp_us);
+        update.apply(entity, ev.timestamp_us);
         Ok(())
     }
 
@@ -460,6 +409,23 @@ impl WorkflowState {
     }
 }
 
+/// The kinds of entity a workflow's state holds apart from itself.
+#[derive(Clone, Copy)]
+enum Entity {
+    Stage,
+    Task,
+}
+
+impl Entity {
+    /// The fields a new entity takes from its first event's payload.
+    fn first(self) -> [Option<&'static str>; 3] {
+        match self {
+            Entity::Stage => [Some("ref_id"), Some("type"), Some("name")],
+            Entity::Task => [Some("name"), Some("stage_id"), None],
+        }
+    }
+}
+
 /// What a stage or task event does to its entity, read from the payload
 /// before anything is changed.
 enum Update {
@@ -477,6 +443,40 @@ enum Update {
 }
 
 impl Update {
+    /// The payload keys the rule for `event_type` on a `kind` entity reads.
+    fn keys(kind: Entity, event_type: &str) -> (Option<&'static str>, Option<&'static str>) {
+        match (kind, event_type) {
+            (Entity::Stage, "stage.completed") | (Entity::Task, "task.completed") => {
+                (Some("status"), Some("outputs"))
+            }
+            (Entity::Stage, "stage.failed") | (Entity::Task, "task.failed") => {
+                (Some("status"), Some("error"))
+            }
+            (Entity::Stage, "stage.skipped") => (Some("reason"), None),
+            (Entity::Task, "task.retried") => (Some("retry_count"), None),
+            _ => (None, None),
+        }
+    }
+
+    /// The rule's change, from the values found under its `keys`.
+    fn read(kind: Entity, event_type: &str, x: Option<&[u8]>, y: Option<&[u8]>) -> Result<Update> {
+        Ok(match (kind, event_type) {
+            (Entity::Stage, "stage.started") | (Entity::Task, "task.started") => Update::Started,
+            (Entity::Stage, "stage.completed") | (Entity::Task, "task.completed") => {
+                Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?)
+            }
+            (Entity::Stage, "stage.failed") | (Entity::Task, "task.failed") => {
+                Update::Failed(or(x, TERMINAL)?, or_nil(y)?)
+            }
+            (Entity::Stage, "stage.skipped") => Update::Skipped(or_nil(x)?),
+            (Entity::Stage, "stage.suspended") => Update::Status(SUSPENDED),
+            (Entity::Stage, "stage.resumed") => Update::Status(RUNNING),
+            (Entity::Stage, "stage.canceled") => Update::Status(CANCELED),
+            (Entity::Task, "task.retried") => Update::Retried(x.map(owned).transpose()?),
+            _ => Update::Nothing,
+        })
+    }
+
     fn apply(self, entity: &mut Fields, timestamp_us: i64) {
         match self {
             Update::Nothing => {}
