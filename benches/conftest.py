@@ -209,12 +209,43 @@ def record_extra(workload: str, label: str, events_per_second: float, info: dict
     _RESULTS.setdefault(workload, {})[label] = Rate(label, events_per_second, info)
 
 
+def cpu_probe_seconds() -> float:
+    """Seconds a fixed pure-Python loop takes (best of 3): how fast this machine runs just now.
+
+    A shared VM's speed changes from minute to minute, often by 2x; the probe at both ends
+    of a session says which absolute rates can be compared with another run's.
+    """
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+_PROBES: list[float] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Probe the machine's speed before the first bench."""
+    _PROBES.append(cpu_probe_seconds())
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print events/s per workload, ours beside the reference, and their ratio."""
     if not _RESULTS:
         return
     tr = terminalreporter
+    _PROBES.append(cpu_probe_seconds())
     tr.section("events per second (median round)")
+    tr.write_line(
+        f"machine probe (2,000,000-step Python loop, best of 3): {_PROBES[0]:.3f} s before the benches, "
+        f"{_PROBES[-1]:.3f} s after"
+    )
     tr.write_line(f"{'workload':<28} {'stabilize_events':>18} {'reference':>14} {'ratio':>8}")
     for workload in sorted(_RESULTS):
         pair = _RESULTS[workload]
