@@ -69,9 +69,9 @@ fn header_table(buf: &[u8], at: usize) -> Result<(usize, usize, usize)> {
 /// The index just past the value starting at `at`.
 #[inline(always)]
 pub fn skip(buf: &[u8], at: usize) -> Result<usize> {
-    // A scalar, the usual case, without the counting loop.
+    // A value with nothing nested (a scalar, the usual case), without the counting loop.
     let (head, body, nested) = header(buf, at)?;
-    if nested == 0 && !matches!(buf[at], 0x80 | 0x90 | 0xdc..=0xdf) {
+    if nested == 0 {
         let end = at + head + body;
         return if end <= buf.len() { Ok(end) } else { truncated(at) };
     }
