@@ -13,6 +13,9 @@ use crate::pyrefs;
 pub const MICROS_PER_SEC: i64 = 1_000_000;
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 
+/// The instants a Python `datetime` can hold (years 1 to 9999), in µs since the epoch.
+pub const DATETIME_MICROS: std::ops::RangeInclusive<i64> = -62_135_596_800_000_000..=253_402_300_799_999_999;
+
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -55,15 +58,15 @@ impl Default for IsoFormatter {
 
 impl IsoFormatter {
     /// The text of the instant `micros` (µs since the epoch); None outside
-    /// datetime's years 1..=9999.
+    /// `DATETIME_MICROS`.
     pub fn format(&mut self, micros: i64) -> Option<&str> {
+        if !DATETIME_MICROS.contains(&micros) {
+            return None;
+        }
         let day = micros.div_euclid(MICROS_PER_DAY);
         let rem = micros.rem_euclid(MICROS_PER_DAY);
         if self.day != Some(day) {
             let (year, month, date) = civil_from_days(day);
-            if !(1..=9999).contains(&year) {
-                return None;
-            }
             let year = year as u32;
             self.two(0, year / 100);
             self.two(2, year % 100);
@@ -255,6 +258,8 @@ mod tests {
         // A fraction, then none: the fraction's bytes do not stay.
         assert_eq!(iso.format(1_709_294_400_000_000), Some("2024-03-01T12:00:00+00:00"));
         assert_eq!(iso.format(253_402_300_800_000_000), None, "year 10000");
+        assert_eq!(iso.format(-62_135_596_800_000_000), Some("0001-01-01T00:00:00+00:00"));
+        assert_eq!(iso.format(-62_135_596_800_000_001), None, "year 0");
     }
 
     #[test]

@@ -537,7 +537,13 @@ fn row_to_view<'r>(row: &Row<'r>, full: bool) -> CoreResult<EventView<'r>> {
         sequence,
         event_id: text(1, "event_id")?,
         event_type: text(2, "event_type")?,
-        timestamp_us: int(3, "timestamp_us")?,
+        timestamp_us: match int(3, "timestamp_us")? {
+            // No datetime holds it: reading or replaying the event could only fail later.
+            t if !crate::time::DATETIME_MICROS.contains(&t) => {
+                return Err(corrupt(sequence, &format!("timestamp_us {t} is outside datetime's range")))
+            }
+            t => t,
+        },
         entity_type: text(4, "entity_type")?,
         entity_id: text(5, "entity_id")?,
         data: row.blob(6).ok_or_else(|| corrupt(sequence, "data is not a blob"))?,
