@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{ffi, Connection, OpenFlags};
+use rusqlite::{ffi, Connection};
 
 /// WAL pages (4 MiB at 2 KiB pages) after which the thread checkpoints.
 const BACKGROUND_PAGES: c_int = 4096;
@@ -88,7 +88,7 @@ impl Checkpointer {
     }
 
     fn run(&self) {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = super::sqlite_store::connection_flags(false);
         let Ok(conn) = super::wal_vfs::open(&self.path, flags) else { return };
         loop {
             {

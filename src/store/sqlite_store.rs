@@ -269,10 +269,7 @@ impl SqliteBackend {
     }
 
     fn connect(config: &SqliteConfig, create: bool) -> CoreResult<Connection> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if create {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        }
+        let flags = connection_flags(create);
         let conn = match &config.location {
             Location::File(path) => super::wal_vfs::open(path, flags),
             Location::Memory => Connection::open_in_memory_with_flags(flags),
@@ -449,11 +446,21 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
     Ok(())
 }
 
+/// How every connection of a store opens its database: read-write, without
+/// SQLite's own mutex (each connection is used by one thread at a time).
+pub(super) fn connection_flags(create: bool) -> OpenFlags {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        flags
+    }
+}
+
 /// Whether the database file at `path` holds nothing and nobody is writing
 /// it: only then may an open that failed on a file it created remove it.
 fn abandoned(path: &Path) -> bool {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let Ok(conn) = super::wal_vfs::open(path, flags) else { return false };
+    let Ok(conn) = super::wal_vfs::open(path, connection_flags(false)) else { return false };
     // No busy timeout (rusqlite sets 5 s): a writer holding the lock means the file is in use.
     if conn.busy_timeout(std::time::Duration::ZERO).is_err() || conn.execute_batch("BEGIN IMMEDIATE").is_err()
     {
