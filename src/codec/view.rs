@@ -100,8 +100,15 @@ fn skip_nested(buf: &[u8], at: usize) -> Result<usize> {
 }
 
 /// The string at `at`, if the value there is one.
-#[inline]
+#[inline(always)]
 fn str_at(buf: &[u8], at: usize) -> Result<Option<(&str, usize)>> {
+    if let Some(&m @ 0xa0..=0xbf) = buf.get(at) {
+        // A short string, as payload keys are: one bounds check, no table.
+        let end = at + 1 + (m & 0x1f) as usize;
+        let Some(text) = buf.get(at + 1..end) else { return truncated(at) };
+        let text = crate::codec::utf8(text).map_err(|e| ViewError(format!("invalid UTF-8 key: {e}")))?;
+        return Ok(Some((text, end)));
+    }
     let (head, body, _) = header(buf, at)?;
     let m = buf[at];
     let is_str = matches!(m, 0xa0..=0xbf | 0xd9 | 0xda | 0xdb);
@@ -133,18 +140,7 @@ fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Resu
     };
     let mut pos = head;
     for _ in 0..n {
-        let key = match raw.get(pos) {
-            // A short string key, as payloads have: no table, no second bounds check.
-            Some(&m @ 0xa0..=0xbf) => {
-                let end = pos + 1 + (m & 0x1f) as usize;
-                let Some(text) = raw.get(pos + 1..end) else { return truncated(pos) };
-                Some((
-                    crate::codec::utf8(text).map_err(|e| ViewError(format!("invalid UTF-8 key: {e}")))?,
-                    end,
-                ))
-            }
-            _ => str_at(raw, pos)?,
-        };
+        let key = str_at(raw, pos)?;
         let value_at = match key {
             Some((_, end)) => end,
             None => skip(raw, pos)?,

@@ -308,11 +308,12 @@ impl WorkflowState {
         let hash = FxBuildHasher.hash_one(ev.entity_id);
         let found = entities.find(hash, ev.entity_id);
         let new = found.is_none();
-        let (x, y) = Update::keys(kind, ev.event_type);
+        let rule = Rule::of(kind, ev.event_type);
+        let (x, y) = rule.keys();
         let wanted = [first[0].filter(|_| new), first[1].filter(|_| new), first[2].filter(|_| new), x, y];
         let [a, b, c, x, y] =
             if wanted.iter().any(Option::is_some) { view::lookup(ev.data, wanted)? } else { [None; 5] };
-        let update = Update::read(kind, ev.event_type, x, y)?;
+        let update = rule.read(x, y)?;
         let entity = match found {
             Some(i) => &mut entities.items[i].1,
             None => {
@@ -426,6 +427,58 @@ impl Entity {
     }
 }
 
+/// The rule of a stage or task event, found once per event.
+#[derive(Clone, Copy)]
+enum Rule {
+    Nothing,
+    Started,
+    Completed,
+    Failed,
+    Skipped,
+    Status(&'static [u8]),
+    Retried,
+}
+
+impl Rule {
+    fn of(kind: Entity, event_type: &str) -> Rule {
+        match (kind, event_type) {
+            (Entity::Stage, "stage.started") | (Entity::Task, "task.started") => Rule::Started,
+            (Entity::Stage, "stage.completed") | (Entity::Task, "task.completed") => Rule::Completed,
+            (Entity::Stage, "stage.failed") | (Entity::Task, "task.failed") => Rule::Failed,
+            (Entity::Stage, "stage.skipped") => Rule::Skipped,
+            (Entity::Stage, "stage.suspended") => Rule::Status(SUSPENDED),
+            (Entity::Stage, "stage.resumed") => Rule::Status(RUNNING),
+            (Entity::Stage, "stage.canceled") => Rule::Status(CANCELED),
+            (Entity::Task, "task.retried") => Rule::Retried,
+            _ => Rule::Nothing,
+        }
+    }
+
+    /// The payload keys the rule reads.
+    fn keys(self) -> (Option<&'static str>, Option<&'static str>) {
+        match self {
+            Rule::Completed => (Some("status"), Some("outputs")),
+            Rule::Failed => (Some("status"), Some("error")),
+            Rule::Skipped => (Some("reason"), None),
+            Rule::Retried => (Some("retry_count"), None),
+            Rule::Nothing | Rule::Started | Rule::Status(_) => (None, None),
+        }
+    }
+
+    /// The rule's change, from the values found under its `keys`.
+    fn read(self, x: Option<&[u8]>, y: Option<&[u8]>) -> Result<Update> {
+        Ok(match self {
+            Rule::Nothing => Update::Nothing,
+            Rule::Started => Update::Started,
+            Rule::Completed => Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?),
+            Rule::Failed => Update::Failed(or(x, TERMINAL)?, or_nil(y)?),
+            Rule::Skipped => Update::Skipped(or_nil(x)?),
+            Rule::Status(status) => Update::Status(status),
+            Rule::Retried => Update::Retried(x.map(owned).transpose()?),
+        })
+    }
+}
+
 /// What a stage or task event does to its entity, read from the payload
 /// before anything is changed.
 enum Update {
@@ -443,40 +496,6 @@ enum Update {
 }
 
 impl Update {
-    /// The payload keys the rule for `event_type` on a `kind` entity reads.
-    fn keys(kind: Entity, event_type: &str) -> (Option<&'static str>, Option<&'static str>) {
-        match (kind, event_type) {
-            (Entity::Stage, "stage.completed") | (Entity::Task, "task.completed") => {
-                (Some("status"), Some("outputs"))
-            }
-            (Entity::Stage, "stage.failed") | (Entity::Task, "task.failed") => {
-                (Some("status"), Some("error"))
-            }
-            (Entity::Stage, "stage.skipped") => (Some("reason"), None),
-            (Entity::Task, "task.retried") => (Some("retry_count"), None),
-            _ => (None, None),
-        }
-    }
-
-    /// The rule's change, from the values found under its `keys`.
-    fn read(kind: Entity, event_type: &str, x: Option<&[u8]>, y: Option<&[u8]>) -> Result<Update> {
-        Ok(match (kind, event_type) {
-            (Entity::Stage, "stage.started") | (Entity::Task, "task.started") => Update::Started,
-            (Entity::Stage, "stage.completed") | (Entity::Task, "task.completed") => {
-                Update::Completed(or(x, SUCCEEDED)?, y.map(owned).transpose()?)
-            }
-            (Entity::Stage, "stage.failed") | (Entity::Task, "task.failed") => {
-                Update::Failed(or(x, TERMINAL)?, or_nil(y)?)
-            }
-            (Entity::Stage, "stage.skipped") => Update::Skipped(or_nil(x)?),
-            (Entity::Stage, "stage.suspended") => Update::Status(SUSPENDED),
-            (Entity::Stage, "stage.resumed") => Update::Status(RUNNING),
-            (Entity::Stage, "stage.canceled") => Update::Status(CANCELED),
-            (Entity::Task, "task.retried") => Update::Retried(x.map(owned).transpose()?),
-            _ => Update::Nothing,
-        })
-    }
-
     fn apply(self, entity: &mut Fields, timestamp_us: i64) {
         match self {
             Update::Nothing => {}
