@@ -502,6 +502,42 @@ def test_processes_append_to_one_file_concurrently(tmp_path: Path) -> None:
     close_store(main_store)
 
 
+#: Holds a write on a new file (rollback journal: no WAL yet) for a moment, in its own
+#: process: a second copy of SQLite in the test's process would share its POSIX locks.
+_HOLD_A_WRITE = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("CREATE TABLE other (x)")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def test_open_waits_while_another_process_writes_the_fresh_file(tmp_path: Path) -> None:
+    # Switching a file to WAL needs it to itself. With another connection mid-write
+    # SQLite answers busy at once, without calling its busy handler; the open must
+    # wait for that write as it waits for any lock, not fail. (Processes creating
+    # one file at once met this now and then, failing in ~1 s of a 5 s timeout.)
+    path = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_A_WRITE, str(path), "0.5"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        store = SqliteEventStore(sqlite_url(path))
+        waited = time.monotonic() - start
+    finally:
+        assert holder.wait(timeout=30) == 0
+    assert waited >= 0.3, f"opened after {waited:.3f} s, while the other write was still going on"
+    stored = store.append(new_event(workflow_id="after-wait"))
+    assert store.get_events_for_workflow("after-wait") == [stored]
+    close_store(store)
+    assert "other" in sqlite_tables(path)
+
+
 def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "fresh.db")
     go = tmp_path / "go"

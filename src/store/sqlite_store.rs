@@ -300,9 +300,13 @@ impl SqliteBackend {
             // Takes effect only while the file is still empty.
             conn.execute_batch(&format!("PRAGMA page_size={}", config.page_size))
                 .map_err(|e| sql_error(e, "setting the page size", config))?;
-            let mode: String = conn
-                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-                .map_err(|e| sql_error(e, "switching to WAL", config))?;
+            // The switch needs the file to itself. SQLite reports a writer
+            // creating the tables meanwhile as busy at once, without its busy
+            // handler (waiting on each other could deadlock), so we wait here.
+            let mode: String = retry_while_busy(config.busy_timeout, || {
+                conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            })
+            .map_err(|e| sql_error(e, "switching to WAL", config))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(CoreError::new(
                     Kind::StoreOpen,
@@ -444,6 +448,27 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
         ));
     }
     Ok(())
+}
+
+/// `attempt()` again while it fails with `SQLITE_BUSY`, for up to `timeout`:
+/// for the steps SQLite fails at once rather than call its busy handler.
+fn retry_while_busy<T>(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match attempt() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// How every connection of a store opens its database: read-write, without
