@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from concurrency_plan import StreamChecker, append_plan
 from conftest import close_store, sqlite_url
 from stabilize_events import EntityType, Event, EventQuery, EventType, SqliteEventStore, errors
@@ -220,7 +221,21 @@ def test_a_failing_append_in_a_shared_commit_fails_alone(tmp_path: Path) -> None
     assert store.count_events() == 1 + n_good * per_thread
     stats = store.commit_stats()
     assert stats is not None
-    assert stats["appends"] == 1 + (n_good + n_bad) * per_thread
+    # Only stored appends count, however their transactions were shared.
+    assert stats["appends"] == 1 + n_good * per_thread
+    assert 0 < stats["commits"] <= stats["appends"]
+    close_store(store)
+
+
+def test_commit_stats_count_only_what_was_stored(tmp_path: Path) -> None:
+    store = SqliteEventStore(sqlite_url(tmp_path / "stats.db"))
+    first = store.append(Event(workflow_id="w", data={}))
+    store.append_batch([Event(workflow_id="w", data={}) for _ in range(3)])
+    with pytest.raises(errors.DuplicateEventError):
+        store.append(first)
+    with pytest.raises(errors.DuplicateEventError):
+        store.append_batch([Event(workflow_id="w", data={}), first])
+    assert store.commit_stats() == {"commits": 2, "appends": 2}
     close_store(store)
 
 

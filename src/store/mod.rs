@@ -115,7 +115,7 @@ pub trait Backend: Send + Sync {
     fn delete_subscription(&self, id: &str) -> CoreResult<bool>;
     /// Every subscription, by id.
     fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>>;
-    /// (commits, appends they carried) since opening, where appends are group-committed.
+    /// (commits, appends they stored) since opening, where appends are group-committed.
     fn commit_stats(&self) -> Option<(u64, u64)> {
         None
     }

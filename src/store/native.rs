@@ -499,9 +499,9 @@ impl NativeStore {
         PyList::new(py, rows.iter().map(|r| subscription_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
-    /// `{"commits", "appends"}`: write transactions made and the append calls they
-    /// carried (group commit makes the second larger under concurrency); None
-    /// for stores without group commit.
+    /// `{"commits", "appends"}`: write transactions that committed appends and the
+    /// append calls they stored (group commit makes the second larger under
+    /// concurrency); failed appends count in neither. None for stores without group commit.
     fn commit_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         self.backend
             .commit_stats()

@@ -650,12 +650,12 @@ impl Backend for SqliteBackend {
         }
         let request = Request::new(records, expect);
         self.queue.run(&request, |group| {
-            let committed = self.with_writer_state(|writer| {
-                commit_group(writer, group, &self.config);
-                Ok(())
-            });
-            if let Err(e) = committed {
-                group.iter().for_each(|r| r.finish(Err(e.clone())));
+            match self.with_writer_state(|writer| Ok(commit_group(writer, group, &self.config))) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    group.iter().for_each(|r| r.finish(Err(e.clone())));
+                    0
+                }
             }
         });
         request.take_result()

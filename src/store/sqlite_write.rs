@@ -135,7 +135,8 @@ const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 pub struct WriteQueue {
     state: Mutex<QueueState>,
     arrivals: Condvar,
-    /// Commits made and requests they carried (their ratio is the mean group size).
+    /// Transactions that committed appends, and the appends they stored (their
+    /// ratio is the mean group size); failed appends and transactions count in neither.
     pub commits: AtomicU64,
     pub requests: AtomicU64,
 }
@@ -162,8 +163,9 @@ impl Drop for Leadership<'_> {
 
 impl WriteQueue {
     /// Queue `request` and return once it is committed (or failed), leading
-    /// group commits with `commit` whenever no one else is.
-    pub fn run(&self, request: &Arc<Request>, commit: impl Fn(&[Arc<Request>])) {
+    /// group commits with `commit` whenever no one else is; `commit` returns
+    /// how many of the group's requests it stored.
+    pub fn run(&self, request: &Arc<Request>, commit: impl Fn(&[Arc<Request>]) -> usize) {
         let mut queued = false;
         loop {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,10 +182,12 @@ impl WriteQueue {
                 state.last_group = state.pending.len();
                 let group = std::mem::take(&mut state.pending);
                 drop(state);
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                self.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
                 let _leading = Leadership(self, &group);
-                commit(&group);
+                let stored = commit(&group);
+                if stored > 0 {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.requests.fetch_add(stored as u64, Ordering::Relaxed);
+                }
             } else {
                 drop(state);
             }
@@ -216,12 +220,13 @@ impl WriteQueue {
     }
 }
 
-/// Commit `group` in one transaction, finishing every request with its outcome.
-pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &SqliteConfig) {
+/// Commit `group` in one transaction, finishing every request with its
+/// outcome; how many requests it stored.
+pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &SqliteConfig) -> usize {
     if let Err(e) = run(&writer.conn, "BEGIN IMMEDIATE") {
         let err = sql_error(e, "starting a write transaction", config);
         group.iter().for_each(|r| r.finish(Err(err.clone())));
-        return;
+        return 0;
     }
     // A lone request needs no savepoint: on failure the whole transaction goes.
     let isolate = group.len() > 1;
@@ -250,7 +255,15 @@ pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &Sqlite
     let failed_alone = !isolate && outcomes.first().is_some_and(|o| o.is_err());
     let ended = if failed_alone { run(&writer.conn, "ROLLBACK") } else { run(&writer.conn, "COMMIT") };
     match ended {
-        Ok(()) => group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o)),
+        Ok(()) => {
+            let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+            group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o));
+            if failed_alone {
+                0
+            } else {
+                stored
+            }
+        }
         Err(e) => {
             // SQLite may leave the transaction open after a failed COMMIT: end it.
             if !writer.conn.is_autocommit() {
@@ -260,6 +273,7 @@ pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &Sqlite
             for (r, o) in group.iter().zip(outcomes) {
                 r.finish(o.and(Err(err.clone())));
             }
+            0
         }
     }
 }

@@ -212,9 +212,9 @@ class NativeEventStore(EventStore):
         return True
 
     def commit_stats(self) -> dict[str, int] | None:
-        """``{"commits", "appends"}`` since opening: write transactions made and the
-        append calls they carried (concurrent appends share commits), or None
-        for a store without group commit."""
+        """``{"commits", "appends"}`` since opening: write transactions that committed
+        appends and the append calls they stored (concurrent appends share commits;
+        a failed append counts in neither), or None for a store without group commit."""
         return self._core.commit_stats()
 
     def close(self) -> None:
