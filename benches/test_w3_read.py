@@ -4,6 +4,9 @@ The store holds 10 standard streams of 20,000 events (env ``W3_EVENTS`` sets the
 per-workflow size), written as in W2, once per implementation before timing. Each
 round reads workflow ``wf-5`` and reads ``e.data.get("status")`` of every event.
 Target: >= 1,000,000 ev/s.
+
+Right after it, the floors of its two halves on this machine (see `floors.py`): stdlib
+``sqlite3`` loading the 14 columns of the same rows, and the least build of their payloads.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Impl, record_rate, remove_db
+from floors import W3_COLUMNS, bench_scan, floor_store, least_builder, record_floor
 from streams import WORKFLOWS, env_int, store_batches
 
 PER_WORKFLOW = env_int("W3_EVENTS", 20_000)
@@ -47,3 +51,43 @@ def test_w3_read_workflow(benchmark: Any, impl: Impl, w3_store: Any) -> None:
     )
     assert n == PER_WORKFLOW
     record_rate(benchmark, impl, "W3 read workflow", n)
+
+
+# --- W3's floors (see floors.py) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def w3_floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """A store like W3's (ours) and the payloads of ``wf-5``, built untimed."""
+    path: Path = tmp_path_factory.mktemp("w3-floor") / "w3-floor.db"
+    store = floor_store(path, PER_WORKFLOW)
+    try:
+        payloads = [dict(e.data) for e in store.get_events_for_workflow(WORKFLOW)]
+    finally:
+        store.close()
+    assert len(payloads) == PER_WORKFLOW
+    yield path, payloads
+    remove_db(path)
+
+
+def test_w3_floor_scan(benchmark: Any, w3_floor: tuple[Path, list[dict[str, Any]]]) -> None:
+    assert bench_scan(benchmark, w3_floor[0], WORKFLOW, W3_COLUMNS) == PER_WORKFLOW
+    record_floor(benchmark, "W3 read workflow", "sqlite3 scan of its rows", PER_WORKFLOW)
+
+
+def test_w3_floor_build(benchmark: Any, w3_floor: tuple[Path, list[dict[str, Any]]]) -> None:
+    payloads = w3_floor[1]
+    # Payload strings may all be shared: only the dicts are new.
+    build = least_builder(payloads, lambda _key, _value: False)
+    assert build() == payloads
+
+    def read() -> int:
+        # The workload's own loop; the payloads are freed before the round ends, as W3's are.
+        n = 0
+        for data in build():
+            data.get("status")
+            n += 1
+        return n
+
+    assert benchmark.pedantic(read, rounds=20, warmup_rounds=1) == PER_WORKFLOW
+    record_floor(benchmark, "W3 read workflow", "least build of its payloads", PER_WORKFLOW)

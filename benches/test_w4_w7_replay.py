@@ -2,7 +2,9 @@
 
 W4: rebuild workflow ``wf-5`` (20,000 events, env ``W4_EVENTS``) in a file-backed store of
 10 standard streams written as in W2 (200,000 events), built once per implementation,
-untimed. Target: >= 2,000,000 ev/s.
+untimed. Target: >= 2,000,000 ev/s. Right after it, the floors of its two halves on this
+machine (see `floors.py`): stdlib ``sqlite3`` loading the fold's columns of the same rows, and
+the least build of the answer.
 
 W7: rebuild the spec's long stream (one workflow ``long``: 100 stages whose tasks emit a
 bulk of progress, context and retry events). Target, at 1,000,000 events: >= 3,000,000 ev/s,
@@ -30,6 +32,7 @@ from typing import Any
 
 import pytest
 from conftest import Impl, ours_impl, record_extra, record_rate, remove_db
+from floors import W4_COLUMNS, bench_scan, floor_store, least_builder, record_floor
 from streams import BATCH, WORKFLOWS, EventApi, env_int, store_batches
 
 W4_PER_WORKFLOW = env_int("W4_EVENTS", 20_000)
@@ -180,6 +183,34 @@ def test_w4_rebuild_workflow(benchmark: Any, impl: Impl, w4_store: Any) -> None:
     assert (len(state["stages"]), len(state["tasks"])) == (stages, tasks)
     assert state["application"] == "bench" and state["status"] == "RUNNING"
     record_rate(benchmark, impl, "W4 rebuild workflow", W4_PER_WORKFLOW)
+
+
+@pytest.fixture(scope="module")
+def w4_floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A store like W4's (ours) and our rebuilt state of ``wf-5``, built untimed."""
+    path: Path = tmp_path_factory.mktemp("w4-floor") / "w4-floor.db"
+    store = floor_store(path, W4_PER_WORKFLOW)
+    try:
+        state = replayer_for(ours_impl(), store).rebuild_workflow_state(W4_WORKFLOW)
+    finally:
+        store.close()
+    assert (len(state["stages"]), len(state["tasks"])) == standard_shape(W4_PER_WORKFLOW)
+    yield path, state
+    remove_db(path)
+
+
+def test_w4_floor_scan(benchmark: Any, w4_floor: tuple[Path, dict[str, Any]]) -> None:
+    assert bench_scan(benchmark, w4_floor[0], W4_WORKFLOW, W4_COLUMNS) == W4_PER_WORKFLOW
+    record_floor(benchmark, "W4 rebuild workflow", "sqlite3 scan of its rows", W4_PER_WORKFLOW)
+
+
+def test_w4_floor_build(benchmark: Any, w4_floor: tuple[Path, dict[str, Any]]) -> None:
+    state = w4_floor[1]
+    # Each timestamp is its own string; ids, names and statuses may be shared.
+    build = least_builder([state], lambda key, _value: key.endswith("_time"))
+    (built,) = benchmark.pedantic(build, rounds=20, warmup_rounds=1)
+    assert built == state
+    record_floor(benchmark, "W4 rebuild workflow", "least build of its answer", W4_PER_WORKFLOW)
 
 
 # --- W7 ------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Floors of W3 and W4: what this machine needs for each half of the workload, with none of our code.
+"""Floors: what this machine needs for each half of W3 and W4, with none of our code in them.
 
-W3 (`test_w3_read.py`) reads the 20,000 events of workflow ``wf-5`` and each one's
-``data.get("status")``; W4 (`test_w4_w7_replay.py`) folds the same rows into the reference's
-answer, 10,000 stage and task dicts holding 20,000 distinct timestamp strings. Each has two
-halves with a floor that no implementation on this Python and this SQLite goes under,
-measured here in the same run as the workloads:
+W3 reads the 20,000 events of workflow ``wf-5`` and each one's ``data.get("status")``; W4
+folds the same rows into the reference's answer, 10,000 stage and task dicts holding 20,000
+distinct timestamp strings. Each has two halves with a floor that no implementation on this
+Python and this SQLite goes under, measured in the same module as the workload, right after
+it (the VM's speed changes from minute to minute):
 
 - the scan: the standard library's ``sqlite3`` finding the 20,000 rows through the index the
   store uses and loading each column the workload reads once (all 14 for W3, the fold's 7 for
@@ -15,12 +15,12 @@ measured here in the same run as the workloads:
   they may be shared (ids, names, statuses, numbers), a new string per timestamp from ready
   UTF-8 bytes, one store per new object. Nothing is decoded and no time is formatted, and the
   cycle collector is paused, as in our code. W3's build also runs the workload's own loop,
-  ``.get("status")`` of each payload; it builds no event objects, which only makes it lower.
+  ``.get("status")`` of each payload, and frees the payloads within the round, as W3 does;
+  it builds no event objects, which only makes it lower.
 
-Both floors use one store of W3's size (``W3_EVENTS`` per workflow, 20,000 by default, as
-W4's). Each floor is reported as the rate it alone would allow (20,000 events / its median time),
-and the summary adds the rate both together allow, ``1 / (1/scan + 1/build)``: the
-workload's ceiling on this machine at this moment, which no implementation reaches.
+Each floor is reported as the rate it alone would allow (events / its median time), and the
+summary adds the rate both together allow, ``1 / (1/scan + 1/build)``: the workload's ceiling
+on this machine at that moment, which no implementation reaches.
 """
 
 from __future__ import annotations
@@ -28,16 +28,12 @@ from __future__ import annotations
 import gc
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import ours_impl, record_extra, remove_db
+from conftest import ours_impl, record_extra
 from streams import WORKFLOWS, store_batches
-from test_w3_read import PER_WORKFLOW, WORKFLOW
-from test_w4_w7_replay import replayer_for, standard_shape
 
 W3_COLUMNS = (
     "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, schema_version, "
@@ -52,32 +48,13 @@ def scan_sql(columns: str) -> str:
     return f"SELECT count(*), count(max({columns})) FROM event_log WHERE workflow_key = ? AND workflow_id = ?"
 
 
-@dataclass
-class FloorStore:
-    """The W3/W4 store (ours), what the workloads return from it, and where it is."""
-
-    path: Path
-    payloads: list[dict[str, Any]]
-    state: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def floor_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FloorStore]:
-    """10 standard streams as W3 and W4 store them; ``wf-5``'s payloads and rebuilt state, untimed."""
+def floor_store(path: Path, per_workflow: int) -> Any:
+    """Our store on ``path`` holding 10 standard streams as W3 and W4 store them, open."""
     ours = ours_impl()
-    path: Path = tmp_path_factory.mktemp("floors") / "floors.db"
     store = ours.open(path)
-    try:
-        for batch in store_batches(ours.api, PER_WORKFLOW * WORKFLOWS):
-            store.append_batch(batch)
-        payloads = [dict(e.data) for e in store.get_events_for_workflow(WORKFLOW)]
-        state = replayer_for(ours, store).rebuild_workflow_state(WORKFLOW)
-    finally:
-        ours.close(store, path)
-    assert len(payloads) == PER_WORKFLOW
-    assert (len(state["stages"]), len(state["tasks"])) == standard_shape(PER_WORKFLOW)
-    yield FloorStore(path, payloads, state)
-    remove_db(path)
+    for batch in store_batches(ours.api, per_workflow * WORKFLOWS):
+        store.append_batch(batch)
+    return store
 
 
 def least_builder(roots: list[dict[str, Any]], fresh: Callable[[str, Any], bool]) -> Callable[[], list[Any]]:
@@ -135,12 +112,12 @@ def least_builder(roots: list[dict[str, Any]], fresh: Callable[[str, Any], bool]
 _FLOORS: dict[str, dict[str, float]] = {}
 
 
-def record_floor(benchmark: Any, workload: str, label: str) -> None:
+def record_floor(benchmark: Any, workload: str, label: str, events: int) -> None:
     """Report a floor as the rate it allows; with both of a workload's, also their ceiling."""
     stats = getattr(benchmark, "stats", None)
     if stats is None:
         return
-    eps = PER_WORKFLOW / stats.stats.median
+    eps = events / stats.stats.median
     benchmark.extra_info.update(workload=workload, floor=label, rate_allowed=round(eps))
     floors = _FLOORS.setdefault(workload, {})
     floors[label] = eps
@@ -149,49 +126,18 @@ def record_floor(benchmark: Any, workload: str, label: str) -> None:
         record_extra(workload, "ceiling: both floors", 1 / sum(1 / r for r in floors.values()), {})
 
 
-def bench_scan(benchmark: Any, path: Path, columns: str) -> None:
+def bench_scan(benchmark: Any, path: Path, workflow: str, columns: str) -> int:
+    """Time `scan_sql` over ``workflow``'s rows in the file at ``path``; the rows it counted."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         # The store's readers keep a 32 MiB page cache; so does this one.
         conn.execute("PRAGMA cache_size=-32768")
         (key,) = conn.execute(
-            "SELECT workflow_key FROM event_log WHERE workflow_id = ? LIMIT 1", (WORKFLOW,)
+            "SELECT workflow_key FROM event_log WHERE workflow_id = ? LIMIT 1", (workflow,)
         ).fetchone()
-        sql, args = scan_sql(columns), (key, WORKFLOW)
+        sql, args = scan_sql(columns), (key, workflow)
         row = benchmark.pedantic(lambda: conn.execute(sql, args).fetchone(), rounds=20, warmup_rounds=1)
     finally:
         conn.close()
-    assert row[0] == PER_WORKFLOW
-
-
-def test_w3_floor_scan(benchmark: Any, floor_store: FloorStore) -> None:
-    bench_scan(benchmark, floor_store.path, W3_COLUMNS)
-    record_floor(benchmark, "W3 read workflow", "sqlite3 scan of its rows")
-
-
-def test_w3_floor_build(benchmark: Any, floor_store: FloorStore) -> None:
-    # Payload strings may all be shared: only the dicts are new.
-    build = least_builder(floor_store.payloads, lambda _key, _value: False)
-
-    def read() -> list[Any]:
-        payloads = build()
-        for data in payloads:  # the workload's own loop
-            data.get("status")
-        return payloads
-
-    built = benchmark.pedantic(read, rounds=20, warmup_rounds=1)
-    assert built == floor_store.payloads
-    record_floor(benchmark, "W3 read workflow", "least build of its payloads")
-
-
-def test_w4_floor_scan(benchmark: Any, floor_store: FloorStore) -> None:
-    bench_scan(benchmark, floor_store.path, W4_COLUMNS)
-    record_floor(benchmark, "W4 rebuild workflow", "sqlite3 scan of its rows")
-
-
-def test_w4_floor_build(benchmark: Any, floor_store: FloorStore) -> None:
-    # Each timestamp is its own string; ids, names and statuses may be shared.
-    build = least_builder([floor_store.state], lambda key, _value: key.endswith("_time"))
-    (built,) = benchmark.pedantic(build, rounds=20, warmup_rounds=1)
-    assert built == floor_store.state
-    record_floor(benchmark, "W4 rebuild workflow", "least build of its answer")
+    rows: int = row[0]
+    return rows
