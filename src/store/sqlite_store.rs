@@ -300,9 +300,10 @@ impl SqliteBackend {
             // Takes effect only while the file is still empty.
             conn.execute_batch(&format!("PRAGMA page_size={}", config.page_size))
                 .map_err(|e| sql_error(e, "setting the page size", config))?;
-            // The switch needs the file to itself. SQLite reports a writer
-            // creating the tables meanwhile as busy at once, without its busy
-            // handler (waiting on each other could deadlock), so we wait here.
+            // The switch needs the file to itself. While another connection
+            // writes it (creating the tables, say), SQLite answers busy at once
+            // without calling its busy handler (both waiting could deadlock):
+            // wait here instead, as the busy timeout promises.
             let mode: String = retry_while_busy(config.busy_timeout, || {
                 conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             })

@@ -256,13 +256,10 @@ pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &Sqlite
     let ended = if failed_alone { run(&writer.conn, "ROLLBACK") } else { run(&writer.conn, "COMMIT") };
     match ended {
         Ok(()) => {
+            // (A lone failed request was rolled back: then nothing counts as stored.)
             let stored = outcomes.iter().filter(|o| o.is_ok()).count();
             group.iter().zip(outcomes).for_each(|(r, o)| r.finish(o));
-            if failed_alone {
-                0
-            } else {
-                stored
-            }
+            stored
         }
         Err(e) => {
             // SQLite may leave the transaction open after a failed COMMIT: end it.
