@@ -197,15 +197,22 @@ READS: dict[str, Callable[[SqliteEventStore, Event], Any]] = {
 }
 
 
-@pytest.mark.parametrize("read", list(READS))
-@pytest.mark.parametrize("c", CORRUPTIONS, ids=lambda c: c.name)
+#: Every corruption under every read path, but looking a row up by an event id that was
+#: itself damaged: that no longer finds the row at all.
+CORRUPT_READS = [
+    pytest.param(c, read, id=f"{c.name}-{read}")
+    for c in CORRUPTIONS
+    for read in READS
+    if not (read == "get_event_by_id" and "event_id" in c.name)
+]
+
+
+@pytest.mark.parametrize(("c", "read"), CORRUPT_READS)
 def test_reading_a_corrupt_row_names_its_sequence(
     tmp_path: Path, opened: list[SqliteEventStore], c: Corruption, read: str
 ) -> None:
     d = damage(tmp_path, c.sql, c.value)
     opened.append(d.store)
-    if read == "get_event_by_id" and "event_id" in c.name:
-        pytest.skip("the damaged event_id no longer finds the row")
     reads_corrupt(lambda: READS[read](d.store, d.bad), d.bad.sequence)
     # the intact rows still read back, whole
     for e in d.intact:
