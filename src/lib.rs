@@ -29,8 +29,12 @@ fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<B
 
 /// Decode bytes made by `encode_payload`.
 #[pyfunction]
-fn decode_payload<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    codec::decode::decode(py, data)
+fn decode_payload<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let Ok(data) = data.cast::<PyBytes>() else {
+        let kind = data.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        return Err(CoreError::new(Kind::ArgumentType, format!("data must be bytes, not {kind}")).into());
+    };
+    codec::decode::decode(py, data.as_bytes())
         .map_err(|e| CoreError::new(Kind::CorruptEvent, format!("payload cannot be decoded: {}", e.0)).into())
 }
 

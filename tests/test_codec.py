@@ -523,3 +523,9 @@ def test_store_payload_error_message_paths(tmp_path: Path) -> None:
             assert store.count_events() == 0
         finally:
             close_store(store)
+
+
+@pytest.mark.parametrize("not_bytes", ["text", bytearray(b"\x80"), memoryview(b"\x80"), None, 1])
+def test_decode_payload_takes_only_bytes(not_bytes: Any) -> None:
+    with pytest.raises(errors.ArgumentTypeError, match=f"data must be bytes, not {type(not_bytes).__name__}"):
+        decode_payload(not_bytes)
