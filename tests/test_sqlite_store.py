@@ -522,7 +522,7 @@ def test_open_waits_while_another_process_writes_the_fresh_file(tmp_path: Path) 
     # one file at once met this now and then, failing in ~1 s of a 5 s timeout.)
     path = tmp_path / "held.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_A_WRITE, str(path), "0.5"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD_A_WRITE, str(path), "1.0"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -531,7 +531,7 @@ def test_open_waits_while_another_process_writes_the_fresh_file(tmp_path: Path) 
         waited = time.monotonic() - start
     finally:
         assert holder.wait(timeout=30) == 0
-    assert waited >= 0.3, f"opened after {waited:.3f} s, while the other write was still going on"
+    assert waited >= 0.5, f"opened after {waited:.3f} s, while the other write was still going on"
     stored = store.append(new_event(workflow_id="after-wait"))
     assert store.get_events_for_workflow("after-wait") == [stored]
     close_store(store)
