@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from streams import EventApi, env_int, ours_api, reference_api
+from streams import EventApi, env_int, ours_api, reference_api, store_batches
 
 T = TypeVar("T")
 
@@ -57,6 +57,14 @@ class Impl:
     def open(self, path: Path, **options: Any) -> Any:
         """A store on a file, tables created, the store's default settings unless ``options``."""
         return self.open_store(self.url(path), create_tables=True, **options)
+
+    def open_filled(self, path: Path, events: int) -> Any:
+        """A store on a new file holding ``events`` events of 10 standard streams, written as
+        W2 writes them (batches of 1,000, workflows taking turns)."""
+        store = self.open(path)
+        for batch in store_batches(self.api, events):
+            store.append_batch(batch)
+        return store
 
     def close(self, store: Any, path: Path) -> None:
         """Release the store's database."""

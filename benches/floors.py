@@ -32,8 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import ours_impl, record_extra
-from streams import WORKFLOWS, store_batches
+from conftest import record_extra
 
 W3_COLUMNS = (
     "sequence, event_id, event_type, timestamp_us, entity_type, entity_id, data, schema_version, "
@@ -46,15 +45,6 @@ def scan_sql(columns: str) -> str:
     """One query loading each of ``columns`` of one workflow's rows once, by one scalar
     ``max`` per row (NULL only where a nullable column is), and counting the rows."""
     return f"SELECT count(*), count(max({columns})) FROM event_log WHERE workflow_key = ? AND workflow_id = ?"
-
-
-def floor_store(path: Path, per_workflow: int) -> Any:
-    """Our store on ``path`` holding 10 standard streams as W3 and W4 store them, open."""
-    ours = ours_impl()
-    store = ours.open(path)
-    for batch in store_batches(ours.api, per_workflow * WORKFLOWS):
-        store.append_batch(batch)
-    return store
 
 
 def least_builder(roots: list[dict[str, Any]], fresh: Callable[[str, Any], bool]) -> Callable[[], list[Any]]:

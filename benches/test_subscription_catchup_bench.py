@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import Impl, record_rate, remove_db
-from streams import env_int, store_batches
+from streams import env_int
 
 TOTAL = env_int("SUB_EVENTS", 200_000)
 
@@ -28,9 +28,7 @@ TOTAL = env_int("SUB_EVENTS", 200_000)
 @pytest.fixture(scope="module")
 def sub_store(impl: Impl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     path: Path = tmp_path_factory.mktemp("sub") / f"sub-{impl.key}.db"
-    store = impl.open(path)
-    for batch in store_batches(impl.api, TOTAL):
-        store.append_batch(batch)
+    store = impl.open_filled(path, TOTAL)
     yield store
     impl.close(store, path)
     remove_db(path)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Impl, record_rate, remove_db
-from floors import W3_COLUMNS, bench_scan, floor_store, least_builder, record_floor
-from streams import WORKFLOWS, env_int, store_batches
+from conftest import Impl, ours_impl, record_rate, remove_db
+from floors import W3_COLUMNS, bench_scan, least_builder, record_floor
+from streams import WORKFLOWS, env_int
 
 PER_WORKFLOW = env_int("W3_EVENTS", 20_000)
 WORKFLOW = "wf-5"
@@ -28,9 +28,7 @@ WORKFLOW = "wf-5"
 def w3_store(impl: Impl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A file-backed store of 10 workflows x ``PER_WORKFLOW`` events, built untimed."""
     path: Path = tmp_path_factory.mktemp("w3") / f"w3-{impl.key}.db"
-    store = impl.open(path)
-    for batch in store_batches(impl.api, PER_WORKFLOW * WORKFLOWS):
-        store.append_batch(batch)
+    store = impl.open_filled(path, PER_WORKFLOW * WORKFLOWS)
     yield store
     impl.close(store, path)
     remove_db(path)
@@ -60,7 +58,7 @@ def test_w3_read_workflow(benchmark: Any, impl: Impl, w3_store: Any) -> None:
 def w3_floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
     """A store like W3's (ours) and the payloads of ``wf-5``, built untimed."""
     path: Path = tmp_path_factory.mktemp("w3-floor") / "w3-floor.db"
-    store = floor_store(path, PER_WORKFLOW)
+    store = ours_impl().open_filled(path, PER_WORKFLOW * WORKFLOWS)
     try:
         payloads = [dict(e.data) for e in store.get_events_for_workflow(WORKFLOW)]
     finally:

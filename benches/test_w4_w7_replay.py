@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 from conftest import Impl, ours_impl, record_extra, record_rate, remove_db
-from floors import W4_COLUMNS, bench_scan, floor_store, least_builder, record_floor
-from streams import BATCH, WORKFLOWS, EventApi, env_int, store_batches
+from floors import W4_COLUMNS, bench_scan, least_builder, record_floor
+from streams import BATCH, WORKFLOWS, EventApi, env_int
 
 W4_PER_WORKFLOW = env_int("W4_EVENTS", 20_000)
 W4_WORKFLOW = "wf-5"
@@ -161,9 +161,7 @@ def build_long_store(impl: Impl, path: Path, n: int) -> Any:
 def w4_store(impl: Impl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """10 standard streams of ``W4_PER_WORKFLOW`` events in one file, built untimed."""
     path: Path = tmp_path_factory.mktemp("w4") / f"w4-{impl.key}.db"
-    store = impl.open(path)
-    for batch in store_batches(impl.api, W4_PER_WORKFLOW * WORKFLOWS):
-        store.append_batch(batch)
+    store = impl.open_filled(path, W4_PER_WORKFLOW * WORKFLOWS)
     yield store
     impl.close(store, path)
     remove_db(path)
@@ -189,7 +187,7 @@ def test_w4_rebuild_workflow(benchmark: Any, impl: Impl, w4_store: Any) -> None:
 def w4_floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     """A store like W4's (ours) and our rebuilt state of ``wf-5``, built untimed."""
     path: Path = tmp_path_factory.mktemp("w4-floor") / "w4-floor.db"
-    store = floor_store(path, W4_PER_WORKFLOW)
+    store = ours_impl().open_filled(path, W4_PER_WORKFLOW * WORKFLOWS)
     try:
         state = replayer_for(ours_impl(), store).rebuild_workflow_state(W4_WORKFLOW)
     finally:

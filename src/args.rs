@@ -1,7 +1,7 @@
 //! Argument checks that raise `ArgumentTypeError` naming the argument.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyString};
+use pyo3::types::{PyBytes, PyInt, PyString};
 
 use crate::errors::{raise, Kind};
 
@@ -14,6 +14,14 @@ pub fn str_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
     match obj.cast::<PyString>() {
         Ok(s) => text(s, what),
         Err(_) => raise(Kind::ArgumentType, format!("{what} must be a str, not {}", type_name(obj))),
+    }
+}
+
+/// `obj`'s bytes (a `bytes` object only), or ArgumentTypeError naming `what`.
+pub fn bytes_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
+    match obj.cast::<PyBytes>() {
+        Ok(b) => Ok(b.as_bytes()),
+        Err(_) => raise(Kind::ArgumentType, format!("{what} must be bytes, not {}", type_name(obj))),
     }
 }
 

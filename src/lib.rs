@@ -30,11 +30,7 @@ fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<B
 /// Decode bytes made by `encode_payload`.
 #[pyfunction]
 fn decode_payload<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let Ok(data) = data.cast::<PyBytes>() else {
-        let kind = data.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        return Err(CoreError::new(Kind::ArgumentType, format!("data must be bytes, not {kind}")).into());
-    };
-    codec::decode::decode(py, data.as_bytes())
+    codec::decode::decode(py, args::bytes_arg(data, "data")?)
         .map_err(|e| CoreError::new(Kind::CorruptEvent, format!("payload cannot be decoded: {}", e.0)).into())
 }
 
