@@ -833,7 +833,7 @@ impl Backend for SqliteBackend {
 
     fn commit_stats(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
-        Some((self.queue.commits.load(Relaxed), self.queue.requests.load(Relaxed)))
+        Some((self.queue.commits.load(Relaxed), self.queue.appends_stored.load(Relaxed)))
     }
 
     fn close(&self) {

@@ -138,7 +138,7 @@ pub struct WriteQueue {
     /// Transactions that committed appends, and the appends they stored (their
     /// ratio is the mean group size); failed appends and transactions count in neither.
     pub commits: AtomicU64,
-    pub requests: AtomicU64,
+    pub appends_stored: AtomicU64,
 }
 
 /// Clears the leader flag and hands the lead to the oldest waiting request,
@@ -186,7 +186,7 @@ impl WriteQueue {
                 let stored = commit(&group);
                 if stored > 0 {
                     self.commits.fetch_add(1, Ordering::Relaxed);
-                    self.requests.fetch_add(stored as u64, Ordering::Relaxed);
+                    self.appends_stored.fetch_add(stored as u64, Ordering::Relaxed);
                 }
             } else {
                 drop(state);
