@@ -377,3 +377,34 @@ def test_replay_corrupt_folded_value_names_sequence_and_is_skipped(
     result = replayer.replay(WF, skip_corrupt=True)
     assert [f"sequence {d.bad.sequence}" in m for m in result.skipped_corrupt] == [True]
     assert result.final_state == expected_state(d.intact)
+
+
+#: Damage found while the rows are read (not when the payload is first used), and damage to
+#: the payload, for the large-read test below.
+LARGE_READ_CORRUPTIONS = [
+    c for c in CORRUPTIONS if c.name in ("text_timestamp", "blob_entity_id", "garbage_msgpack")
+]
+
+
+@pytest.mark.parametrize("index", [100, 900, 2_300], ids=["first-part", "lower-half", "upper-half"])
+@pytest.mark.parametrize("c", LARGE_READ_CORRUPTIONS, ids=lambda c: c.name)
+def test_a_corrupt_row_in_a_large_read_names_its_sequence(
+    tmp_path: Path, opened: list[SqliteEventStore], c: Corruption, index: int
+) -> None:
+    # A file store reads a large result in parts on two threads (split_read.rs): wherever
+    # the bad row falls, the read reports it as a small read does.
+    path = tmp_path / "events.db"
+    s = SqliteEventStore(sqlite_url(path))
+    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(3_000)])
+    close_store(s)
+    bad = stored[index]
+    corrupt_row(path, bad.sequence, c.sql, c.value)
+    s = SqliteEventStore(sqlite_url(path))
+    opened.append(s)
+    reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), bad.sequence)
+    reads_corrupt(lambda: touch(s.get_events(EventQuery(limit=10**6))), bad.sequence)
+    reads_corrupt(lambda: touch(s.get_events_since(0, limit=10**6)), bad.sequence)
+    # The rows after it still read back, whole.
+    after = s.get_events_since(bad.sequence, limit=10**6)
+    assert after == stored[index + 1 :]
+    assert [e.data for e in after] == [e.data for e in stored[index + 1 :]]

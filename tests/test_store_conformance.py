@@ -543,6 +543,139 @@ def test_count_events_query(store: EventStore, name: str, kwargs: dict[str, Any]
     assert store.count_events(q) == len(expected(stored, unpaged)), name
 
 
+# --- large reads -------------------------------------------------------------------------------
+# A file store reads a large query in parts: its first 512 rows, then the rest cut in two
+# halves read at once (split_read.rs). These results cross every boundary of those parts.
+
+LARGE = 3_000
+#: The workflows the large dataset deals its events to, unevenly (see `populate_large`).
+LARGE_WORKFLOWS = ("wf-big", "wf-mid", "wf-small")
+
+
+def populate_large(store: EventStore) -> list[Event]:
+    """3,000 events: wf-big gets 6 in 10, wf-mid 3 in 10, wf-small 1 in 10, in batches."""
+    kinds = [
+        EventType.STAGE_STARTED,
+        EventType.TASK_STARTED,
+        EventType.TASK_COMPLETED,
+        EventType.STAGE_COMPLETED,
+    ]
+    events = []
+    for i in range(LARGE):
+        wf = LARGE_WORKFLOWS[0 if i % 10 < 6 else 1 if i % 10 < 9 else 2]
+        events.append(
+            new_event(
+                workflow_id=wf,
+                entity_type=EntityType.TASK,
+                entity_id=f"task-{i % 7}",
+                event_type=kinds[i % 4],
+                version=i + 1,
+                timestamp=ts(i),
+                data={"i": i, "status": "SUCCEEDED"},
+            )
+        )
+    stored: list[Event] = []
+    for start in range(0, LARGE, 700):
+        stored += store.append_batch(events[start : start + 700])
+    return stored
+
+
+def _large_queries() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("everything", {"limit": 10**6}),
+        ("limit-511", {"limit": 511}),
+        ("limit-512", {"limit": 512}),
+        ("limit-513", {"limit": 513}),
+        ("limit-1000", {"limit": 1000}),
+        ("limit-2999", {"limit": 2999}),
+        ("offset-and-limit", {"offset": 700, "limit": 1500}),
+        ("offset-past-first-part", {"offset": 2500, "limit": 1000}),
+        ("workflow-big", {"workflow_id": "wf-big", "limit": 10**6}),
+        ("workflow-mid-limited", {"workflow_id": "wf-mid", "limit": 600}),
+        ("workflow-small", {"workflow_id": "wf-small", "limit": 10**6}),
+        ("entity", {"entity_id": "task-3", "limit": 10**6}),
+        ("event-types", {"event_types": [EventType.TASK_STARTED, EventType.STAGE_COMPLETED], "limit": 10**6}),
+        ("sequence-window", {"from_sequence": 100, "to_sequence": 2100, "limit": 10**6}),
+        ("to-sequence-inside-first-part", {"to_sequence": 400, "limit": 10**6}),
+        ("timestamp-window", {"from_timestamp": ts(200), "to_timestamp": ts(2600), "limit": 10**6}),
+        ("descending", {"ascending": False, "limit": 2000}),
+        ("by-timestamp", {"order_by": "timestamp", "limit": 2000}),
+    ]
+
+
+LARGE_QUERIES = _large_queries()
+
+
+@pytest.mark.parametrize(("name", "kwargs"), LARGE_QUERIES, ids=[n for n, _ in LARGE_QUERIES])
+def test_large_queries(store: EventStore, name: str, kwargs: dict[str, Any]) -> None:
+    stored = populate_large(store)
+    base = stored[0].sequence - 1
+    kw = {k: v + base if k in ("from_sequence", "to_sequence") else v for k, v in kwargs.items()}
+    q = EventQuery(**kw)
+    want = expected(stored, q)
+    got = list(store.get_events(q))
+    assert seqs(got) == seqs(want), name
+    assert got == want
+    assert [e.data for e in got] == [e.data for e in want]
+
+
+def test_large_reads_by_workflow_entity_and_since(store: EventStore) -> None:
+    stored = populate_large(store)
+    for wf in LARGE_WORKFLOWS:
+        mine = [e for e in stored if e.workflow_id == wf]
+        assert store.get_events_for_workflow(wf) == mine
+        cut = mine[len(mine) // 3].sequence
+        assert store.get_events_for_workflow(wf, cut) == [e for e in mine if e.sequence > cut]
+    task = [e for e in stored if e.entity_id == "task-2"]
+    assert store.get_events_for_entity(EntityType.TASK, "task-2") == task
+    assert store.get_events_for_entity(EntityType.TASK, "task-2", from_version=900) == [
+        e for e in task if e.version > 900
+    ]
+    start = stored[10].sequence
+    for limit in (512, 513, 1000, 2500, 10**6):
+        assert store.get_events_since(start, limit=limit) == stored[11 : 11 + limit]
+
+
+def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -> None:
+    # Appends go on while reads run: each read must return the workflow's events up to
+    # some point, every one of them, in order (nothing from a half read at another moment
+    # missing or doubled).
+    first = store.append_batch([new_event(workflow_id="wf-grow", entity_id=f"t-{i}") for i in range(1500)])
+    stop = threading.Event()
+    reads: list[list[str]] = []
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            got = store.get_events_for_workflow("wf-grow")
+            s = seqs(got)
+            if s != sorted(set(s)):
+                problems.append(f"unordered or doubled read of {len(s)} events")
+            reads.append([e.event_id for e in got])
+
+    def writer(_: int) -> None:
+        for _batch in range(40):
+            batch = [new_event(workflow_id="wf-grow" if k % 2 else "wf-other") for k in range(50)]
+            store.append_batch(batch)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        _run_threads(2, writer)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(timeout=60)
+    assert not problems, problems[:5]
+    final = [e.event_id for e in store.get_events_for_workflow("wf-grow")]
+    assert final[:1500] == [e.event_id for e in first]
+    assert len(final) == 1500 + 2 * 40 * 25
+    assert reads, "no read ran"
+    for ids in reads:
+        assert ids == final[: len(ids)], f"a read of {len(ids)} events is not a prefix of the workflow"
+
+
 def test_get_events_returns_iterator(store: EventStore) -> None:
     populate(store)
     it = store.get_events(EventQuery(limit=2))

@@ -9,6 +9,7 @@ pub mod filter;
 mod index_key;
 pub mod memory_store;
 pub mod native;
+mod split_read;
 mod sqlite_insert;
 mod sqlite_scan;
 pub mod sqlite_store;
@@ -118,6 +119,10 @@ pub trait Backend: Send + Sync {
     /// (commits, appends they stored) since opening, where appends are group-committed.
     fn commit_stats(&self) -> Option<(u64, u64)> {
         None
+    }
+    /// Whether a large query reads faster as two halves on two threads (see `split_read`).
+    fn parallel_reads_pay(&self) -> bool {
+        false
     }
     /// Release resources; later calls fail with `StoreClosedError`.
     fn close(&self);

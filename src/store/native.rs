@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::memory_store::MemoryBackend;
 use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
-use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
+use super::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
@@ -268,7 +268,7 @@ impl NativeStore {
 
     fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let filter = Filter::from_query(query, true)?;
-        let records = self.run(py, move |b| b.query(&filter))?;
+        let records = self.run(py, move |b| split_read::query(b, &filter))?;
         to_list(py, records)
     }
 
@@ -294,7 +294,7 @@ impl NativeStore {
             from_version: Some(int_arg(from_version, "from_version")?),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| b.query(&filter))?;
+        let records = self.run(py, move |b| split_read::query(b, &filter))?;
         to_list(py, records)
     }
 
@@ -309,7 +309,7 @@ impl NativeStore {
             from_sequence: Some(int_arg(from_sequence, "from_sequence")?),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| b.query(&filter))?;
+        let records = self.run(py, move |b| split_read::query(b, &filter))?;
         to_list(py, records)
     }
 
@@ -328,7 +328,7 @@ impl NativeStore {
             limit: Some(limit),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| b.query(&filter))?;
+        let records = self.run(py, move |b| split_read::query(b, &filter))?;
         to_list(py, records)
     }
 
