@@ -386,7 +386,7 @@ LARGE_READ_CORRUPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("index", [100, 900, 2_300], ids=["first-part", "lower-half", "upper-half"])
+@pytest.mark.parametrize("index", [100, 4_000, 10_000], ids=["first-part", "lower-half", "upper-half"])
 @pytest.mark.parametrize("c", LARGE_READ_CORRUPTIONS, ids=lambda c: c.name)
 def test_a_corrupt_row_in_a_large_read_names_its_sequence(
     tmp_path: Path, opened: list[SqliteEventStore], c: Corruption, index: int
@@ -395,7 +395,7 @@ def test_a_corrupt_row_in_a_large_read_names_its_sequence(
     # the bad row falls, the read reports it as a small read does.
     path = tmp_path / "events.db"
     s = SqliteEventStore(sqlite_url(path))
-    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(3_000)])
+    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(12_000)])
     close_store(s)
     bad = stored[index]
     corrupt_row(path, bad.sequence, c.sql, c.value)

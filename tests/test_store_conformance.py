@@ -6,6 +6,7 @@ implements the documented semantics over the events the test appended.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable
@@ -544,16 +545,18 @@ def test_count_events_query(store: EventStore, name: str, kwargs: dict[str, Any]
 
 
 # --- large reads -------------------------------------------------------------------------------
-# A file store reads a large query in parts: its first 512 rows, then the rest cut in two
-# halves read at once (split_read.rs). These results cross every boundary of those parts.
+# A file store reads a large query in parts (split_read.rs): its first 1,024 rows, then the
+# rest in one go, or, when at least 8,192 more rows are expected, cut in two halves read at
+# once. These results cross every boundary of those parts, and take both ways of reading on.
 
-LARGE = 3_000
+LARGE = 20_000
 #: The workflows the large dataset deals its events to, unevenly (see `populate_large`).
 LARGE_WORKFLOWS = ("wf-big", "wf-mid", "wf-small")
 
 
-def populate_large(store: EventStore) -> list[Event]:
-    """3,000 events: wf-big gets 6 in 10, wf-mid 3 in 10, wf-small 1 in 10, in batches."""
+@functools.cache
+def large_events() -> tuple[Event, ...]:
+    """20,000 events: wf-big gets 6 in 10, wf-mid 3 in 10, wf-small 1 in 10 (made once)."""
     kinds = [
         EventType.STAGE_STARTED,
         EventType.TASK_STARTED,
@@ -574,32 +577,43 @@ def populate_large(store: EventStore) -> list[Event]:
                 data={"i": i, "status": "SUCCEEDED"},
             )
         )
+    return tuple(events)
+
+
+def populate_large(store: EventStore) -> list[Event]:
+    """`large_events` appended to ``store`` in batches; returns them as stored."""
+    events = large_events()
     stored: list[Event] = []
-    for start in range(0, LARGE, 700):
-        stored += store.append_batch(events[start : start + 700])
+    for start in range(0, LARGE, 4_000):
+        stored += store.append_batch(events[start : start + 4_000])
     return stored
 
 
 def _large_queries() -> list[tuple[str, dict[str, Any]]]:
+    # Which way each takes on a file store: "one" (a single read), "rest" (the first part,
+    # then the rest in one go) or "halves" (the first part, then two halves at once).
     return [
-        ("everything", {"limit": 10**6}),
-        ("limit-511", {"limit": 511}),
-        ("limit-512", {"limit": 512}),
-        ("limit-513", {"limit": 513}),
-        ("limit-1000", {"limit": 1000}),
-        ("limit-2999", {"limit": 2999}),
-        ("offset-and-limit", {"offset": 700, "limit": 1500}),
-        ("offset-past-first-part", {"offset": 2500, "limit": 1000}),
-        ("workflow-big", {"workflow_id": "wf-big", "limit": 10**6}),
-        ("workflow-mid-limited", {"workflow_id": "wf-mid", "limit": 600}),
-        ("workflow-small", {"workflow_id": "wf-small", "limit": 10**6}),
-        ("entity", {"entity_id": "task-3", "limit": 10**6}),
+        ("everything", {"limit": 10**6}),  # halves
+        ("limit-2047", {"limit": 2047}),  # one
+        ("limit-2048", {"limit": 2048}),  # one
+        ("limit-2049", {"limit": 2049}),  # rest
+        ("limit-10000", {"limit": 10_000}),  # rest: at most 7,952 more
+        ("limit-10300", {"limit": 10_300}),  # halves, cut short by the limit
+        ("limit-19999", {"limit": 19_999}),  # halves
+        ("offset-and-limit", {"offset": 700, "limit": 15_000}),  # halves
+        ("offset-past-first-part", {"offset": 17_000, "limit": 2_500}),  # rest
+        ("workflow-big", {"workflow_id": "wf-big", "limit": 10**6}),  # halves: 0.6 of each span
+        ("workflow-mid", {"workflow_id": "wf-mid", "limit": 10**6}),  # rest
+        ("workflow-small", {"workflow_id": "wf-small", "limit": 10**6}),  # one: 2,000 events
+        ("entity", {"entity_id": "task-3", "limit": 10**6}),  # rest
+        # rest: half the rows match, so ~8,000 more are expected
         ("event-types", {"event_types": [EventType.TASK_STARTED, EventType.STAGE_COMPLETED], "limit": 10**6}),
-        ("sequence-window", {"from_sequence": 100, "to_sequence": 2100, "limit": 10**6}),
-        ("to-sequence-inside-first-part", {"to_sequence": 400, "limit": 10**6}),
-        ("timestamp-window", {"from_timestamp": ts(200), "to_timestamp": ts(2600), "limit": 10**6}),
-        ("descending", {"ascending": False, "limit": 2000}),
-        ("by-timestamp", {"order_by": "timestamp", "limit": 2000}),
+        ("sequence-window", {"from_sequence": 100, "to_sequence": 17_100, "limit": 10**6}),  # halves
+        ("to-sequence-inside-first-part", {"to_sequence": 400, "limit": 10**6}),  # one
+        # halves
+        ("timestamp-window", {"from_timestamp": ts(200), "to_timestamp": ts(19_600), "limit": 10**6}),
+        ("descending", {"ascending": False, "limit": 12_000}),  # one
+        ("by-timestamp", {"order_by": "timestamp", "limit": 12_000}),  # one
     ]
 
 
@@ -632,7 +646,7 @@ def test_large_reads_by_workflow_entity_and_since(store: EventStore) -> None:
         e for e in task if e.version > 900
     ]
     start = stored[10].sequence
-    for limit in (512, 513, 1000, 2500, 10**6):
+    for limit in (2048, 2049, 10_000, 10_300, 10**6):
         assert store.get_events_since(start, limit=limit) == stored[11 : 11 + limit]
 
 
@@ -640,7 +654,7 @@ def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -
     # Appends go on while reads run: each read must return the workflow's events up to
     # some point, every one of them, in order (nothing from a half read at another moment
     # missing or doubled).
-    first = store.append_batch([new_event(workflow_id="wf-grow", entity_id=f"t-{i}") for i in range(1500)])
+    first = store.append_batch([new_event(workflow_id="wf-grow", entity_id=f"t-{i}") for i in range(12_000)])
     stop = threading.Event()
     reads: list[list[str]] = []
     problems: list[str] = []
@@ -669,8 +683,8 @@ def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -
             t.join(timeout=60)
     assert not problems, problems[:5]
     final = [e.event_id for e in store.get_events_for_workflow("wf-grow")]
-    assert final[:1500] == [e.event_id for e in first]
-    assert len(final) == 1500 + 2 * 40 * 25
+    assert final[:12_000] == [e.event_id for e in first]
+    assert len(final) == 12_000 + 2 * 40 * 25
     assert reads, "no read ran"
     for ids in reads:
         assert ids == final[: len(ids)], f"a read of {len(ids)} events is not a prefix of the workflow"
