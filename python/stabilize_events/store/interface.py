@@ -8,6 +8,8 @@ Guarantees every store gives (stated once, checked by ``tests/test_store_conform
 - ``append_batch`` is atomic: on any error (an unencodable payload, a
   duplicate ``event_id``, an I/O failure) nothing of the batch is stored.
 - Reads return events ordered by sequence unless a query asks otherwise.
+- A read sees the store at one moment: while appends go on, it returns the
+  matching events up to some point, every one of them, and none after it.
 - A store may be shared between threads.
 """
 
