@@ -650,46 +650,6 @@ def test_large_reads_by_workflow_entity_and_since(store: EventStore) -> None:
         assert store.get_events_since(start, limit=limit) == stored[11 : 11 + limit]
 
 
-def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -> None:
-    # Appends go on while reads run: each read must return the workflow's events up to
-    # some point, every one of them, in order (nothing from a half read at another moment
-    # missing or doubled).
-    first = store.append_batch([new_event(workflow_id="wf-grow", entity_id=f"t-{i}") for i in range(12_000)])
-    stop = threading.Event()
-    reads: list[list[str]] = []
-    problems: list[str] = []
-
-    def reader() -> None:
-        while not stop.is_set():
-            got = store.get_events_for_workflow("wf-grow")
-            s = seqs(got)
-            if s != sorted(set(s)):
-                problems.append(f"unordered or doubled read of {len(s)} events")
-            reads.append([e.event_id for e in got])
-
-    def writer(_: int) -> None:
-        for _batch in range(40):
-            batch = [new_event(workflow_id="wf-grow" if k % 2 else "wf-other") for k in range(50)]
-            store.append_batch(batch)
-
-    readers = [threading.Thread(target=reader) for _ in range(2)]
-    for t in readers:
-        t.start()
-    try:
-        _run_threads(2, writer)
-    finally:
-        stop.set()
-        for t in readers:
-            t.join(timeout=60)
-    assert not problems, problems[:5]
-    final = [e.event_id for e in store.get_events_for_workflow("wf-grow")]
-    assert final[:12_000] == [e.event_id for e in first]
-    assert len(final) == 12_000 + 2 * 40 * 25
-    assert reads, "no read ran"
-    for ids in reads:
-        assert ids == final[: len(ids)], f"a read of {len(ids)} events is not a prefix of the workflow"
-
-
 def test_get_events_returns_iterator(store: EventStore) -> None:
     populate(store)
     it = store.get_events(EventQuery(limit=2))
@@ -912,36 +872,73 @@ def test_concurrent_batches_stay_consecutive(store: EventStore) -> None:
     assert store.count_events() == n_threads * batches * size
 
 
-def test_concurrent_readers_see_consistent_prefix(store: EventStore) -> None:
+def _read_while_writing(read: Callable[[], None], writers: int, write: Callable[[int], None]) -> None:
+    """Call ``read`` over and over on two threads while ``writers`` threads each run ``write``."""
     stop = threading.Event()
-    problems: list[str] = []
 
     def reader() -> None:
         while not stop.is_set():
-            evs = store.get_events_since(0, limit=100_000)
-            s = seqs(evs)
-            if s != sorted(s) or len(set(s)) != len(s):
-                problems.append(f"unordered read {s[:10]}")
-            cur = store.get_current_sequence()
-            if s and cur < s[-1]:
-                problems.append(f"current_sequence {cur} behind read {s[-1]}")
+            read()
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     for t in readers:
         t.start()
     try:
-
-        def work(i: int) -> None:
-            for _ in range(50):
-                store.append_batch([new_event(), new_event()])
-
-        _run_threads(4, work)
+        _run_threads(writers, write)
     finally:
         stop.set()
         for t in readers:
-            t.join(timeout=30)
+            t.join(timeout=60)
+
+
+def test_concurrent_readers_see_consistent_prefix(store: EventStore) -> None:
+    problems: list[str] = []
+
+    def read() -> None:
+        evs = store.get_events_since(0, limit=100_000)
+        s = seqs(evs)
+        if s != sorted(s) or len(set(s)) != len(s):
+            problems.append(f"unordered read {s[:10]}")
+        cur = store.get_current_sequence()
+        if s and cur < s[-1]:
+            problems.append(f"current_sequence {cur} behind read {s[-1]}")
+
+    def work(i: int) -> None:
+        for _ in range(50):
+            store.append_batch([new_event(), new_event()])
+
+    _read_while_writing(read, 4, work)
     assert not problems, problems[:5]
     assert store.count_events() == 400
+
+
+def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -> None:
+    # Each read must return the workflow's events up to some point, every one of them, in
+    # order: a file store reads these in parts at different moments (split_read.rs), and
+    # nothing of one part may be missing from, or doubled in, another.
+    first = store.append_batch([new_event(workflow_id="wf-grow", entity_id=f"t-{i}") for i in range(12_000)])
+    reads: list[list[str]] = []
+    problems: list[str] = []
+
+    def read() -> None:
+        got = store.get_events_for_workflow("wf-grow")
+        s = seqs(got)
+        if s != sorted(set(s)):
+            problems.append(f"unordered or doubled read of {len(s)} events")
+        reads.append([e.event_id for e in got])
+
+    def write(_: int) -> None:
+        for _batch in range(40):
+            store.append_batch([new_event(workflow_id="wf-grow" if k % 2 else "wf-other") for k in range(50)])
+
+    _read_while_writing(read, 2, write)
+    assert not problems, problems[:5]
+    final = [e.event_id for e in store.get_events_for_workflow("wf-grow")]
+    assert final[:12_000] == [e.event_id for e in first]
+    assert len(final) == 12_000 + 2 * 40 * 25
+    assert reads, "no read ran"
+    for ids in reads:
+        assert ids == final[: len(ids)], f"a read of {len(ids)} events is not a prefix of the workflow"
 
 
 def test_threads_reading_fresh_events_share_each_decoded_field(store: EventStore) -> None:
