@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -551,3 +553,72 @@ def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
                 p.kill()
     _check_file(url, results, 200)
     assert os.path.exists(tmp_path / "fresh.db")
+
+
+#: Run in a fresh interpreter: write a store, then fork a child that becomes ``nobody`` with
+#: room for no thread beyond its own and reads the store back. (The fork comes after the
+#: store is closed, so no other thread is copied half-way; the child keeps the modules the
+#: parent imported, since ``nobody`` may not reach them on disk.)
+NO_THREAD_READ = """
+import os, resource, sys, threading
+from stabilize_events import Event, EntityType, EventType, SqliteEventStore
+
+path = sys.argv[1]
+s = SqliteEventStore("sqlite:///" + path)
+events = [
+    Event(event_type=EventType.TASK_STARTED, entity_type=EntityType.TASK, entity_id=f"t-{i}",
+          workflow_id="wf-big", data={"i": i})
+    for i in range(15_000)
+]
+stored = [e.sequence for e in s.append_batch(events)]
+s.close()
+os.chmod(os.path.dirname(path), 0o777)
+os.chmod(path, 0o666)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        try:
+            threading.Thread(target=print).start()
+            print("a thread started: the limit did not hold")
+        except RuntimeError:
+            s = SqliteEventStore("sqlite:///" + path)
+            got = s.get_events_for_workflow("wf-big")
+            s.close()
+            print("read", len(got), "events")
+            code = 0 if [e.sequence for e in got] == stored else 2
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to make a child nobody"
+)
+def test_a_large_read_without_a_second_thread_reads_on_one() -> None:
+    # A large read is read in two halves on two threads (split_read.rs); where the process
+    # may start no thread, both halves are read on the calling one, with the same result.
+    # (A thread limit binds only users other than root, hence the child as nobody, and a
+    # folder right under the temporary directory, which nobody can reach.)
+    folder = Path(tempfile.mkdtemp(prefix="stabilize-events-nobody-"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", NO_THREAD_READ, str(folder / "events.db")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.split() == ["read", "15000", "events"]

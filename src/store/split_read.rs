@@ -65,11 +65,17 @@ pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<Event
         Filter { to_sequence: Some(rest.to_sequence.map_or(middle, |t| t.min(middle))), ..rest.clone() };
     let upper = Filter { from_sequence: Some(middle), ..rest };
     let (low, high) = std::thread::scope(|scope| {
-        let low = scope.spawn(|| backend.query(&lower));
+        let spawned = std::thread::Builder::new()
+            .name("stabilize-read".into())
+            .spawn_scoped(scope, || backend.query(&lower));
         let high = backend.query(&upper);
-        let low = low.join().unwrap_or_else(|_| {
-            Err(CoreError::new(Kind::Store, "the thread reading the lower half of a query panicked"))
-        });
+        let low = match spawned {
+            Ok(thread) => thread.join().unwrap_or_else(|_| {
+                Err(CoreError::new(Kind::Store, "the thread reading the lower half of a query panicked"))
+            }),
+            // No thread to be had (a process limit, say): the lower half is read here too.
+            Err(_) => backend.query(&lower),
+        };
         (low, high)
     });
     records.extend(low?);
