@@ -408,3 +408,20 @@ def test_a_corrupt_row_in_a_large_read_names_its_sequence(
     after = s.get_events_since(bad.sequence, limit=10**6)
     assert after == stored[index + 1 :]
     assert [e.data for e in after] == [e.data for e in stored[index + 1 :]]
+
+
+def test_of_two_corrupt_rows_a_large_read_names_the_first(
+    tmp_path: Path, opened: list[SqliteEventStore]
+) -> None:
+    # As a read in one go does: here the second bad row is the newest, which a large read
+    # looks up before reading its halves.
+    path = tmp_path / "events.db"
+    s = SqliteEventStore(sqlite_url(path))
+    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(12_000)])
+    close_store(s)
+    for bad in (stored[4_000], stored[-1]):
+        corrupt_row(path, bad.sequence, "timestamp_us = ?", "not a time")
+    s = SqliteEventStore(sqlite_url(path))
+    opened.append(s)
+    message = reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), stored[4_000].sequence)
+    assert f"sequence {stored[-1].sequence}" not in message, message

@@ -50,8 +50,17 @@ pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<Event
         ..filter.clone()
     };
     let newest = Filter { ascending: false, limit: Some(1), ..rest.clone() };
-    let Some(last) = backend.query(&newest)?.first().map(|r| r.sequence) else {
-        return Ok(records);
+    let last = match backend.query(&newest) {
+        Ok(found) => match found.first() {
+            Some(r) => r.sequence,
+            None => return Ok(records),
+        },
+        // The newest row cannot be read (corrupt, say): read on in order, so that the
+        // error names the first bad row, as one read would.
+        Err(_) => {
+            records.extend(backend.query(&rest)?);
+            return Ok(records);
+        }
     };
     // Sequences are unique, so the first part's span bounds how densely the rest can match.
     let density = FIRST_PART as f64 / (read_last - records[0].sequence + 1) as f64;
