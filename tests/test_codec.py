@@ -266,6 +266,35 @@ def test_decode_garbage_raises_not_crashes(garbage: bytes) -> None:
         decode_payload(garbage)
 
 
+#: Byte strings that are not UTF-8: a stray continuation byte, an overlong form, a UTF-16
+#: surrogate, a sequence cut short, a code point past U+10FFFF.
+NOT_UTF8 = [b"\x80", b"\xc0\x80", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80"]
+
+
+def msgpack_str(raw: bytes) -> bytes:
+    assert len(raw) < 256
+    return (bytes([0xA0 | len(raw)]) if len(raw) < 32 else b"\xd9" + bytes([len(raw)])) + raw
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8, ids=repr)
+@pytest.mark.parametrize("pad", [0, 30, 100], ids=["short", "cached-length", "uncached-length"])
+def test_strings_that_are_not_utf8_are_refused_and_never_cached(bad: bytes, pad: int) -> None:
+    # Decoded strings are checked by CPython as it makes them; short ones are then kept in a
+    # cache that later payloads hit by their bytes alone, so a refused string must never be
+    # kept, and a valid one with the same start must still decode.
+    raw = b"k" * pad + bad
+    for payload in (b"\x81\xa1x" + msgpack_str(raw), b"\x81" + msgpack_str(raw) + b"\x01"):
+        for _ in range(2):
+            with pytest.raises(errors.CorruptEventError, match="invalid UTF-8 in string"):
+                decode_payload(payload)
+    good = b"k" * pad + "é".encode()
+    assert decode_payload(b"\x81\xa1x" + msgpack_str(good)) == {"x": good.decode()}
+    assert decode_payload(b"\x81" + msgpack_str(good) + b"\x01") == {good.decode(): 1}
+    assert decode_payload(msgpack_str(good)) == good.decode()
+    with pytest.raises(errors.CorruptEventError, match="invalid UTF-8 in string"):
+        decode_payload(msgpack_str(raw))
+
+
 def test_deep_nesting_does_not_crash() -> None:
     v: Any = "leaf"
     for _ in range(100):

@@ -1,7 +1,7 @@
 //! msgpack bytes -> Python values.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::key_cache::{KeyCache, MAX_KEY_LEN, MAX_VALUE_LEN};
 use super::{ext, MAX_DEPTH};
@@ -54,9 +54,8 @@ impl Session {
             [m @ 0xa0..=0xbf, ref text @ ..] | [m @ 0xd9, _, ref text @ ..]
                 if text.len() == if m == 0xd9 { bytes[1] as usize } else { (m & 0x1f) as usize } =>
             {
-                let text =
-                    super::utf8(text).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))?;
-                return Ok((string_value(py, self.cache(), text), true));
+                let value = self.cache().get_utf8(py, text, MAX_VALUE_LEN, || new_string(py, text))?;
+                return Ok((value.into_any(), true));
             }
             _ => {}
         }
@@ -74,12 +73,26 @@ impl Session {
     }
 }
 
-/// A decoded string value, from the cache when short: statuses and types
-/// repeat everywhere, and so do ids within a run of events (a stage's name
-/// and id come back in each of its events), while a value seen only once
-/// costs a slot (which allocates nothing) on top of its string.
-fn string_value<'py>(py: Python<'py>, keys: &mut KeyCache, text: &str) -> Bound<'py, PyAny> {
-    keys.get(py, text, MAX_VALUE_LEN).into_any()
+/// A Python string from UTF-8 that is still to be checked (CPython's decoder
+/// checks it as it copies, so the bytes are read once).
+fn new_string<'py>(py: Python<'py>, raw: &[u8]) -> Result<Bound<'py, PyString>> {
+    // SAFETY: a pointer and length of live bytes; the result is a new `str` or null with the
+    // error set, which `from_owned_ptr_or_err` takes.
+    let made = unsafe {
+        let ptr = pyo3::ffi::PyUnicode_DecodeUTF8(
+            raw.as_ptr().cast(),
+            raw.len() as pyo3::ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr_or_err(py, ptr).map(|s| s.cast_into_unchecked::<PyString>())
+    };
+    match made {
+        Ok(s) => Ok(s),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyUnicodeDecodeError>(py) => {
+            err(format!("invalid UTF-8 in string: {}", e.value(py)))
+        }
+        Err(e) => err(e.value(py).to_string()),
+    }
 }
 
 /// Decode one msgpack value from `bytes`, which must hold exactly that value.
@@ -152,14 +165,14 @@ impl<'a, 'py> Reader<'a, 'py> {
         DecodeError(e.value(self.py).to_string())
     }
 
-    fn text(&mut self, n: usize) -> Result<&'a str> {
-        let raw = self.take(n)?;
-        super::utf8(raw).map_err(|e| DecodeError(format!("invalid UTF-8 in string: {e}")))
-    }
-
+    /// A decoded string value, from the cache when short: statuses and types
+    /// repeat everywhere, and so do ids within a run of events (a stage's name
+    /// and id come back in each of its events), while a value seen only once
+    /// costs a slot (which allocates nothing) on top of its string.
     fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
-        let text = self.text(n)?;
-        Ok(string_value(self.py, self.keys, text))
+        let raw = self.take(n)?;
+        let py = self.py;
+        Ok(self.keys.get_utf8(py, raw, MAX_VALUE_LEN, || new_string(py, raw))?.into_any())
     }
 
     fn value(&mut self, depth: usize) -> Result<Bound<'py, PyAny>> {
@@ -305,9 +318,13 @@ impl<'a, 'py> Reader<'a, 'py> {
                 return self.value(MAX_DEPTH - 1);
             }
         };
-        let text = self.text(n)?;
+        let raw = self.take(n)?;
         self.keys_read += 1;
-        Ok(self.keys.get_at(self.py, self.keys_read - 1, text, MAX_KEY_LEN).into_any())
+        let py = self.py;
+        Ok(self
+            .keys
+            .get_at_utf8(py, self.keys_read - 1, raw, MAX_KEY_LEN, || new_string(py, raw))?
+            .into_any())
     }
 
     fn ext(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {

@@ -40,44 +40,66 @@ impl KeyCache {
         KeyCache { slots: (0..SLOTS).map(|_| None).collect(), recent: (0..RECENT).map(|_| None).collect() }
     }
 
-    /// `get`, for the string at `position` in a payload (see `recent`).
-    pub fn get_at<'py>(
-        &mut self,
-        py: Python<'py>,
-        position: usize,
-        text: &str,
-        max_len: usize,
-    ) -> Bound<'py, PyString> {
-        if position >= RECENT || text.len() > RECENT_LEN.min(max_len) {
-            return self.get(py, text, max_len);
-        }
-        if let Some((seen, value)) = &self.recent[position] {
-            if same_bytes(seen.as_bytes(), text.as_bytes()) {
-                return value.bind(py).clone();
-            }
-        }
-        let value = self.get(py, text, max_len);
-        self.recent[position] = Some((compact_str::CompactString::new(text), value.clone().unbind()));
+    /// The Python string for `text`, from the cache when it was seen before.
+    pub fn get<'py>(&mut self, py: Python<'py>, text: &str, max_len: usize) -> Bound<'py, PyString> {
+        let Ok(value) = self.get_utf8(py, text.as_bytes(), max_len, || {
+            Ok::<_, std::convert::Infallible>(PyString::new(py, text))
+        });
         value
     }
 
-    /// The Python string for `text`, from the cache when it was seen before.
-    pub fn get<'py>(&mut self, py: Python<'py>, text: &str, max_len: usize) -> Bound<'py, PyString> {
-        if text.len() > max_len {
-            return PyString::new(py, text);
+    /// `get_utf8`, for the string at `position` in a payload (see `recent`).
+    pub fn get_at_utf8<'py, E>(
+        &mut self,
+        py: Python<'py>,
+        position: usize,
+        bytes: &[u8],
+        max_len: usize,
+        make: impl FnOnce() -> Result<Bound<'py, PyString>, E>,
+    ) -> Result<Bound<'py, PyString>, E> {
+        if position >= RECENT || bytes.len() > RECENT_LEN.min(max_len) {
+            return self.get_utf8(py, bytes, max_len, make);
         }
-        let hash = fx_hash(text.as_bytes());
-        let index = slot_of(hash);
-        if let Some(slot) = &self.slots[index] {
-            if slot.hash == hash && same_bytes(slot.text.as_bytes(), text.as_bytes()) {
-                return slot.value.bind(py).clone();
+        if let Some((seen, value)) = &self.recent[position] {
+            if same_bytes(seen.as_bytes(), bytes) {
+                return Ok(value.bind(py).clone());
             }
         }
-        let value = PyString::new(py, text);
-        self.slots[index] =
-            Some(Slot { hash, text: compact_str::CompactString::new(text), value: value.clone().unbind() });
-        value
+        let value = self.get_utf8(py, bytes, max_len, make)?;
+        self.recent[position] = Some((known_text(bytes), value.clone().unbind()));
+        Ok(value)
     }
+
+    /// The Python string whose UTF-8 is `bytes`: from the cache when the same
+    /// bytes were seen before, else made by `make`, which checks them (a cached
+    /// string's bytes were valid when it was made, so a hit needs no check).
+    pub fn get_utf8<'py, E>(
+        &mut self,
+        py: Python<'py>,
+        bytes: &[u8],
+        max_len: usize,
+        make: impl FnOnce() -> Result<Bound<'py, PyString>, E>,
+    ) -> Result<Bound<'py, PyString>, E> {
+        if bytes.len() > max_len {
+            return make();
+        }
+        let hash = fx_hash(bytes);
+        let index = slot_of(hash);
+        if let Some(slot) = &self.slots[index] {
+            if slot.hash == hash && same_bytes(slot.text.as_bytes(), bytes) {
+                return Ok(slot.value.bind(py).clone());
+            }
+        }
+        let value = make()?;
+        self.slots[index] = Some(Slot { hash, text: known_text(bytes), value: value.clone().unbind() });
+        Ok(value)
+    }
+}
+
+/// The text of bytes a Python string was just made from, so valid UTF-8.
+fn known_text(bytes: &[u8]) -> compact_str::CompactString {
+    // SAFETY: `make` returned a string for these bytes: it decoded them as UTF-8.
+    unsafe { compact_str::CompactString::from_utf8_unchecked(bytes) }
 }
 
 /// The slot of a hash: its top bits. A multiplicative hash mixes its input
