@@ -91,7 +91,7 @@ fn new_string<'py>(py: Python<'py>, raw: &[u8]) -> Result<Bound<'py, PyString>> 
         Err(e) if e.is_instance_of::<pyo3::exceptions::PyUnicodeDecodeError>(py) => {
             err(format!("invalid UTF-8 in string: {}", e.value(py)))
         }
-        Err(e) => err(e.value(py).to_string()),
+        Err(e) => err(e.to_string()),
     }
 }
 

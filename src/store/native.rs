@@ -15,7 +15,7 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{coerce_event, Event, EventRecord};
+use crate::event::{coerce_event, Event};
 use crate::fold::Folder;
 use crate::time;
 
@@ -64,11 +64,6 @@ fn expectations(
         out.push(Expectation { entity_type, entity_id: entity_id.into(), version });
     }
     Ok(out)
-}
-
-fn to_list<'py>(py: Python<'py>, records: Vec<Arc<EventRecord>>) -> PyResult<Bound<'py, PyList>> {
-    let items = records.into_iter().map(|r| Event::read(py, r)).collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)
 }
 
 fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
@@ -127,6 +122,13 @@ impl NativeStore {
     ) -> PyResult<T> {
         let backend: &dyn Backend = &*self.backend;
         Ok(py.detach(|| f(backend))?)
+    }
+
+    /// The events matching `filter`, as a list, read with the GIL released.
+    fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
+        let records = self.run(py, move |b| split_read::query(b, &filter))?;
+        let events = records.into_iter().map(|r| Event::read(py, r)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, events)
     }
 
     fn append_events<'py>(
@@ -268,8 +270,7 @@ impl NativeStore {
 
     fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let filter = Filter::from_query(query, true)?;
-        let records = self.run(py, move |b| split_read::query(b, &filter))?;
-        to_list(py, records)
+        self.read_events(py, filter)
     }
 
     #[pyo3(signature = (query=None))]
@@ -294,8 +295,7 @@ impl NativeStore {
             from_version: Some(int_arg(from_version, "from_version")?),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| split_read::query(b, &filter))?;
-        to_list(py, records)
+        self.read_events(py, filter)
     }
 
     fn events_for_workflow<'py>(
@@ -309,8 +309,7 @@ impl NativeStore {
             from_sequence: Some(int_arg(from_sequence, "from_sequence")?),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| split_read::query(b, &filter))?;
-        to_list(py, records)
+        self.read_events(py, filter)
     }
 
     fn events_since<'py>(
@@ -328,8 +327,7 @@ impl NativeStore {
             limit: Some(limit),
             ..Filter::all()
         };
-        let records = self.run(py, move |b| split_read::query(b, &filter))?;
-        to_list(py, records)
+        self.read_events(py, filter)
     }
 
     fn event_by_id<'py>(
