@@ -7,7 +7,7 @@
 //! last row read and the last row matching are cut in two: a second thread
 //! reads the lower half while this one reads the upper half. Smaller rests
 //! are read here in one go: starting a thread costs 30-200 us on this VM,
-//! and its two cores together run two threads only 1.1-2x as fast as one.
+//! and its two cores together run two threads only 1.0-2x as fast as one.
 //!
 //! Each half is read at its own snapshot, later than the first read's. That
 //! is the same result as one read at the upper half's snapshot: rows are never
