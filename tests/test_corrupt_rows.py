@@ -386,6 +386,22 @@ LARGE_READ_CORRUPTIONS = [
 ]
 
 
+def damage_large(
+    tmp_path: Path, opened: list[SqliteEventStore], damages: list[tuple[int, str, Any]]
+) -> tuple[SqliteEventStore, list[Event]]:
+    """12,000 events of one workflow, with the rows at the given indexes damaged (as
+    `corrupt_row` does), reopened; returns the store and the events as stored."""
+    path = tmp_path / "events.db"
+    s = SqliteEventStore(sqlite_url(path))
+    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(12_000)])
+    close_store(s)
+    for index, sql, value in damages:
+        corrupt_row(path, stored[index].sequence, sql, value)
+    s = SqliteEventStore(sqlite_url(path))
+    opened.append(s)
+    return s, stored
+
+
 @pytest.mark.parametrize("index", [100, 4_000, 10_000], ids=["first-part", "lower-half", "upper-half"])
 @pytest.mark.parametrize("c", LARGE_READ_CORRUPTIONS, ids=lambda c: c.name)
 def test_a_corrupt_row_in_a_large_read_names_its_sequence(
@@ -393,14 +409,8 @@ def test_a_corrupt_row_in_a_large_read_names_its_sequence(
 ) -> None:
     # A file store reads a large result in parts on two threads (split_read.rs): wherever
     # the bad row falls, the read reports it as a small read does.
-    path = tmp_path / "events.db"
-    s = SqliteEventStore(sqlite_url(path))
-    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(12_000)])
-    close_store(s)
+    s, stored = damage_large(tmp_path, opened, [(index, c.sql, c.value)])
     bad = stored[index]
-    corrupt_row(path, bad.sequence, c.sql, c.value)
-    s = SqliteEventStore(sqlite_url(path))
-    opened.append(s)
     reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), bad.sequence)
     reads_corrupt(lambda: touch(s.get_events(EventQuery(limit=10**6))), bad.sequence)
     reads_corrupt(lambda: touch(s.get_events_since(0, limit=10**6)), bad.sequence)
@@ -415,13 +425,7 @@ def test_of_two_corrupt_rows_a_large_read_names_the_first(
 ) -> None:
     # As a read in one go does: here the second bad row is the newest, which a large read
     # looks up before reading its halves.
-    path = tmp_path / "events.db"
-    s = SqliteEventStore(sqlite_url(path))
-    stored = s.append_batch([new_event(workflow_id=WF, entity_id=f"task-{i}") for i in range(12_000)])
-    close_store(s)
-    for bad in (stored[4_000], stored[-1]):
-        corrupt_row(path, bad.sequence, "timestamp_us = ?", "not a time")
-    s = SqliteEventStore(sqlite_url(path))
-    opened.append(s)
+    bad_timestamp = ("timestamp_us = ?", "not a time")
+    s, stored = damage_large(tmp_path, opened, [(4_000, *bad_timestamp), (-1, *bad_timestamp)])
     message = reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), stored[4_000].sequence)
     assert f"sequence {stored[-1].sequence}" not in message, message

@@ -54,8 +54,7 @@ impl Session {
             [m @ 0xa0..=0xbf, ref text @ ..] | [m @ 0xd9, _, ref text @ ..]
                 if text.len() == if m == 0xd9 { bytes[1] as usize } else { (m & 0x1f) as usize } =>
             {
-                let value = self.cache().get_utf8(py, text, MAX_VALUE_LEN, || new_string(py, text))?;
-                return Ok((value.into_any(), true));
+                return Ok((string_value(py, self.cache(), text)?, true));
             }
             _ => {}
         }
@@ -93,6 +92,14 @@ fn new_string<'py>(py: Python<'py>, raw: &[u8]) -> Result<Bound<'py, PyString>> 
         }
         Err(e) => err(e.to_string()),
     }
+}
+
+/// A decoded string value, from the cache when short: statuses and types
+/// repeat everywhere, and so do ids within a run of events (a stage's name
+/// and id come back in each of its events), while a value seen only once
+/// costs a slot (which allocates nothing) on top of its string.
+fn string_value<'py>(py: Python<'py>, keys: &mut KeyCache, raw: &[u8]) -> Result<Bound<'py, PyAny>> {
+    Ok(keys.get_utf8(py, raw, MAX_VALUE_LEN, || new_string(py, raw))?.into_any())
 }
 
 /// Decode one msgpack value from `bytes`, which must hold exactly that value.
@@ -165,14 +172,9 @@ impl<'a, 'py> Reader<'a, 'py> {
         DecodeError(e.value(self.py).to_string())
     }
 
-    /// A decoded string value, from the cache when short: statuses and types
-    /// repeat everywhere, and so do ids within a run of events (a stage's name
-    /// and id come back in each of its events), while a value seen only once
-    /// costs a slot (which allocates nothing) on top of its string.
     fn string(&mut self, n: usize) -> Result<Bound<'py, PyAny>> {
         let raw = self.take(n)?;
-        let py = self.py;
-        Ok(self.keys.get_utf8(py, raw, MAX_VALUE_LEN, || new_string(py, raw))?.into_any())
+        string_value(self.py, self.keys, raw)
     }
 
     fn value(&mut self, depth: usize) -> Result<Bound<'py, PyAny>> {
