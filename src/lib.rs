@@ -61,6 +61,13 @@ fn fold_events<'py>(
     folder.into_py(py)
 }
 
+/// Whether the next large read decodes its payloads ahead (the last large
+/// read's payloads were used; see `event::usage`). For tests and benches.
+#[pyfunction]
+fn payloads_wanted() -> bool {
+    event::usage::payloads_wanted()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Event>()?;
@@ -69,6 +76,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
+    m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     Ok(())
 }

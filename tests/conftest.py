@@ -23,9 +23,15 @@ from stabilize_events import (
     EventType,
     InMemoryEventStore,
     SqliteEventStore,
+    _core,
 )
 
 STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory")
+
+#: How a file store reads a large result (see split_read.rs): its payloads left for `data` to
+#: decode ("lazy"), or decoded as the rows come in from a second thread ("ahead"), which it
+#: does while the last large read's payloads were used (event/usage.rs).
+READ_MODES = ("lazy", "ahead")
 
 #: A fixed instant for tests that need known timestamps (microseconds set on purpose).
 BASE_TIME = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -98,3 +104,27 @@ def store(store_kind: str, tmp_path: Path) -> Iterator[EventStore]:
 def make_event() -> Callable[..., Event]:
     """`new_event` as a fixture: ``make_event(workflow_id="wf-2", version=3)``."""
     return new_event
+
+
+def set_read_mode(mode: str, folder: Path) -> None:
+    """Make the next large read in this process take ``mode`` (one of `READ_MODES`): a large
+    read of a scratch file store in ``folder``, whose payloads are then used or left alone."""
+    s = SqliteEventStore(sqlite_url(folder / "read-mode.db"))
+    try:
+        if s.count_events() == 0:
+            s.append_batch([new_event(workflow_id="wf-read-mode") for _ in range(2_048)])
+        events = s.get_events_for_workflow("wf-read-mode")
+        assert len(events) == 2_048
+        if mode == "ahead":
+            assert all(isinstance(e.data, dict) for e in events)
+    finally:
+        close_store(s)
+    assert _core.payloads_wanted() is (mode == "ahead"), mode
+
+
+@pytest.fixture(params=READ_MODES)
+def read_mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Each of `READ_MODES`, set for the test's first large read."""
+    mode = str(request.param)
+    set_read_mode(mode, tmp_path_factory.getbasetemp())
+    return mode

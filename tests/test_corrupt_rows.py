@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import close_store, new_event, sqlite_url
+from conftest import close_store, new_event, set_read_mode, sqlite_url
 from stabilize_events import (
     EntityType,
     Event,
@@ -402,26 +402,36 @@ def damage_large(
     return s, stored
 
 
-@pytest.mark.parametrize("index", [100, 4_000, 10_000], ids=["first-part", "lower-half", "upper-half"])
+@pytest.mark.parametrize(
+    "index", [100, 600, 4_000, 10_000], ids=["first-part", "first-chunk", "lower-half", "upper-half"]
+)
 @pytest.mark.parametrize("c", LARGE_READ_CORRUPTIONS, ids=lambda c: c.name)
 def test_a_corrupt_row_in_a_large_read_names_its_sequence(
-    tmp_path: Path, opened: list[SqliteEventStore], c: Corruption, index: int
+    tmp_path: Path, opened: list[SqliteEventStore], c: Corruption, index: int, read_mode: str
 ) -> None:
-    # A file store reads a large result in parts on two threads (split_read.rs): wherever
-    # the bad row falls, the read reports it as a small read does.
+    # A file store reads a large result in parts on two threads (split_read.rs), and may
+    # decode its payloads as they come in: wherever the bad row falls, the read reports it
+    # as a small read does (a bad payload when it is used).
     s, stored = damage_large(tmp_path, opened, [(index, c.sql, c.value)])
     bad = stored[index]
-    reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), bad.sequence)
-    reads_corrupt(lambda: touch(s.get_events(EventQuery(limit=10**6))), bad.sequence)
-    reads_corrupt(lambda: touch(s.get_events_since(0, limit=10**6)), bad.sequence)
+    reads = [
+        lambda: touch(s.get_events_for_workflow(WF)),
+        lambda: touch(s.get_events(EventQuery(limit=10**6))),
+        lambda: touch(s.get_events_since(0, limit=10**6)),
+    ]
+    for read in reads:
+        # A read that fails part way uses some payloads: each starts from the mode under test.
+        set_read_mode(read_mode, tmp_path)
+        reads_corrupt(read, bad.sequence)
     # The rows after it still read back, whole.
+    set_read_mode(read_mode, tmp_path)
     after = s.get_events_since(bad.sequence, limit=10**6)
     assert after == stored[index + 1 :]
     assert [e.data for e in after] == [e.data for e in stored[index + 1 :]]
 
 
 def test_of_two_corrupt_rows_a_large_read_names_the_first(
-    tmp_path: Path, opened: list[SqliteEventStore]
+    tmp_path: Path, opened: list[SqliteEventStore], read_mode: str
 ) -> None:
     # As a read in one go does: here the second bad row is the newest, which a large read
     # looks up before reading its halves.

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import close_store, new_event, sqlite_url
-from stabilize_events import Event, EventQuery, EventType, SqliteEventStore, errors
+from conftest import READ_MODES, close_store, new_event, set_read_mode, sqlite_url
+from stabilize_events import Event, EventQuery, EventType, SqliteEventStore, _core, errors
 from stabilize_events.types import RAW_EVENT_TYPE
 
 
@@ -561,7 +561,7 @@ def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
 #: parent imported, since ``nobody`` may not reach them on disk.)
 NO_THREAD_READ = """
 import os, resource, sys, threading
-from stabilize_events import Event, EntityType, EventType, SqliteEventStore
+from stabilize_events import Event, EntityType, EventType, SqliteEventStore, _core
 
 path = sys.argv[1]
 s = SqliteEventStore("sqlite:///" + path)
@@ -587,9 +587,13 @@ if pid == 0:
         except RuntimeError:
             s = SqliteEventStore("sqlite:///" + path)
             got = s.get_events_for_workflow("wf-big")
+            used = [e.data["i"] for e in got]
+            mode = "ahead" if _core.payloads_wanted() else "lazy"
+            again = s.get_events_for_workflow("wf-big")
             s.close()
-            print("read", len(got), "events")
-            code = 0 if [e.sequence for e in got] == stored else 2
+            print("read", len(got), "then", len(again), mode)
+            same = [e.sequence for e in got] == stored == [e.sequence for e in again]
+            code = 0 if same and used == [e.data["i"] for e in again] == list(range(15_000)) else 2
     except BaseException:
         import traceback
 
@@ -606,8 +610,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
     not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to make a child nobody"
 )
 def test_a_large_read_without_a_second_thread_reads_on_one() -> None:
-    # A large read is read in two halves on two threads (split_read.rs); where the process
-    # may start no thread, both halves are read on the calling one, with the same result.
+    # A large read is read on two threads (split_read.rs): in two halves, or streamed while
+    # its payloads are decoded (once a large read's payloads were used). Where the process
+    # may start no thread, either is read on the calling one, with the same result.
     # (A thread limit binds only users other than root, hence the child as nobody, and a
     # folder right under the temporary directory, which nobody can reach.)
     folder = Path(tempfile.mkdtemp(prefix="stabilize-events-nobody-"))
@@ -621,4 +626,77 @@ def test_a_large_read_without_a_second_thread_reads_on_one() -> None:
     finally:
         shutil.rmtree(folder)
     assert done.returncode == 0, (done.stdout, done.stderr)
-    assert done.stdout.split() == ["read", "15000", "events"]
+    assert done.stdout.split() == ["read", "15000", "then", "15000", "ahead"]
+
+
+def test_large_reads_decode_ahead_while_the_last_ones_payloads_were_used(tmp_path: Path) -> None:
+    # event/usage.rs: a large read decodes its payloads as its rows come in only while the
+    # last large read (2,048 rows or more; 512 when reading ahead) had at least half of its
+    # payloads used. Either way every read returns the same events and payloads.
+    set_read_mode("lazy", tmp_path)
+    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    try:
+        stored = s.append_batch([new_event(workflow_id="wf-a", data={"i": i}) for i in range(3_000)])
+        want = [e.data for e in stored]
+
+        def read(used: int) -> bool:
+            got = s.get_events_for_workflow("wf-a")
+            # Not `got == stored`: comparing events compares (so uses) their payloads.
+            assert [(e.sequence, e.event_id) for e in got] == [(e.sequence, e.event_id) for e in stored]
+            assert [e.data for e in got[:used]] == want[:used]
+            return _core.payloads_wanted()
+
+        assert read(3_000) is True
+        assert read(0) is False
+        assert read(1_499) is False
+        assert read(1_500) is True
+        assert read(2_000) is True
+        # Small reads leave the counts alone, used or not.
+        small = s.append_batch([new_event(workflow_id="wf-b", data={"i": i}) for i in range(100)])
+        assert [e.data for e in s.get_events_for_workflow("wf-b")] == [e.data for e in small]
+        assert len(list(s.get_events(EventQuery(workflow_id="wf-a", limit=400)))) == 400
+        assert _core.payloads_wanted() is True
+        assert read(1_000) is False
+        # A payload decoded ahead is the one `data` gives each time.
+        set_read_mode("ahead", tmp_path)
+        got = s.get_events_for_workflow("wf-a")
+        assert all(e.data is e.data for e in got)
+        assert [e.data for e in got] == want
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("mode", READ_MODES)
+def test_a_large_read_lets_other_threads_run(tmp_path: Path, mode: str) -> None:
+    # Rows are read with the GIL released; read ahead, the payloads are decoded a chunk at
+    # a time, the GIL let go between chunks. A thread running Python code meanwhile must
+    # get to run in the middle of the read, not only before and after it.
+    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    try:
+        s.append_batch([new_event(workflow_id="wf-a", data={"i": i, "s": "x" * 40}) for i in range(40_000)])
+        ran: list[float] = []
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                ran.append(time.perf_counter())
+                sum(range(200))
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        try:
+            windows = []
+            for _ in range(3):
+                set_read_mode(mode, tmp_path)
+                start = time.perf_counter()
+                got = s.get_events_for_workflow("wf-a")
+                end = time.perf_counter()
+                assert len(got) == 40_000
+                windows.append((start + (end - start) / 4, end - (end - start) / 4))
+        finally:
+            stop.set()
+            spinner.join()
+        inside = [sum(1 for t in ran if lo < t < hi) for lo, hi in windows]
+        assert all(n > 0 for n in inside), (inside, [hi - lo for lo, hi in windows])
+    finally:
+        s.close()

@@ -545,9 +545,11 @@ def test_count_events_query(store: EventStore, name: str, kwargs: dict[str, Any]
 
 
 # --- large reads -------------------------------------------------------------------------------
-# A file store reads a large query in parts (split_read.rs): its first 1,024 rows, then the
-# rest in one go, or, when at least 8,192 more rows are expected, cut in two halves read at
-# once. These results cross every boundary of those parts, and take both ways of reading on.
+# A file store reads a large query in parts (split_read.rs). Lazily: its first 2,048 rows,
+# then the rest in one go, or, when at least 8,192 more rows are expected, cut in two halves
+# read at once. Ahead (after a large read whose payloads were used): its first 512 rows, then
+# the rest streamed from a second thread while the payloads are decoded. These results cross
+# every boundary of those parts, and take every way of reading on, in both modes.
 
 LARGE = 20_000
 #: The workflows the large dataset deals its events to, unevenly (see `populate_large`).
@@ -590,9 +592,16 @@ def populate_large(store: EventStore) -> list[Event]:
 
 
 def _large_queries() -> list[tuple[str, dict[str, Any]]]:
-    # Which way each takes on a file store: "one" (a single read), "rest" (the first part,
-    # then the rest in one go) or "halves" (the first part, then two halves at once).
+    # Which way each takes on a file store read lazily: "one" (a single read), "rest" (the
+    # first part, then the rest in one go) or "halves" (the first part, then two halves at
+    # once). Read ahead, every result over 512 rows is streamed in chunks of 256; the first
+    # five cross those boundaries.
     return [
+        ("limit-511", {"limit": 511}),
+        ("limit-512", {"limit": 512}),
+        ("limit-513", {"limit": 513}),
+        ("limit-768", {"limit": 768}),
+        ("limit-1025", {"limit": 1025}),
         ("everything", {"limit": 10**6}),  # halves
         ("limit-2047", {"limit": 2047}),  # one
         ("limit-2048", {"limit": 2048}),  # one
@@ -621,7 +630,7 @@ LARGE_QUERIES = _large_queries()
 
 
 @pytest.mark.parametrize(("name", "kwargs"), LARGE_QUERIES, ids=[n for n, _ in LARGE_QUERIES])
-def test_large_queries(store: EventStore, name: str, kwargs: dict[str, Any]) -> None:
+def test_large_queries(store: EventStore, name: str, kwargs: dict[str, Any], read_mode: str) -> None:
     stored = populate_large(store)
     base = stored[0].sequence - 1
     kw = {k: v + base if k in ("from_sequence", "to_sequence") else v for k, v in kwargs.items()}
@@ -633,7 +642,7 @@ def test_large_queries(store: EventStore, name: str, kwargs: dict[str, Any]) -> 
     assert [e.data for e in got] == [e.data for e in want]
 
 
-def test_large_reads_by_workflow_entity_and_since(store: EventStore) -> None:
+def test_large_reads_by_workflow_entity_and_since(store: EventStore, read_mode: str) -> None:
     stored = populate_large(store)
     for wf in LARGE_WORKFLOWS:
         mine = [e for e in stored if e.workflow_id == wf]
@@ -912,7 +921,7 @@ def test_concurrent_readers_see_consistent_prefix(store: EventStore) -> None:
     assert store.count_events() == 400
 
 
-def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore) -> None:
+def test_large_reads_during_appends_return_a_gapless_prefix(store: EventStore, read_mode: str) -> None:
     # Each read must return the workflow's events up to some point, every one of them, in
     # order: a file store reads these in parts at different moments (split_read.rs), and
     # nothing of one part may be missing from, or doubled in, another.

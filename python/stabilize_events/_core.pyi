@@ -163,3 +163,6 @@ def encode_payload(value: Any) -> bytes:
 
 def decode_payload(data: bytes) -> Any:
     """Decode bytes made by `encode_payload`."""
+
+def payloads_wanted() -> bool:
+    """Whether the next large read decodes its payloads ahead: the last large read's were used."""

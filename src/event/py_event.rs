@@ -1,13 +1,14 @@
 //! The Python `Event` class: an immutable event whose fields are read from an
 //! `EventRecord` on access, and whose payload is decoded only when first read.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::lazy::LazyObject;
-use super::{EventMetadata, EventRecord};
+use super::{usage, EventMetadata, EventRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::{raise, CoreError, Kind};
@@ -25,6 +26,8 @@ pub struct Event {
     data: LazyObject,
     metadata: LazyObject,
     timestamp: LazyObject,
+    /// Handed out by a large read, its payload not asked for yet (see `usage`).
+    watched: AtomicBool,
 }
 
 /// Whether a stored type string reads back as `EventType.UNKNOWN`.
@@ -35,7 +38,24 @@ fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
-        Event { rec, data: LazyObject::new(), metadata: LazyObject::new(), timestamp: LazyObject::new() }
+        Event {
+            rec,
+            data: LazyObject::new(),
+            metadata: LazyObject::new(),
+            timestamp: LazyObject::new(),
+            watched: AtomicBool::new(false),
+        }
+    }
+
+    /// `read`, for a record of a large read: the first use of its payload is
+    /// counted (see `usage`), and with `decode_now` the payload is decoded now.
+    /// A payload that cannot be decoded is left for `data` to report.
+    pub fn read_large(py: Python<'_>, rec: Arc<EventRecord>, decode_now: bool) -> PyResult<Bound<'_, Event>> {
+        let event = Event { watched: AtomicBool::new(true), ..Event::from_record(rec) };
+        if decode_now {
+            let _ = event.decoded_data(py);
+        }
+        event.untracked(py)
     }
 
     /// A Python `Event` for a record read from a store (see `untracked`).
@@ -70,6 +90,7 @@ impl Event {
             data: LazyObject::with(self.data.get(py)),
             metadata: LazyObject::with(self.metadata.get(py)),
             timestamp: LazyObject::with(self.timestamp.get(py)),
+            watched: AtomicBool::new(false),
         }
     }
 
@@ -101,6 +122,16 @@ impl Event {
     }
 
     fn data_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // A load first: a swap on every access would cost a locked instruction.
+        if self.watched.load(Ordering::Relaxed) {
+            self.watched.store(false, Ordering::Relaxed);
+            usage::payload_asked();
+        }
+        self.decoded_data(py)
+    }
+
+    /// The payload, decoded from the record if not done yet.
+    fn decoded_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.data.get_or_try_init(py, || {
             let obj = codec::decode::decode(py, &self.rec.data).map_err(|e| {
                 CoreError::new(
@@ -298,6 +329,7 @@ impl Event {
             data: LazyObject::with(Some(data_unbound.into_bound(py))),
             metadata: LazyObject::with(meta_obj),
             timestamp: LazyObject::with(timestamp_obj.map(|t| t.into_bound(py))),
+            watched: AtomicBool::new(false),
         })
     }
 

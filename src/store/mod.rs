@@ -24,6 +24,8 @@ use crate::fold::EventView;
 
 /// Receives each scanned event (or why a row could not be read) in sequence order.
 pub type Visitor<'v> = dyn FnMut(CoreResult<EventView<'_>>) -> CoreResult<()> + 'v;
+/// Receives each record of `Backend::query_each`.
+pub type Take<'t> = dyn FnMut(Arc<EventRecord>) -> CoreResult<()> + Send + 't;
 pub use filter::Filter;
 
 /// Optimistic concurrency: the entity's latest stored event must have `version`
@@ -87,6 +89,11 @@ pub trait Backend: Send + Sync {
     fn append(&self, records: Vec<EventRecord>, expect: Vec<Expectation>) -> CoreResult<Vec<EventRecord>>;
     /// Records matching `filter`, ordered and paged as it says.
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>>;
+    /// `query`, handing each record to `take` as soon as it is read. An error
+    /// returned by `take` stops the read and is returned.
+    fn query_each(&self, filter: &Filter, take: &mut Take<'_>) -> CoreResult<()> {
+        self.query(filter)?.into_iter().try_for_each(take)
+    }
     /// Stream the records matching `filter`, by ascending sequence, to `visit`
     /// without materialising them. With `full` unset only the fields replay
     /// reads are filled (sequence, ids, types, timestamp, data, schema version).

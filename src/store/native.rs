@@ -15,7 +15,7 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{coerce_event, Event};
+use crate::event::{coerce_event, usage, Event};
 use crate::fold::Folder;
 use crate::time;
 
@@ -125,9 +125,48 @@ impl NativeStore {
     }
 
     /// The events matching `filter`, as a list, read with the GIL released.
+    ///
+    /// While the last large read's payloads were used (see `usage`), a large
+    /// read is streamed and its payloads decoded here as its rows come in;
+    /// otherwise it is read in two halves and its payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
-        let records = self.run(py, move |b| split_read::query(b, &filter))?;
-        let events = records.into_iter().map(|r| Event::read(py, r)).collect::<PyResult<Vec<_>>>()?;
+        if !usage::payloads_wanted() {
+            let records = self.run(py, move |b| split_read::query(b, &filter))?;
+            let large = records.len() >= split_read::FIRST_PART as usize;
+            let events = records
+                .into_iter()
+                .map(|r| if large { Event::read_large(py, r, false) } else { Event::read(py, r) })
+                .collect::<PyResult<Vec<_>>>()?;
+            if large {
+                usage::handed_out(events.len());
+            }
+            return PyList::new(py, events);
+        }
+        let mut events: Vec<Py<Event>> = Vec::new();
+        let mut large_read = false;
+        let mut failed: Option<PyErr> = None;
+        self.run(py, |b| {
+            split_read::query_streamed(b, &filter, &mut |chunk, large| {
+                large_read |= large;
+                // Taken between chunks, the GIL lets the application's other threads in.
+                Python::attach(|py| {
+                    for r in chunk {
+                        match if large { Event::read_large(py, r, true) } else { Event::read(py, r) } {
+                            Ok(event) => events.push(event.unbind()),
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                })
+            })
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if large_read {
+            usage::handed_out(events.len());
+        }
         PyList::new(py, events)
     }
 

@@ -1,19 +1,25 @@
-//! Reading a large query as two halves, on two threads.
+//! Reading a large query on two threads: as two halves, or streamed.
 //!
 //! Reading rows out of SQLite is most of what a large read costs, and needs
-//! neither the GIL nor the other half's rows. So once a query proves large
-//! (its first `FIRST_PART` rows fill the first read, and at their density
-//! at least `SPLIT_MIN` more are to come), the sequences left between the
-//! last row read and the last row matching are cut in two: a second thread
-//! reads the lower half while this one reads the upper half. Smaller rests
-//! are read here in one go: starting a thread costs 30-200 us on this VM,
-//! and its two cores together run two threads only 1.0-2x as fast as one.
+//! neither the GIL nor the other rows. So once a query proves large (its
+//! first rows fill a first read), the rest is read with a second thread:
 //!
-//! Each half is read at its own snapshot, later than the first read's. That
-//! is the same result as one read at the upper half's snapshot: rows are never
-//! changed and every commit adds sequences above all those stored, so every
-//! row up to the last matching sequence found is already there, unchanged,
-//! for the lower half to find; the upper half reads on to whatever is newest.
+//! - `query`, as two halves: at the first part's density, if at least
+//!   `SPLIT_MIN` more rows are to come, the sequences left between the last
+//!   row read and the last row matching are cut in two, and a second thread
+//!   reads the lower half while this one reads the upper half. Smaller rests
+//!   are read here in one go: starting a thread costs 30-200 us on this VM,
+//!   and its two cores together run two threads only 1.0-2x as fast as one.
+//! - `query_streamed`, in order: a second thread reads the rest and hands its
+//!   rows over a chunk at a time, so this thread can work on the rows read
+//!   (decode their payloads, say) while the rest are being read.
+//!
+//! Each part is read at its own snapshot, later than the first read's. That
+//! is the same result as one read at the latest part's snapshot: rows are
+//! never changed and every commit adds sequences above all those stored, so
+//! every row up to the last matching sequence found is already there,
+//! unchanged, for an earlier part to find; the last part reads on to
+//! whatever is newest.
 
 use std::sync::Arc;
 
@@ -23,18 +29,39 @@ use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
 /// Rows read before deciding a query is large; a smaller result is read as one.
-const FIRST_PART: i64 = 2048;
+pub const FIRST_PART: i64 = 2048;
 /// Rows expected after the first part for the rest to be read in two halves.
 const SPLIT_MIN: f64 = 8192.0;
+/// `FIRST_PART` of a streamed read: its second thread overlaps work that
+/// would follow the read anyway, so it pays for smaller results.
+pub const STREAM_FIRST_PART: i64 = 512;
+/// Rows a streamed read hands over at a time: work on them starts soon after
+/// they are read, and handing them over costs next to nothing per row.
+const CHUNK: usize = 256;
+
+/// Whether `filter` may be read on two threads from `backend`: by ascending
+/// sequence (so the parts follow one another), past `first_part` rows.
+fn splits(backend: &dyn Backend, filter: &Filter, first_part: i64) -> bool {
+    backend.parallel_reads_pay()
+        && filter.order_by == OrderBy::Sequence
+        && filter.ascending
+        && filter.limit.is_none_or(|n| n > first_part)
+}
+
+/// The same filter after the last row of a full first part, without the offset already skipped.
+fn rest_after(filter: &Filter, first_part: i64, read_last: i64) -> Filter {
+    Filter {
+        from_sequence: Some(read_last),
+        limit: filter.limit.map(|n| n - first_part),
+        offset: 0,
+        ..filter.clone()
+    }
+}
 
 /// The records matching `filter`, as `Backend::query` returns them, read in
 /// two halves at once where the backend gains from it and the result is large.
 pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
-    let splits = backend.parallel_reads_pay()
-        && filter.order_by == OrderBy::Sequence
-        && filter.ascending
-        && filter.limit.is_none_or(|n| n > FIRST_PART);
-    if !splits {
+    if !splits(backend, filter, FIRST_PART) {
         return backend.query(filter);
     }
     let mut records = backend.query(&Filter { limit: Some(FIRST_PART), ..filter.clone() })?;
@@ -42,13 +69,7 @@ pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<Event
         Some(last) if records.len() as i64 == FIRST_PART => last.sequence,
         _ => return Ok(records),
     };
-    // The rest: the same filter after the last row read, without the offset already skipped.
-    let rest = Filter {
-        from_sequence: Some(read_last),
-        limit: filter.limit.map(|n| n - FIRST_PART),
-        offset: 0,
-        ..filter.clone()
-    };
+    let rest = rest_after(filter, FIRST_PART, read_last);
     let newest = Filter { ascending: false, limit: Some(1), ..rest.clone() };
     let last = match backend.query(&newest) {
         Ok(found) => match found.first() {
@@ -93,4 +114,69 @@ pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<Event
         records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     Ok(records)
+}
+
+/// The records matching `filter`, as `Backend::query` returns them, handed to
+/// `take` in order a chunk at a time, with whether the read is large (its
+/// first `STREAM_FIRST_PART` rows fill the first read). The rest of a large
+/// read is read on a second thread while `take` works on the rows before it.
+pub fn query_streamed(
+    backend: &dyn Backend,
+    filter: &Filter,
+    take: &mut (dyn FnMut(Vec<Arc<EventRecord>>, bool) + Send),
+) -> CoreResult<()> {
+    if !splits(backend, filter, STREAM_FIRST_PART) {
+        take(backend.query(filter)?, false);
+        return Ok(());
+    }
+    let first = backend.query(&Filter { limit: Some(STREAM_FIRST_PART), ..filter.clone() })?;
+    let read_last = match first.last() {
+        Some(last) if first.len() as i64 == STREAM_FIRST_PART => last.sequence,
+        _ => {
+            take(first, false);
+            return Ok(());
+        }
+    };
+    let rest = rest_after(filter, STREAM_FIRST_PART, read_last);
+    let (sender, chunks) = std::sync::mpsc::channel::<Vec<Arc<EventRecord>>>();
+    std::thread::scope(|scope| {
+        let read_rest = |sender: std::sync::mpsc::Sender<_>| {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            backend.query_each(&rest, &mut |record| {
+                chunk.push(record);
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    sender.send(full).map_err(|_| {
+                        CoreError::new(Kind::Store, "the reader of a streamed query went away")
+                    })?;
+                }
+                Ok(())
+            })?;
+            if !chunk.is_empty() {
+                // The receiver outlives this thread: it is dropped after the join below.
+                let _ = sender.send(chunk);
+            }
+            Ok(())
+        };
+        let spawned = std::thread::Builder::new()
+            .name("stabilize-read".into())
+            .spawn_scoped(scope, move || read_rest(sender));
+        take(first, true);
+        match spawned {
+            Ok(thread) => {
+                // Ends when the thread is done and its sender dropped.
+                for chunk in &chunks {
+                    take(chunk, true);
+                }
+                thread.join().unwrap_or_else(|_| {
+                    Err(CoreError::new(Kind::Store, "the thread reading the rest of a query panicked"))
+                })
+            }
+            // No thread to be had (a process limit, say): the rest is read here.
+            Err(_) => {
+                take(backend.query(&rest)?, true);
+                Ok(())
+            }
+        }
+    })
 }

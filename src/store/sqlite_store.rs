@@ -18,7 +18,7 @@ use super::filter::OrderBy;
 use super::index_key::index_key;
 use super::sqlite_scan::{Row, ScanStatements};
 use super::sqlite_write::{commit_group, Request, WriteQueue, Writer};
-use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
+use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Take, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 use crate::fold::EventView;
@@ -385,14 +385,22 @@ impl SqliteBackend {
     }
 
     fn read_records(&self, sql: &str, params: &[Value]) -> CoreResult<Vec<Arc<EventRecord>>> {
+        let mut out = Vec::new();
+        self.read_each(sql, params, &mut |record| {
+            out.push(record);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn read_each(&self, sql: &str, params: &[Value], take: &mut Take<'_>) -> CoreResult<()> {
         self.with_scans(|conn, scans| {
             let mut rows =
                 scans.query(conn, sql, params).map_err(|e| sql_error(e, "querying events", &self.config))?;
-            let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(|e| sql_error(e, "reading events", &self.config))? {
-                out.push(Arc::new(row_to_view(&row, true)?.to_record()));
+                take(Arc::new(row_to_view(&row, true)?.to_record()))?;
             }
-            Ok(out)
+            Ok(())
         })
     }
 }
@@ -597,6 +605,22 @@ fn row_to_view<'r>(row: &Row<'r>, full: bool) -> CoreResult<EventView<'r>> {
     })
 }
 
+/// The query of `Backend::query`: every column, filtered, ordered and paged as `filter` says.
+fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
+    let (mut sql, mut params) = where_clause(filter);
+    let dir = if filter.ascending { "ASC" } else { "DESC" };
+    match filter.order_by {
+        OrderBy::Sequence => sql.push_str(&format!(" ORDER BY sequence {dir}")),
+        OrderBy::Timestamp => sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}")),
+    }
+    if filter.limit.is_some() || filter.offset > 0 {
+        sql.push_str(" LIMIT ? OFFSET ?");
+        params.push(Value::Integer(filter.limit.unwrap_or(-1)));
+        params.push(Value::Integer(filter.offset));
+    }
+    (format!("SELECT {COLUMNS} FROM event_log{sql}"), params)
+}
+
 /// `WHERE ...` for a filter, with its parameters.
 fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
     let mut sql = String::from(" WHERE 1=1");
@@ -663,18 +687,13 @@ impl Backend for SqliteBackend {
     }
 
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
-        let (mut sql, mut params) = where_clause(filter);
-        let dir = if filter.ascending { "ASC" } else { "DESC" };
-        match filter.order_by {
-            OrderBy::Sequence => sql.push_str(&format!(" ORDER BY sequence {dir}")),
-            OrderBy::Timestamp => sql.push_str(&format!(" ORDER BY timestamp_us {dir}, sequence {dir}")),
-        }
-        if filter.limit.is_some() || filter.offset > 0 {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            params.push(Value::Integer(filter.limit.unwrap_or(-1)));
-            params.push(Value::Integer(filter.offset));
-        }
-        self.read_records(&format!("SELECT {COLUMNS} FROM event_log{sql}"), &params)
+        let (sql, params) = query_sql(filter);
+        self.read_records(&sql, &params)
+    }
+
+    fn query_each(&self, filter: &Filter, take: &mut Take<'_>) -> CoreResult<()> {
+        let (sql, params) = query_sql(filter);
+        self.read_each(&sql, &params, take)
     }
 
     fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
