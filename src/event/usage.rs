@@ -6,7 +6,8 @@
 //! the payloads; a read whose payloads go unused would pay for them instead.
 //! So the store decodes ahead only while the last large read's payloads were
 //! asked for: of the events it handed out, at least half have had their
-//! `data` asked for since. The counts are process-wide and kept loosely (two
+//! `data` asked for since. (A large read: one of 2,048 events or more read
+//! lazily, or one streamed from a second thread, past 512.) The counts are process-wide and kept loosely (two
 //! threads reading at once may lose a count): they steer speed, never a result.
 
 use std::sync::atomic::{AtomicU64, Ordering};
