@@ -11,6 +11,8 @@ import enum
 import math
 import re
 import struct
+import subprocess
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -558,3 +560,38 @@ def test_store_payload_error_message_paths(tmp_path: Path) -> None:
 def test_decode_payload_takes_only_bytes(not_bytes: Any) -> None:
     with pytest.raises(errors.ArgumentTypeError, match=f"data must be bytes, not {type(not_bytes).__name__}"):
         decode_payload(not_bytes)
+
+
+DECODING_THREADS = """
+import sys, threading, time, uuid
+from stabilize_events._core import decode_payload, encode_payload
+
+value = {"ids": [uuid.UUID(int=i) for i in range(50)], "name": "step-1", "status": "SUCCEEDED"}
+blob = encode_payload(value)
+sys.setswitchinterval(1e-6)
+end = time.monotonic() + 1.5
+wrong = []
+
+def work():
+    while time.monotonic() < end:
+        if decode_payload(blob) != value:
+            wrong.append(1)
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("wrong", len(wrong))
+"""
+
+
+def test_threads_decoding_values_that_run_python_code_never_deadlock() -> None:
+    # Decoding a UUID calls its Python class, which may let the GIL go mid-payload, with
+    # the string cache held: a thread taking the GIL then must decode without the cache
+    # rather than wait for it (a first form waited, holding the GIL, forever).
+    done = subprocess.run(
+        [sys.executable, "-c", DECODING_THREADS], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["wrong", "0"]

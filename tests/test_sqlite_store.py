@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sqlite3
@@ -668,35 +669,45 @@ def test_large_reads_decode_ahead_while_the_last_ones_payloads_were_used(tmp_pat
 
 @pytest.mark.parametrize("mode", READ_MODES)
 def test_a_large_read_lets_other_threads_run(tmp_path: Path, mode: str) -> None:
-    # Rows are read with the GIL released; read ahead, the payloads are decoded a chunk at
-    # a time, the GIL let go between chunks. A thread running Python code meanwhile must
-    # get to run in the middle of the read, not only before and after it.
+    # Rows are read with the GIL released; read ahead, the payloads are decoded with the GIL
+    # held, offered to other threads after each switch interval as Python's own loop does.
+    # A thread running Python code meanwhile must keep running all through the read, not
+    # only before and after it, nor only while the reader waits for rows.
     s = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    interval = sys.getswitchinterval()
     try:
-        s.append_batch([new_event(workflow_id="wf-a", data={"i": i, "s": "x" * 40}) for i in range(40_000)])
+        # Payloads slower to decode than their rows are to read: the reader never waits for rows.
+        payload = {f"k{k}": k for k in range(30)}
+        s.append_batch([new_event(workflow_id="wf-a", data={"i": i, **payload}) for i in range(40_000)])
         ran: list[float] = []
         stop = threading.Event()
 
         def spin() -> None:
             while not stop.is_set():
                 ran.append(time.perf_counter())
-                sum(range(200))
+                sum(range(50))
 
+        sys.setswitchinterval(0.001)
         spinner = threading.Thread(target=spin)
         spinner.start()
         try:
             windows = []
-            for _ in range(3):
+            for _ in range(4):
                 set_read_mode(mode, tmp_path)
                 start = time.perf_counter()
                 got = s.get_events_for_workflow("wf-a")
                 end = time.perf_counter()
                 assert len(got) == 40_000
-                windows.append((start + (end - start) / 4, end - (end - start) / 4))
+                windows.append((start, end))
         finally:
             stop.set()
             spinner.join()
-        inside = [sum(1 for t in ran if lo < t < hi) for lo, hi in windows]
-        assert all(n > 0 for n in inside), (inside, [hi - lo for lo, hi in windows])
+            sys.setswitchinterval(interval)
+        for start, end in windows:
+            # The longest stretch of the read in which the other thread did not run.
+            marks = [start, *(t for t in ran if start < t < end), end]
+            gap = max(b - a for a, b in itertools.pairwise(marks))
+            took = end - start
+            assert gap < took / 2, f"no run for {gap * 1e3:.1f} ms of a {took * 1e3:.1f} ms read"
     finally:
         s.close()

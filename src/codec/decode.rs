@@ -22,17 +22,38 @@ static KEY_CACHE: std::sync::Mutex<Option<KeyCache>> = std::sync::Mutex::new(Non
 
 /// Decoding with the string cache held: take one per batch of values, not per value.
 pub struct Session {
-    guard: std::sync::MutexGuard<'static, Option<KeyCache>>,
+    cache: SessionCache,
 }
 
-/// Start a decoding session (the GIL already serialises callers; the lock is cheap).
+enum SessionCache {
+    Shared(std::sync::MutexGuard<'static, Option<KeyCache>>),
+    /// The shared cache was in use: this session makes every string anew.
+    Own(KeyCache),
+}
+
+/// Start a decoding session.
+///
+/// Callers hold the GIL, so the cache is nearly always free. But a session can
+/// run Python code while it decodes (a class for an extension value, a
+/// collector callback when an allocation sets off a collection), and that code
+/// may let the GIL go with the cache still held. A thread that then blocked
+/// on the cache while holding the GIL would wait forever; so it decodes
+/// without the cache instead.
 pub fn session() -> Session {
-    Session { guard: KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()) }
+    let cache = match KEY_CACHE.try_lock() {
+        Ok(guard) => SessionCache::Shared(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => SessionCache::Shared(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => SessionCache::Own(KeyCache::uncached()),
+    };
+    Session { cache }
 }
 
 impl Session {
     fn cache(&mut self) -> &mut KeyCache {
-        self.guard.get_or_insert_with(KeyCache::new)
+        match &mut self.cache {
+            SessionCache::Shared(guard) => guard.get_or_insert_with(KeyCache::new),
+            SessionCache::Own(cache) => cache,
+        }
     }
 
     /// Decode one msgpack value from `bytes`, which must hold exactly that value.

@@ -40,6 +40,11 @@ impl KeyCache {
         KeyCache { slots: (0..SLOTS).map(|_| None).collect(), recent: (0..RECENT).map(|_| None).collect() }
     }
 
+    /// A cache that keeps nothing: every string is made anew (and nothing is allocated for it).
+    pub fn uncached() -> Self {
+        KeyCache { slots: Vec::new(), recent: Vec::new() }
+    }
+
     /// The Python string for `text`, from the cache when it was seen before.
     pub fn get<'py>(&mut self, py: Python<'py>, text: &str, max_len: usize) -> Bound<'py, PyString> {
         let Ok(value) = self.get_utf8(py, text.as_bytes(), max_len, || {
@@ -57,7 +62,7 @@ impl KeyCache {
         max_len: usize,
         make: impl FnOnce() -> Result<Bound<'py, PyString>, E>,
     ) -> Result<Bound<'py, PyString>, E> {
-        if position >= RECENT || bytes.len() > RECENT_LEN.min(max_len) {
+        if position >= self.recent.len() || bytes.len() > RECENT_LEN.min(max_len) {
             return self.get_utf8(py, bytes, max_len, make);
         }
         if let Some((seen, value)) = &self.recent[position] {
@@ -80,7 +85,7 @@ impl KeyCache {
         max_len: usize,
         make: impl FnOnce() -> Result<Bound<'py, PyString>, E>,
     ) -> Result<Bound<'py, PyString>, E> {
-        if bytes.len() > max_len {
+        if bytes.len() > max_len || self.slots.is_empty() {
             return make();
         }
         let hash = fx_hash(bytes);

@@ -2,8 +2,9 @@
 //! (encoding payloads while it holds the GIL), runs the backend with the GIL
 //! released, and turns records back into lazily-decoded `Event`s.
 
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -15,7 +16,7 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{coerce_event, usage, Event};
+use crate::event::{coerce_event, usage, Event, EventRecord};
 use crate::fold::Folder;
 use crate::time;
 
@@ -64,6 +65,12 @@ fn expectations(
         out.push(Expectation { entity_type, entity_id: entity_id.into(), version });
     }
     Ok(out)
+}
+
+/// `sys.getswitchinterval()`: how long Python's own loop holds the GIL before offering it.
+fn switch_interval(py: Python<'_>) -> PyResult<Duration> {
+    let seconds: f64 = py.import("sys")?.call_method0("getswitchinterval")?.extract()?;
+    Ok(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
 fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
@@ -142,21 +149,51 @@ impl NativeStore {
             }
             return PyList::new(py, events);
         }
+        let switch_interval = switch_interval(py)?;
         let mut events: Vec<Py<Event>> = Vec::new();
         let mut large_read = false;
         let mut failed: Option<PyErr> = None;
         self.run(py, |b| {
-            split_read::query_streamed(b, &filter, &mut |chunk, large| {
-                large_read |= large;
-                // Taken between chunks, the GIL lets the application's other threads in.
+            split_read::query_streamed(b, &filter, &mut |rows| {
+                large_read = rows.large;
                 Python::attach(|py| {
-                    for r in chunk {
-                        match if large { Event::read_large(py, r, true) } else { Event::read(py, r) } {
-                            Ok(event) => events.push(event.unbind()),
-                            Err(e) => {
-                                failed.get_or_insert(e);
+                    let mut build = |chunk: Vec<Arc<EventRecord>>| {
+                        for r in chunk {
+                            match if rows.large { Event::read_large(py, r, true) } else { Event::read(py, r) }
+                            {
+                                Ok(event) => events.push(event.unbind()),
+                                Err(e) => {
+                                    failed.get_or_insert(e);
+                                }
                             }
                         }
+                    };
+                    build(rows.first);
+                    let Some(rest) = rows.rest else { return };
+                    let mut held_since = Instant::now();
+                    loop {
+                        let ready = rest.lock().unwrap_or_else(|p| p.into_inner()).try_recv();
+                        let chunk = match ready {
+                            Ok(chunk) => chunk,
+                            Err(TryRecvError::Disconnected) => break,
+                            // Wait for the reader with the GIL let go.
+                            Err(TryRecvError::Empty) => {
+                                let next =
+                                    py.detach(|| rest.lock().unwrap_or_else(|p| p.into_inner()).recv());
+                                held_since = Instant::now();
+                                match next {
+                                    Ok(chunk) => chunk,
+                                    Err(_) => break,
+                                }
+                            }
+                        };
+                        // As Python's own loop does: after holding the GIL for the switch
+                        // interval, let it go once, so that a thread waiting that long takes it.
+                        if held_since.elapsed() >= switch_interval {
+                            py.detach(|| ());
+                            held_since = Instant::now();
+                        }
+                        build(chunk);
                     }
                 })
             })

@@ -21,7 +21,8 @@
 //! unchanged, for an earlier part to find; the last part reads on to
 //! whatever is newest.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use super::filter::OrderBy;
 use super::{Backend, Filter};
@@ -116,31 +117,45 @@ pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<Event
     Ok(records)
 }
 
+/// What `query_streamed` hands its consumer: the rows read so far, and for a
+/// large read, the chunks of the rest as a second thread reads them.
+pub struct Streamed<'r> {
+    /// The rows read before the rest (all of them when `rest` is None).
+    pub first: Vec<Arc<EventRecord>>,
+    /// Whether the read is large: its first `STREAM_FIRST_PART` rows filled the first read.
+    pub large: bool,
+    /// The rest's chunks, in order, until the channel closes. (A Mutex only to make the
+    /// receiver shareable with code that lets the GIL go; nothing else takes it.)
+    pub rest: Option<&'r Mutex<Receiver<Vec<Arc<EventRecord>>>>>,
+}
+
 /// The records matching `filter`, as `Backend::query` returns them, handed to
-/// `take` in order a chunk at a time, with whether the read is large (its
-/// first `STREAM_FIRST_PART` rows fill the first read). The rest of a large
-/// read is read on a second thread while `take` works on the rows before it.
+/// `consume` once, in order: all of them, or for a large read (its first
+/// `STREAM_FIRST_PART` rows fill the first read), those rows and the chunks
+/// of the rest, read on a second thread while `consume` works on the rows
+/// before them. A read error of the rest is returned once `consume` is done.
 pub fn query_streamed(
     backend: &dyn Backend,
     filter: &Filter,
-    take: &mut (dyn FnMut(Vec<Arc<EventRecord>>, bool) + Send),
+    consume: &mut (dyn FnMut(Streamed<'_>) + Send),
 ) -> CoreResult<()> {
     if !splits(backend, filter, STREAM_FIRST_PART) {
-        take(backend.query(filter)?, false);
+        consume(Streamed { first: backend.query(filter)?, large: false, rest: None });
         return Ok(());
     }
-    let first = backend.query(&Filter { limit: Some(STREAM_FIRST_PART), ..filter.clone() })?;
+    let mut first = backend.query(&Filter { limit: Some(STREAM_FIRST_PART), ..filter.clone() })?;
     let read_last = match first.last() {
         Some(last) if first.len() as i64 == STREAM_FIRST_PART => last.sequence,
         _ => {
-            take(first, false);
+            consume(Streamed { first, large: false, rest: None });
             return Ok(());
         }
     };
     let rest = rest_after(filter, STREAM_FIRST_PART, read_last);
     let (sender, chunks) = std::sync::mpsc::channel::<Vec<Arc<EventRecord>>>();
+    let chunks = Mutex::new(chunks);
     std::thread::scope(|scope| {
-        let read_rest = |sender: std::sync::mpsc::Sender<_>| {
+        let read_rest = |sender: Sender<_>| {
             let mut chunk = Vec::with_capacity(CHUNK);
             backend.query_each(&rest, &mut |record| {
                 chunk.push(record);
@@ -161,20 +176,18 @@ pub fn query_streamed(
         let spawned = std::thread::Builder::new()
             .name("stabilize-read".into())
             .spawn_scoped(scope, move || read_rest(sender));
-        take(first, true);
         match spawned {
             Ok(thread) => {
-                // Ends when the thread is done and its sender dropped.
-                for chunk in &chunks {
-                    take(chunk, true);
-                }
+                // `consume` reads the chunks until the thread is done and its sender dropped.
+                consume(Streamed { first, large: true, rest: Some(&chunks) });
                 thread.join().unwrap_or_else(|_| {
                     Err(CoreError::new(Kind::Store, "the thread reading the rest of a query panicked"))
                 })
             }
             // No thread to be had (a process limit, say): the rest is read here.
             Err(_) => {
-                take(backend.query(&rest)?, true);
+                first.extend(backend.query(&rest)?);
+                consume(Streamed { first, large: true, rest: None });
                 Ok(())
             }
         }
