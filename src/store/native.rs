@@ -168,9 +168,9 @@ impl NativeStore {
                             }
                         }
                     };
+                    let mut held_since = Instant::now();
                     build(rows.first);
                     let Some(rest) = rows.rest else { return };
-                    let mut held_since = Instant::now();
                     loop {
                         let ready = rest.lock().unwrap_or_else(|p| p.into_inner()).try_recv();
                         let chunk = match ready {
