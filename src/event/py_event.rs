@@ -47,10 +47,19 @@ impl Event {
         }
     }
 
-    /// `read`, for a record of a large read: the first use of its payload is
-    /// counted (see `usage`), and with `decode_now` the payload is decoded now.
-    /// A payload that cannot be decoded is left for `data` to report.
-    pub fn read_large(py: Python<'_>, rec: Arc<EventRecord>, decode_now: bool) -> PyResult<Bound<'_, Event>> {
+    /// `read`, for a record of a read that may be large. Of a large read, the
+    /// first use of its payload is counted (see `usage`), and with
+    /// `decode_now` the payload is decoded now; a payload that cannot be
+    /// decoded is left for `data` to report.
+    pub fn read_of(
+        py: Python<'_>,
+        rec: Arc<EventRecord>,
+        large: bool,
+        decode_now: bool,
+    ) -> PyResult<Bound<'_, Event>> {
+        if !large {
+            return Event::read(py, rec);
+        }
         let event = Event { watched: AtomicBool::new(true), ..Event::from_record(rec) };
         if decode_now {
             let _ = event.decoded_data(py);

@@ -142,7 +142,7 @@ impl NativeStore {
             let large = records.len() >= split_read::FIRST_PART as usize;
             let events = records
                 .into_iter()
-                .map(|r| if large { Event::read_large(py, r, false) } else { Event::read(py, r) })
+                .map(|r| Event::read_of(py, r, large, false))
                 .collect::<PyResult<Vec<_>>>()?;
             if large {
                 usage::handed_out(events.len());
@@ -159,8 +159,7 @@ impl NativeStore {
                 Python::attach(|py| {
                     let mut build = |chunk: Vec<Arc<EventRecord>>| {
                         for r in chunk {
-                            match if rows.large { Event::read_large(py, r, true) } else { Event::read(py, r) }
-                            {
+                            match Event::read_of(py, r, rows.large, true) {
                                 Ok(event) => events.push(event.unbind()),
                                 Err(e) => {
                                     failed.get_or_insert(e);

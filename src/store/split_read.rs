@@ -40,37 +40,43 @@ pub const STREAM_FIRST_PART: i64 = 512;
 /// they are read, and handing them over costs next to nothing per row.
 const CHUNK: usize = 256;
 
-/// Whether `filter` may be read on two threads from `backend`: by ascending
-/// sequence (so the parts follow one another), past `first_part` rows.
-fn splits(backend: &dyn Backend, filter: &Filter, first_part: i64) -> bool {
-    backend.parallel_reads_pay()
+/// A large query's first read: its first `first_part` rows, and the query for
+/// the rest, or None when the query is read in one go (all its rows are in the
+/// first), for it cannot be read on two threads (by ascending sequence, so
+/// that the parts follow one another) or matches fewer rows.
+fn first_part(
+    backend: &dyn Backend,
+    filter: &Filter,
+    first_part: i64,
+) -> CoreResult<(Vec<Arc<EventRecord>>, Option<Filter>)> {
+    let splits = backend.parallel_reads_pay()
         && filter.order_by == OrderBy::Sequence
         && filter.ascending
-        && filter.limit.is_none_or(|n| n > first_part)
-}
-
-/// The same filter after the last row of a full first part, without the offset already skipped.
-fn rest_after(filter: &Filter, first_part: i64, read_last: i64) -> Filter {
-    Filter {
+        && filter.limit.is_none_or(|n| n > first_part);
+    if !splits {
+        return Ok((backend.query(filter)?, None));
+    }
+    let first = backend.query(&Filter { limit: Some(first_part), ..filter.clone() })?;
+    let read_last = match first.last() {
+        Some(last) if first.len() as i64 == first_part => last.sequence,
+        _ => return Ok((first, None)),
+    };
+    // The same filter after the last row read, without the offset already skipped.
+    let rest = Filter {
         from_sequence: Some(read_last),
         limit: filter.limit.map(|n| n - first_part),
         offset: 0,
         ..filter.clone()
-    }
+    };
+    Ok((first, Some(rest)))
 }
 
 /// The records matching `filter`, as `Backend::query` returns them, read in
 /// two halves at once where the backend gains from it and the result is large.
 pub fn query(backend: &dyn Backend, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
-    if !splits(backend, filter, FIRST_PART) {
-        return backend.query(filter);
-    }
-    let mut records = backend.query(&Filter { limit: Some(FIRST_PART), ..filter.clone() })?;
-    let read_last = match records.last() {
-        Some(last) if records.len() as i64 == FIRST_PART => last.sequence,
-        _ => return Ok(records),
-    };
-    let rest = rest_after(filter, FIRST_PART, read_last);
+    let (mut records, rest) = first_part(backend, filter, FIRST_PART)?;
+    let Some(rest) = rest else { return Ok(records) };
+    let read_last = records[records.len() - 1].sequence;
     let newest = Filter { ascending: false, limit: Some(1), ..rest.clone() };
     let last = match backend.query(&newest) {
         Ok(found) => match found.first() {
@@ -139,19 +145,11 @@ pub fn query_streamed(
     filter: &Filter,
     consume: &mut (dyn FnMut(Streamed<'_>) + Send),
 ) -> CoreResult<()> {
-    if !splits(backend, filter, STREAM_FIRST_PART) {
-        consume(Streamed { first: backend.query(filter)?, large: false, rest: None });
+    let (mut first, rest) = first_part(backend, filter, STREAM_FIRST_PART)?;
+    let Some(rest) = rest else {
+        consume(Streamed { first, large: false, rest: None });
         return Ok(());
-    }
-    let mut first = backend.query(&Filter { limit: Some(STREAM_FIRST_PART), ..filter.clone() })?;
-    let read_last = match first.last() {
-        Some(last) if first.len() as i64 == STREAM_FIRST_PART => last.sequence,
-        _ => {
-            consume(Streamed { first, large: false, rest: None });
-            return Ok(());
-        }
     };
-    let rest = rest_after(filter, STREAM_FIRST_PART, read_last);
     let (sender, chunks) = std::sync::mpsc::channel::<Vec<Arc<EventRecord>>>();
     let chunks = Mutex::new(chunks);
     std::thread::scope(|scope| {
