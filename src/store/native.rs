@@ -137,18 +137,26 @@ impl NativeStore {
     /// read is streamed and its payloads decoded here as its rows come in;
     /// otherwise it is read in two halves and its payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
-        if !usage::payloads_wanted() {
+        let (events, large) = if usage::payloads_wanted() {
+            self.read_ahead(py, filter)?
+        } else {
             let records = self.run(py, move |b| split_read::query(b, &filter))?;
             let large = records.len() >= split_read::FIRST_PART as usize;
             let events = records
                 .into_iter()
-                .map(|r| Event::read_of(py, r, large, false))
+                .map(|r| Event::read_of(py, r, large, false).map(Bound::unbind))
                 .collect::<PyResult<Vec<_>>>()?;
-            if large {
-                usage::handed_out(events.len());
-            }
-            return PyList::new(py, events);
+            (events, large)
+        };
+        if large {
+            usage::handed_out(events.len());
         }
+        PyList::new(py, events)
+    }
+
+    /// Reads `filter`'s events decoding each payload as its row arrives, the rows of a
+    /// large read streamed from a second thread; returns them and whether the read was large.
+    fn read_ahead(&self, py: Python<'_>, filter: Filter) -> PyResult<(Vec<Py<Event>>, bool)> {
         let switch_interval = switch_interval(py)?;
         let mut events: Vec<Py<Event>> = Vec::new();
         let mut large_read = false;
@@ -197,13 +205,10 @@ impl NativeStore {
                 })
             })
         })?;
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((events, large_read)),
         }
-        if large_read {
-            usage::handed_out(events.len());
-        }
-        PyList::new(py, events)
     }
 
     fn append_events<'py>(
