@@ -3,7 +3,7 @@
 //! released, and turns records back into lazily-decoded `Event`s.
 
 use std::sync::mpsc::TryRecvError;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -178,15 +178,16 @@ impl NativeStore {
                     let mut held_since = Instant::now();
                     build(rows.first);
                     let Some(rest) = rows.rest else { return };
+                    // Only this loop locks the receiver (the mutex just makes it Sync), so a poisoned lock means nothing.
+                    let receiver = || rest.lock().unwrap_or_else(PoisonError::into_inner);
                     loop {
-                        let ready = rest.lock().unwrap_or_else(|p| p.into_inner()).try_recv();
+                        let ready = receiver().try_recv();
                         let chunk = match ready {
                             Ok(chunk) => chunk,
                             Err(TryRecvError::Disconnected) => break,
                             // Wait for the reader with the GIL let go.
                             Err(TryRecvError::Empty) => {
-                                let next =
-                                    py.detach(|| rest.lock().unwrap_or_else(|p| p.into_inner()).recv());
+                                let next = py.detach(|| receiver().recv());
                                 held_since = Instant::now();
                                 match next {
                                     Ok(chunk) => chunk,
