@@ -278,6 +278,36 @@ def test_batch_with_internal_duplicate_writes_nothing(store: EventStore, make_ev
     assert store.get_event_by_id(a.event_id) is None
 
 
+@pytest.mark.parametrize("at", [0, 1, 30, 31, 32, 33, 63, 64, 70, 99])
+@pytest.mark.parametrize("twin", ["stored", "earlier in the batch"])
+def test_long_batch_names_its_duplicate_and_writes_nothing(
+    store: EventStore, make_event: MakeEvent, at: int, twin: str
+) -> None:
+    # Long enough for a store to write it in parts: the failing part may fall anywhere.
+    existing = store.append(make_event())
+    batch = [make_event() for _ in range(100)]
+    original = existing.event_id if twin == "stored" else batch[max(at - 7, 0) if at else 50].event_id
+    if twin == "earlier in the batch" and at == 0:
+        batch[0], batch[50] = batch[50], batch[0]  # the twin at 50 comes after the first
+        original = batch[0].event_id
+        at = 50
+    batch[at] = make_event(event_id=original)
+    with pytest.raises(errors.DuplicateEventError) as info:
+        store.append_batch(batch)
+    message = str(info.value)
+    assert original in message
+    assert all(e.event_id not in message for e in batch if e.event_id != original)
+    assert store.count_events() == 1
+    assert store.get_current_sequence() == existing.sequence
+    assert all(store.get_event_by_id(e.event_id) is None for e in batch if e.event_id != existing.event_id)
+    # The store still takes the batch once the duplicate is gone, numbering on from the last.
+    batch[at] = make_event()
+    stored = store.append_batch(batch)
+    assert seqs(stored) == list(range(existing.sequence + 1, existing.sequence + 101))
+    assert [e.event_id for e in stored] == [e.event_id for e in batch]
+    assert list(store.get_events(EventQuery(limit=1000))) == [existing, *stored]
+
+
 def test_expected_version_appends_when_the_entity_is_at_it(store: EventStore, make_event: MakeEvent) -> None:
     first = store.append(make_event(entity_id="stage-v", version=1), expected_version=0)
     second = store.append(make_event(entity_id="stage-v", version=2), expected_version=1)

@@ -14,81 +14,123 @@ use super::index_key::index_key;
 use super::sqlite_scan::{last_error, prepare};
 use crate::event::EventRecord;
 
-const INSERT: &str = "INSERT INTO event_log (event_id, event_type, timestamp_us, entity_type, entity_id, \
-     workflow_id, version, data, correlation_id, causation_id, actor, source_handler, schema_version, \
-     workflow_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const COLUMNS: &str =
+    "event_id, event_type, timestamp_us, entity_type, entity_id, workflow_id, version, data, \
+     correlation_id, causation_id, actor, source_handler, schema_version, workflow_key";
+/// Parameters of one row, in `COLUMNS` order.
+const PARAMS: usize = 14;
+/// Rows inserted by one step of the multi-row statement. Each step of a
+/// statement opens and closes a cursor on the table and on each index and
+/// resets every parameter: a fifth of an append of one row at a time.
+pub const ROWS: usize = 32;
 
-/// A prepared insert into `event_log`, owned by the connection's writer.
+/// `OR FAIL`: a row that breaks a constraint stops the step, keeping the rows
+/// before it (they go with the transaction or savepoint the caller rolls
+/// back). With the default `OR ABORT`, SQLite would keep a statement journal
+/// to undo a multi-row step's earlier rows, copying each page it touches.
+fn insert_sql(rows: usize) -> String {
+    let row = |r: usize| {
+        let params: Vec<String> = (1..=PARAMS).map(|c| format!("?{}", r * PARAMS + c)).collect();
+        format!("({})", params.join(", "))
+    };
+    let values: Vec<String> = (0..rows).map(row).collect();
+    format!("INSERT OR FAIL INTO event_log ({COLUMNS}) VALUES {}", values.join(", "))
+}
+
+/// Prepared inserts into `event_log` (of one row, and of `ROWS` rows), owned
+/// by the connection's writer.
 ///
-/// It must be dropped before its connection is closed (`Writer` orders its
-/// fields so).
+/// They must be dropped before their connection is closed (`Writer` orders
+/// its fields so).
 pub struct InsertStatement {
-    stmt: NonNull<ffi::sqlite3_stmt>,
+    one: NonNull<ffi::sqlite3_stmt>,
+    many: NonNull<ffi::sqlite3_stmt>,
     db: *mut ffi::sqlite3,
 }
 
-// The statement is only used under the writer's mutex, like its connection.
+// The statements are only used under the writer's mutex, like their connection.
 unsafe impl Send for InsertStatement {}
 
 impl InsertStatement {
     pub fn prepare(conn: &Connection) -> rusqlite::Result<InsertStatement> {
-        // SAFETY: the handle is valid while `conn` is open; the statement is
+        // SAFETY: the handle is valid while `conn` is open; the statements are
         // finalized (in Drop) before the owning `Writer` closes `conn`.
         let db = unsafe { conn.handle() };
-        Ok(InsertStatement { stmt: prepare(db, INSERT)?, db })
+        let one = prepare(db, &insert_sql(1))?;
+        match prepare(db, &insert_sql(ROWS)) {
+            Ok(many) => Ok(InsertStatement { one, many, db }),
+            Err(e) => {
+                // SAFETY: prepared above and not kept.
+                unsafe { ffi::sqlite3_finalize(one.as_ptr()) };
+                Err(e)
+            }
+        }
     }
 
-    /// Insert `r`, returning the sequence (rowid) it was given.
-    pub fn execute(&mut self, r: &EventRecord) -> rusqlite::Result<i64> {
-        let s = self.stmt.as_ptr();
-        // SAFETY: every pointer bound below borrows `r`, which outlives the
-        // step; the statement is reset before this returns, and every
+    /// Insert `records` (one, or `ROWS` of them) in one step, returning the
+    /// sequence (rowid) the last was given; the others were given the ones
+    /// before it, in order (each row of an insert without a rowid gets one
+    /// more than the largest in the table). On failure, also the sequence the
+    /// step gave the last record it wrote before the one that failed, if any.
+    pub fn execute(&mut self, records: &[EventRecord]) -> Result<i64, (rusqlite::Error, Option<i64>)> {
+        let s = match records.len() {
+            1 => self.one.as_ptr(),
+            ROWS => self.many.as_ptr(),
+            n => unreachable!("an insert of {n} rows"),
+        };
+        // SAFETY: every pointer bound below borrows `records`, which outlive
+        // the step; the statement is reset before this returns, and every
         // parameter is bound again before the next step.
         unsafe {
+            // No event has rowid 0: still 0 after a failed step, the step wrote nothing.
+            ffi::sqlite3_set_last_insert_rowid(self.db, 0);
             let mut rc = ffi::SQLITE_OK;
-            let mut text = |i: c_int, v: Option<&str>| {
-                if rc == ffi::SQLITE_OK {
-                    rc = match v {
-                        Some(v) => ffi::sqlite3_bind_text64(
-                            s,
-                            i,
-                            v.as_ptr().cast::<c_char>(),
-                            v.len() as u64,
-                            ffi::SQLITE_STATIC(),
-                            ffi::SQLITE_UTF8 as u8,
-                        ),
-                        None => ffi::sqlite3_bind_null(s, i),
-                    };
+            for (row, r) in records.iter().enumerate() {
+                let at = (row * PARAMS) as c_int;
+                let mut text = |i: c_int, v: Option<&str>| {
+                    if rc == ffi::SQLITE_OK {
+                        rc = match v {
+                            Some(v) => ffi::sqlite3_bind_text64(
+                                s,
+                                at + i,
+                                v.as_ptr().cast::<c_char>(),
+                                v.len() as u64,
+                                ffi::SQLITE_STATIC(),
+                                ffi::SQLITE_UTF8 as u8,
+                            ),
+                            None => ffi::sqlite3_bind_null(s, at + i),
+                        };
+                    }
+                };
+                text(1, Some(&r.event_id));
+                text(2, Some(&r.event_type));
+                text(4, Some(&r.entity_type));
+                text(5, Some(&r.entity_id));
+                text(6, Some(&r.workflow_id));
+                text(9, Some(&r.correlation_id));
+                text(10, r.causation_id.as_deref());
+                text(11, Some(&r.actor));
+                text(12, r.source_handler.as_deref());
+                let ints = [
+                    (3, r.timestamp_us),
+                    (7, r.version),
+                    (13, r.schema_version),
+                    (14, index_key(&r.workflow_id)),
+                ];
+                for (i, v) in ints {
+                    if rc == ffi::SQLITE_OK {
+                        rc = ffi::sqlite3_bind_int64(s, at + i, v);
+                    }
                 }
-            };
-            text(1, Some(&r.event_id));
-            text(2, Some(&r.event_type));
-            text(4, Some(&r.entity_type));
-            text(5, Some(&r.entity_id));
-            text(6, Some(&r.workflow_id));
-            text(9, Some(&r.correlation_id));
-            text(10, r.causation_id.as_deref());
-            text(11, Some(&r.actor));
-            text(12, r.source_handler.as_deref());
-            let ints = [
-                (3, r.timestamp_us),
-                (7, r.version),
-                (13, r.schema_version),
-                (14, index_key(&r.workflow_id)),
-            ];
-            for (i, v) in ints {
                 if rc == ffi::SQLITE_OK {
-                    rc = ffi::sqlite3_bind_int64(s, i, v);
+                    rc = ffi::sqlite3_bind_blob64(
+                        s,
+                        at + 8,
+                        r.data.as_ptr().cast(),
+                        r.data.len() as u64,
+                        ffi::SQLITE_STATIC(),
+                    );
                 }
-            }
-            if rc == ffi::SQLITE_OK {
-                rc = ffi::sqlite3_bind_blob64(
-                    s,
-                    8,
-                    r.data.as_ptr().cast(),
-                    r.data.len() as u64,
-                    ffi::SQLITE_STATIC(),
-                );
             }
             if rc == ffi::SQLITE_OK {
                 rc = ffi::sqlite3_step(s);
@@ -96,7 +138,8 @@ impl InsertStatement {
             let result = if rc == ffi::SQLITE_DONE {
                 Ok(ffi::sqlite3_last_insert_rowid(self.db))
             } else {
-                Err(last_error(self.db, rc))
+                let last = ffi::sqlite3_last_insert_rowid(self.db);
+                Err((last_error(self.db, rc), (last != 0).then_some(last)))
             };
             ffi::sqlite3_reset(s);
             result
@@ -108,7 +151,8 @@ impl Drop for InsertStatement {
     fn drop(&mut self) {
         // SAFETY: the statement is live and its connection still open.
         unsafe {
-            ffi::sqlite3_finalize(self.stmt.as_ptr());
+            ffi::sqlite3_finalize(self.one.as_ptr());
+            ffi::sqlite3_finalize(self.many.as_ptr());
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::sqlite_insert::InsertStatement;
+use super::sqlite_insert::{InsertStatement, ROWS};
 use super::sqlite_scan::ScanStatements;
 use super::sqlite_store::{sql_error, SqliteConfig};
 use super::Expectation;
@@ -308,17 +308,40 @@ fn insert(
                 .map_err(|e| sql_error(e, "preparing the insert", config))?,
         ),
     };
-    for r in records.iter_mut() {
-        match stmt.execute(r) {
-            Ok(sequence) => r.sequence = sequence,
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+    let mut at = 0;
+    while at < records.len() {
+        // Whole chunks of `ROWS` in one step each, the rest one by one.
+        let n = if records.len() - at >= ROWS { ROWS } else { 1 };
+        let chunk = &mut records[at..at + n];
+        let last = match stmt.execute(chunk) {
+            Ok(last) => last,
+            Err((e, _)) if e.sqlite_error_code() != Some(ErrorCode::ConstraintViolation) => {
+                return Err(sql_error(e, "appending events", config));
+            }
+            Err((_, written_last)) => {
+                let failed = &chunk[first_unwritten(&writer.conn, chunk, written_last).min(n - 1)];
                 return Err(CoreError::new(
                     Kind::DuplicateEvent,
-                    format!("event {} is already stored; nothing of this batch was written", r.event_id),
+                    format!("event {} is already stored; nothing of this batch was written", failed.event_id),
                 ));
             }
-            Err(e) => return Err(sql_error(e, "appending events", config)),
+        };
+        for (r, sequence) in chunk.iter_mut().zip(last + 1 - n as i64..) {
+            r.sequence = sequence;
         }
+        at += n;
     }
     Ok(records)
+}
+
+/// Which record of `chunk` a failed step stopped at, given the sequence of the
+/// last record it wrote (`OR FAIL` keeps the rows before the failing one).
+/// Those rows have distinct ids, or the step would have stopped sooner, so
+/// the first record with the last written row's id is the last one written.
+fn first_unwritten(conn: &Connection, chunk: &[EventRecord], written_last: Option<i64>) -> usize {
+    let Some(sequence) = written_last else { return 0 };
+    let id: Option<String> = conn
+        .query_row("SELECT event_id FROM event_log WHERE sequence = ?1", [sequence], |row| row.get(0))
+        .ok();
+    id.and_then(|id| chunk.iter().position(|r| r.event_id == id.as_str())).map_or(0, |last| last + 1)
 }
