@@ -3,10 +3,12 @@
 //! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
 //! - `codec/`: payload msgpack encoding and decoding.
 //! - `store/`: the SQLite and in-memory backends behind `NativeStore`.
+//! - `allocator`: mimalloc, and its settings.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+mod allocator;
 pub mod args;
 pub mod codec;
 pub mod errors;
@@ -70,6 +72,7 @@ fn payloads_wanted() -> bool {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    allocator::configure();
     m.add_class::<event::Event>()?;
     m.add_class::<event::EventMetadata>()?;
     m.add_class::<store::native::NativeStore>()?;
@@ -80,8 +83,3 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     Ok(())
 }
-
-// Records are allocated and freed by the thousand per query; mimalloc keeps
-// that off glibc's slower paths and avoids returning pages to the OS each time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
