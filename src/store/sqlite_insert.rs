@@ -1,9 +1,10 @@
-//! The event insert as a raw SQLite statement, its text bound in place.
+//! The event inserts as raw SQLite statements, their text bound in place.
 //!
 //! rusqlite binds every text and blob as `SQLITE_TRANSIENT`, copying each of
 //! the fourteen parameters of every appended event: that binding alone was an
-//! eighth of a batch append. This statement binds them `SQLITE_STATIC` from
-//! the record, which outlives the step, and is reused for the writer's life.
+//! eighth of a batch append. These statements bind them `SQLITE_STATIC` from
+//! the records, which outlive the step, and are reused for the writer's life.
+//! A batch goes in `ROWS` rows per step, its last few one row per step.
 
 use std::ffi::{c_char, c_int};
 use std::ptr::NonNull;

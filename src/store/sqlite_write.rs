@@ -26,7 +26,7 @@ const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1
 
 type Work = (Vec<EventRecord>, Vec<Expectation>);
 
-/// The writer connection with its raw insert statement.
+/// The writer connection with its raw insert statements.
 pub struct Writer {
     // Declared before `conn`: statements are finalized before the connection closes.
     insert: Option<InsertStatement>,
