@@ -1,17 +1,19 @@
 """Shared by `test_concurrency` and its writer child: what writers append, and how readers check it.
 
 A writer named ``NAME`` appends ``n`` events to workflow ``NAME``, alternating ten single
-`append` calls and one `append_batch` of ten. Every event's data records the writer
-(``w``), its index among the writer's events (``i``), its append call (``call``), its
-index in that call (``k``) and the call's size (``n``), so a reader can tell from the
-events alone which batch each belongs to and whether it sees it whole.
+`append` calls and one `append_batch` of forty (more than the SQLite store writes in one
+statement step, so a batch is written both in a multi-row step and row by row). Every
+event's data records the writer (``w``), its index among the writer's events (``i``), its
+append call (``call``), its index in that call (``k``) and the call's size (``n``), so a
+reader can tell from the events alone which batch each belongs to and whether it sees it
+whole.
 """
 
 from __future__ import annotations
 
 from stabilize_events import Event, EventType, SqliteEventStore
 
-BATCH = 10
+BATCH = 40
 SINGLES_BETWEEN_BATCHES = 10
 
 
