@@ -308,6 +308,33 @@ def test_long_batch_names_its_duplicate_and_writes_nothing(
     assert list(store.get_events(EventQuery(limit=1000))) == [existing, *stored]
 
 
+def test_long_batch_keeps_each_events_workflow_and_metadata(store: EventStore, make_event: MakeEvent) -> None:
+    # A store may write rows sharing these fields together: each event must keep its own.
+    def meta(correlation: str = "wf-1", actor: str = "system", handler: str | None = "H") -> EventMetadata:
+        return EventMetadata(correlation_id=correlation, actor=actor, source_handler=handler)
+
+    batch = [make_event(metadata=meta()) for _ in range(228)]
+    # Far apart, so that no two fall among the same few dozen rows; one first of its run.
+    odd: dict[int, dict[str, Any]] = {
+        40: {"workflow_id": "wf-other"},
+        75: {"metadata": meta(correlation="wf-2")},
+        110: {"metadata": meta(actor="someone")},
+        145: {"metadata": meta(handler=None)},
+        180: {"schema_version": 2},
+        192: {"metadata": meta(actor="first")},
+        226: {"workflow_id": "wf-tail"},
+    }
+    for i, fields in odd.items():
+        batch[i] = make_event(**{"metadata": meta(), **fields})
+    stored = store.append_batch(batch)
+    assert [(e.event_id, e.workflow_id, e.metadata, e.schema_version) for e in stored] == [
+        (e.event_id, e.workflow_id, e.metadata, e.schema_version) for e in batch
+    ]
+    assert list(store.get_events(EventQuery(limit=1000))) == stored
+    assert [e.event_id for e in store.get_events_for_workflow("wf-other")] == [batch[40].event_id]
+    assert [e.event_id for e in store.get_events_for_workflow("wf-tail")] == [batch[226].event_id]
+
+
 def test_expected_version_appends_when_the_entity_is_at_it(store: EventStore, make_event: MakeEvent) -> None:
     first = store.append(make_event(entity_id="stage-v", version=1), expected_version=0)
     second = store.append(make_event(entity_id="stage-v", version=2), expected_version=1)

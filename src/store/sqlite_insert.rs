@@ -24,28 +24,52 @@ const PARAMS: usize = 14;
 /// statement opens and closes a cursor on the table and on each index and
 /// resets every parameter: a fifth of an append of one row at a time.
 pub const ROWS: usize = 32;
+/// Columns (parameter numbers of a row) a multi-row step may take from its
+/// first row: workflow id, correlation id, actor, source handler, schema
+/// version and workflow key.
+const SHARED: [c_int; 6] = [6, 9, 11, 12, 13, 14];
+
+/// Whether every record has the first one's `SHARED` columns.
+fn share_first(records: &[EventRecord]) -> bool {
+    let first = &records[0];
+    records[1..].iter().all(|r| {
+        r.workflow_id == first.workflow_id
+            && r.correlation_id == first.correlation_id
+            && r.actor == first.actor
+            && r.source_handler == first.source_handler
+            && r.schema_version == first.schema_version
+    })
+}
 
 /// `OR FAIL`: a row that breaks a constraint stops the step, keeping the rows
 /// before it (they go with the transaction or savepoint the caller rolls
 /// back). With the default `OR ABORT`, SQLite would keep a statement journal
 /// to undo a multi-row step's earlier rows, copying each page it touches.
-fn insert_sql(rows: usize) -> String {
+///
+/// With `shared`, every row takes the `SHARED` columns from the first row's
+/// parameters: the rows of a batch mostly share their workflow and metadata,
+/// and each parameter bound costs about a hundred instructions.
+fn insert_sql(rows: usize, shared: bool) -> String {
     let row = |r: usize| {
-        let params: Vec<String> = (1..=PARAMS).map(|c| format!("?{}", r * PARAMS + c)).collect();
+        let params: Vec<String> = (1..=PARAMS)
+            .map(|c| if shared && r > 0 && SHARED.contains(&(c as c_int)) { c } else { r * PARAMS + c })
+            .map(|n| format!("?{n}"))
+            .collect();
         format!("({})", params.join(", "))
     };
     let values: Vec<String> = (0..rows).map(row).collect();
     format!("INSERT OR FAIL INTO event_log ({COLUMNS}) VALUES {}", values.join(", "))
 }
 
-/// Prepared inserts into `event_log` (of one row, and of `ROWS` rows), owned
-/// by the connection's writer.
+/// Prepared inserts into `event_log` (of one row, and of `ROWS` rows with
+/// and without `SHARED` columns), owned by the connection's writer.
 ///
 /// They must be dropped before their connection is closed (`Writer` orders
 /// its fields so).
 pub struct InsertStatement {
     one: NonNull<ffi::sqlite3_stmt>,
     many: NonNull<ffi::sqlite3_stmt>,
+    many_shared: NonNull<ffi::sqlite3_stmt>,
     db: *mut ffi::sqlite3,
 }
 
@@ -57,15 +81,20 @@ impl InsertStatement {
         // SAFETY: the handle is valid while `conn` is open; the statements are
         // finalized (in Drop) before the owning `Writer` closes `conn`.
         let db = unsafe { conn.handle() };
-        let one = prepare(db, &insert_sql(1))?;
-        match prepare(db, &insert_sql(ROWS)) {
-            Ok(many) => Ok(InsertStatement { one, many, db }),
-            Err(e) => {
-                // SAFETY: prepared above and not kept.
-                unsafe { ffi::sqlite3_finalize(one.as_ptr()) };
-                Err(e)
+        let mut made = Vec::with_capacity(3);
+        for (rows, shared) in [(1, false), (ROWS, false), (ROWS, true)] {
+            match prepare(db, &insert_sql(rows, shared)) {
+                Ok(stmt) => made.push(stmt),
+                Err(e) => {
+                    // SAFETY: prepared above and not kept.
+                    made.iter().for_each(|stmt| unsafe {
+                        ffi::sqlite3_finalize(stmt.as_ptr());
+                    });
+                    return Err(e);
+                }
             }
         }
+        Ok(InsertStatement { one: made[0], many: made[1], many_shared: made[2], db })
     }
 
     /// Insert `records` (one, or `ROWS` of them) in one step, returning the
@@ -74,8 +103,10 @@ impl InsertStatement {
     /// more than the largest in the table). On failure, also the sequence the
     /// step gave the last record it wrote before the one that failed, if any.
     pub fn execute(&mut self, records: &[EventRecord]) -> Result<i64, (rusqlite::Error, Option<i64>)> {
+        let shared = records.len() > 1 && share_first(records);
         let s = match records.len() {
             1 => self.one.as_ptr(),
+            ROWS if shared => self.many_shared.as_ptr(),
             ROWS => self.many.as_ptr(),
             n => unreachable!("an insert of {n} rows"),
         };
@@ -88,8 +119,10 @@ impl InsertStatement {
             let mut rc = ffi::SQLITE_OK;
             for (row, r) in records.iter().enumerate() {
                 let at = (row * PARAMS) as c_int;
+                // The statement reads these from the first row's parameters.
+                let skip = |i: c_int| shared && row > 0 && SHARED.contains(&i);
                 let mut text = |i: c_int, v: Option<&str>| {
-                    if rc == ffi::SQLITE_OK {
+                    if rc == ffi::SQLITE_OK && !skip(i) {
                         rc = match v {
                             Some(v) => ffi::sqlite3_bind_text64(
                                 s,
@@ -119,7 +152,7 @@ impl InsertStatement {
                     (14, index_key(&r.workflow_id)),
                 ];
                 for (i, v) in ints {
-                    if rc == ffi::SQLITE_OK {
+                    if rc == ffi::SQLITE_OK && !skip(i) {
                         rc = ffi::sqlite3_bind_int64(s, at + i, v);
                     }
                 }
@@ -154,6 +187,7 @@ impl Drop for InsertStatement {
         unsafe {
             ffi::sqlite3_finalize(self.one.as_ptr());
             ffi::sqlite3_finalize(self.many.as_ptr());
+            ffi::sqlite3_finalize(self.many_shared.as_ptr());
         }
     }
 }
