@@ -10,7 +10,7 @@
 //! cross-thread list and gives up reclaiming the page once the freeing thread
 //! owns 32 pages of that size: on W3 that was a tenth of the GIL thread's
 //! work. Reclaiming every abandoned page on a free makes the rest of its
-//! frees plain local ones (W3's GIL thread: 7,562 -> 6,855 instructions per
+//! frees plain local ones (W3's GIL thread: 7,562 -> 6,897 instructions per
 //! event under callgrind).
 
 use std::ffi::{c_int, c_long};

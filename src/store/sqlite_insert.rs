@@ -24,12 +24,17 @@ const PARAMS: usize = 14;
 /// statement opens and closes a cursor on the table and on each index and
 /// resets every parameter: a fifth of an append of one row at a time.
 pub const ROWS: usize = 32;
-/// Columns (parameter numbers of a row) a multi-row step may take from its
-/// first row: workflow id, correlation id, actor, source handler, schema
-/// version and workflow key.
-const SHARED: [c_int; 6] = [6, 9, 11, 12, 13, 14];
+/// Columns (as bits of their parameter numbers in a row) a multi-row step may
+/// take from its first row: workflow id (6), correlation id (9), actor (11),
+/// source handler (12), schema version (13) and workflow key (14).
+const SHARED: u16 = 1 << 6 | 1 << 9 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14;
 
-/// Whether every record has the first one's `SHARED` columns.
+fn is_shared(param: usize) -> bool {
+    SHARED >> param & 1 == 1
+}
+
+/// Whether every record has the first one's `SHARED` columns (the workflow key
+/// follows from the workflow id).
 fn share_first(records: &[EventRecord]) -> bool {
     let first = &records[0];
     records[1..].iter().all(|r| {
@@ -52,7 +57,7 @@ fn share_first(records: &[EventRecord]) -> bool {
 fn insert_sql(rows: usize, shared: bool) -> String {
     let row = |r: usize| {
         let params: Vec<String> = (1..=PARAMS)
-            .map(|c| if shared && r > 0 && SHARED.contains(&(c as c_int)) { c } else { r * PARAMS + c })
+            .map(|c| if shared && r > 0 && is_shared(c) { c } else { r * PARAMS + c })
             .map(|n| format!("?{n}"))
             .collect();
         format!("({})", params.join(", "))
@@ -120,7 +125,7 @@ impl InsertStatement {
             for (row, r) in records.iter().enumerate() {
                 let at = (row * PARAMS) as c_int;
                 // The statement reads these from the first row's parameters.
-                let skip = |i: c_int| shared && row > 0 && SHARED.contains(&i);
+                let skip = |i: c_int| shared && row > 0 && is_shared(i as usize);
                 let mut text = |i: c_int, v: Option<&str>| {
                     if rc == ffi::SQLITE_OK && !skip(i) {
                         rc = match v {
@@ -145,12 +150,8 @@ impl InsertStatement {
                 text(10, r.causation_id.as_deref());
                 text(11, Some(&r.actor));
                 text(12, r.source_handler.as_deref());
-                let ints = [
-                    (3, r.timestamp_us),
-                    (7, r.version),
-                    (13, r.schema_version),
-                    (14, index_key(&r.workflow_id)),
-                ];
+                let key = if skip(14) { 0 } else { index_key(&r.workflow_id) };
+                let ints = [(3, r.timestamp_us), (7, r.version), (13, r.schema_version), (14, key)];
                 for (i, v) in ints {
                     if rc == ffi::SQLITE_OK && !skip(i) {
                         rc = ffi::sqlite3_bind_int64(s, at + i, v);

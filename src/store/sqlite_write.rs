@@ -110,10 +110,6 @@ impl Request {
     fn take_work(&self) -> Work {
         self.work.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default()
     }
-
-    fn put_back(&self, work: Work) {
-        *self.work.lock().unwrap_or_else(|p| p.into_inner()) = Some(work);
-    }
 }
 
 #[derive(Default)]
@@ -227,18 +223,17 @@ impl WriteQueue {
 /// Commit `group` in one transaction, finishing every request with its
 /// outcome; how many requests it stored.
 pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &SqliteConfig) -> usize {
-    if let [request] = group {
-        let (records, expect) = request.take_work();
+    let mut works = group.iter().map(|r| r.take_work()).peekable();
+    if let ([request], Some((records, expect))) = (group, works.peek_mut()) {
         if records.len() == 1 && expect.is_empty() {
             // One event, nothing to check first: its insert is its own transaction
             // (it takes the write lock as it starts, waiting as BEGIN IMMEDIATE
             // would), which spares running BEGIN and COMMIT statements.
-            let outcome = insert(writer, records, &expect, config);
+            let outcome = insert(writer, std::mem::take(records), &[], config);
             let stored = usize::from(outcome.is_ok());
             request.finish(outcome);
             return stored;
         }
-        request.put_back((records, expect));
     }
     if let Err(e) = run(&writer.conn, "BEGIN IMMEDIATE") {
         let err = sql_error(e, "starting a write transaction", config);
@@ -248,8 +243,7 @@ pub fn commit_group(writer: &mut Writer, group: &[Arc<Request>], config: &Sqlite
     // A lone request needs no savepoint: on failure the whole transaction goes.
     let isolate = group.len() > 1;
     let mut outcomes = Vec::with_capacity(group.len());
-    for request in group {
-        let (records, expect) = request.take_work();
+    for (records, expect) in works {
         if isolate {
             if let Err(e) = run(&writer.conn, "SAVEPOINT request") {
                 outcomes.push(Err(sql_error(e, "opening a savepoint", config)));
