@@ -81,5 +81,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
+    m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
     Ok(())
 }

@@ -2,12 +2,15 @@
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, final
 
 from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType
 
 SQLITE_SCHEMA_VERSION: int
+#: Inserts one ``event_log`` row: its sequence (None: the next free one), then `NativeStore.sqlite_row`'s values.
+SQLITE_INSERT_ROW: str
 
 @final
 class EventMetadata:
@@ -103,6 +106,14 @@ class NativeStore:
     @staticmethod
     def memory(max_payload_bytes: int = 16777216) -> NativeStore: ...
     def append(self, event: Event, expected_version: int | None = None) -> Event: ...
+    @property
+    def database_file(self) -> Path | None:
+        """The database file of an SQLite store; None in memory."""
+    def sqlite_row(self, event: Any) -> tuple[Event, tuple[Any, ...]]:
+        """``event`` as an `Event` and its ``event_log`` row values after the sequence (see
+        `SQLITE_INSERT_ROW`), its payload encoded and checked against the store's limit."""
+    def stored_at(self, event: Event, sequence: int) -> Event:
+        """``event`` as stored at ``sequence`` by a write through a caller's connection."""
     def append_batch(
         self, events: Iterable[Event], expected_versions: dict[str, int] | None = None
     ) -> list[Event]: ...

@@ -10,7 +10,7 @@ mod index_key;
 pub mod memory_store;
 pub mod native;
 mod split_read;
-mod sqlite_insert;
+pub mod sqlite_insert;
 mod sqlite_scan;
 pub mod sqlite_store;
 mod sqlite_write;
@@ -104,6 +104,10 @@ pub trait Backend: Send + Sync {
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;
     /// The highest sequence stored, 0 when empty.
     fn current_sequence(&self) -> CoreResult<i64>;
+    /// The database file, for a backend that keeps one.
+    fn database_file(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Store a snapshot, replacing one at the same (entity, sequence).
     fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()>;
     /// Snapshots of one entity at or before `max_sequence`, newest first.

@@ -7,7 +7,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::index_key::index_key;
 
 use super::memory_store::MemoryBackend;
 use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
@@ -212,6 +214,24 @@ impl NativeStore {
         }
     }
 
+    /// The record to store for `event`, its payload encoded and checked against the limit.
+    fn record_to_store(&self, py: Python<'_>, event: &Bound<'_, Event>) -> PyResult<EventRecord> {
+        let record = event.get().to_record(py)?;
+        if record.data.len() > self.max_payload_bytes {
+            return raise(
+                Kind::Payload,
+                format!(
+                    "data of event {} encodes to {} bytes, over this store's max_payload_bytes of {}; \
+                     nothing of this batch was written",
+                    record.event_id,
+                    record.data.len(),
+                    self.max_payload_bytes
+                ),
+            );
+        }
+        Ok(record)
+    }
+
     fn append_events<'py>(
         &self,
         py: Python<'py>,
@@ -220,20 +240,7 @@ impl NativeStore {
     ) -> PyResult<Vec<Bound<'py, Event>>> {
         let mut records = Vec::with_capacity(events.len());
         for e in &events {
-            let record = e.get().to_record(py)?;
-            if record.data.len() > self.max_payload_bytes {
-                return raise(
-                    Kind::Payload,
-                    format!(
-                        "data of event {} encodes to {} bytes, over this store's max_payload_bytes of {}; \
-                         nothing of this batch was written",
-                        record.event_id,
-                        record.data.len(),
-                        self.max_payload_bytes
-                    ),
-                );
-            }
-            records.push(record);
+            records.push(self.record_to_store(py, e)?);
         }
         let mut records = self.run(py, move |b| b.append(records, expect))?;
         events
@@ -347,6 +354,54 @@ impl NativeStore {
         }
         let expect = expectations(&items, expected_versions)?;
         PyList::new(py, self.append_events(py, items, expect)?)
+    }
+
+    /// `event` as an `Event` and the parameters of its `event_log` row after the sequence,
+    /// in `SQLITE_INSERT_ROW` order: for writing it through a caller's own connection.
+    fn sqlite_row<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, Event>, Bound<'py, PyTuple>)> {
+        let event = coerce_event(event, None)?;
+        let r = self.record_to_store(py, &event)?;
+        let params = PyTuple::new(
+            py,
+            [
+                r.event_id.as_str().into_pyobject(py)?.into_any(),
+                r.event_type.as_str().into_pyobject(py)?.into_any(),
+                r.timestamp_us.into_pyobject(py)?.into_any(),
+                r.entity_type.as_str().into_pyobject(py)?.into_any(),
+                r.entity_id.as_str().into_pyobject(py)?.into_any(),
+                r.workflow_id.as_str().into_pyobject(py)?.into_any(),
+                r.version.into_pyobject(py)?.into_any(),
+                PyBytes::new(py, &r.data).into_any(),
+                r.correlation_id.as_str().into_pyobject(py)?.into_any(),
+                r.causation_id.as_deref().into_pyobject(py)?.into_any(),
+                r.actor.as_str().into_pyobject(py)?.into_any(),
+                r.source_handler.as_deref().into_pyobject(py)?.into_any(),
+                r.schema_version.into_pyobject(py)?.into_any(),
+                index_key(&r.workflow_id).into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        Ok((event, params))
+    }
+
+    /// The database file this store keeps its events in, or None (memory).
+    #[getter]
+    fn database_file(&self) -> Option<std::path::PathBuf> {
+        self.backend.database_file().map(std::path::Path::to_path_buf)
+    }
+
+    /// The event `event` stands for, stored at `sequence` (after a write through a caller's connection).
+    fn stored_at<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, Event>,
+        sequence: i64,
+    ) -> PyResult<Bound<'py, Event>> {
+        let e = event.get();
+        e.resequenced(py, Arc::new(e.record().with_sequence(sequence))).untracked(py)
     }
 
     fn query<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {

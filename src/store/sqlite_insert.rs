@@ -66,6 +66,14 @@ fn insert_sql(rows: usize, shared: bool) -> String {
     format!("INSERT OR FAIL INTO event_log ({COLUMNS}) VALUES {}", values.join(", "))
 }
 
+/// One row of `event_log`, its sequence first (NULL: the next free one), then the
+/// `COLUMNS`: the statement a caller's own connection runs to store an event
+/// inside its own transaction (`NativeStore.sqlite_row` gives the parameters).
+pub fn row_insert_sql() -> String {
+    let params = vec!["?"; PARAMS + 1].join(", ");
+    format!("INSERT INTO event_log (sequence, {COLUMNS}) VALUES ({params})")
+}
+
 /// Prepared inserts into `event_log` (of one row, and of `ROWS` rows with
 /// and without `SHARED` columns), owned by the connection's writer.
 ///

@@ -855,6 +855,13 @@ impl Backend for SqliteBackend {
         Some((self.queue.commits.load(Relaxed), self.queue.appends_stored.load(Relaxed)))
     }
 
+    fn database_file(&self) -> Option<&std::path::Path> {
+        match &self.config.location {
+            Location::File(path) => Some(path),
+            Location::Memory => None,
+        }
+    }
+
     fn parallel_reads_pay(&self) -> bool {
         // `:memory:` has one connection, which the halves would take in turn.
         matches!(self.config.location, Location::File(_))

@@ -75,6 +75,11 @@ class EventStore(ABC):
     def append(self, event: Event, connection: Any | None = None) -> Event:
         """Store one event and return it with its assigned sequence."""
 
+    def can_join(self, connection: Any) -> bool:
+        """Whether ``append(..., connection=connection)`` writes inside that connection's open
+        transaction (committed or rolled back with it). False unless a store says otherwise."""
+        return False
+
     @abstractmethod
     def append_batch(self, events: list[Event], connection: Any | None = None) -> list[Event]:
         """Store events atomically, in order; return them with their sequences."""

@@ -16,6 +16,15 @@ from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.types import EntityType, EventType, parse_event_type
 
 
+def _as_given(given: Any, stored: Event) -> Event:
+    """``stored`` as the class the caller gave: a foreign event (Stabilize's) comes back as its
+    own class with its sequence, as the reference store returns it."""
+    if type(given) is Event:
+        return stored
+    with_sequence = getattr(given, "with_sequence", None)
+    return with_sequence(stored.sequence) if with_sequence is not None else stored
+
+
 class NativeEventStore(EventStore):
     """An `EventStore` backed by the Rust core. Safe to share between threads."""
 
@@ -24,27 +33,34 @@ class NativeEventStore(EventStore):
     def __init__(self, core: NativeStore) -> None:
         self._core = core
 
-    @staticmethod
-    def _no_connection(connection: Any) -> None:
-        if connection is not None:
-            raise InvalidArgumentError(
-                "this store manages its own connections; appending through a caller's "
-                "connection is not supported yet (pass connection=None)"
-            )
-
     def append(
         self, event: Event, connection: Any | None = None, *, expected_version: int | None = None
     ) -> Event:
-        """Store one event in its own transaction; return it with its sequence.
+        """Store one event and return it with its sequence.
+
+        Without ``connection`` the event is stored in its own transaction. With
+        one (an ``sqlite3.Connection`` on this store's database, as Stabilize's
+        workflow store passes), it is written inside that connection's open
+        transaction: committed or rolled back with it; see `can_join`.
 
         With ``expected_version``, the event is stored only if the latest stored
         event of its entity has that version (0: the entity has no events yet);
         otherwise `ConcurrencyError` names the entity and both versions. To
         retry, re-read the entity, decide again, and append with the new version.
+
+        An event of another class with the same fields (Stabilize's ``Event``)
+        is stored alike and returned as its own class, with its sequence.
         """
         if connection is not None:
-            self._no_connection(connection)
-        return self._core.append(event, expected_version)
+            if expected_version is not None:
+                raise InvalidArgumentError(
+                    "expected_version cannot be checked inside a caller's transaction; nothing was "
+                    "written (pass connection=None to append with expected_version)"
+                )
+            stored = self._append_through(connection, [event])[0]
+        else:
+            stored = self._core.append(event, expected_version)
+        return _as_given(event, stored)
 
     def append_batch(
         self,
@@ -55,12 +71,35 @@ class NativeEventStore(EventStore):
     ) -> list[Event]:
         """Store events in one transaction, all or nothing; return them with their sequences.
 
+        ``connection`` and foreign event classes are handled as by `append`.
         ``expected_versions`` maps entity ids to the version each must be at,
         as for `append`; one mismatch writes nothing of the batch.
         """
         if connection is not None:
-            self._no_connection(connection)
-        return self._core.append_batch(events, expected_versions)
+            if expected_versions is not None:
+                raise InvalidArgumentError(
+                    "expected_versions cannot be checked inside a caller's transaction; nothing was "
+                    "written (pass connection=None to append with expected_versions)"
+                )
+            events = list(events)
+            stored = self._append_through(connection, events)
+        else:
+            stored = self._core.append_batch(events, expected_versions)
+        if events and type(events[0]) is not Event:
+            return [_as_given(given, s) for given, s in zip(events, stored, strict=True)]
+        return stored
+
+    def can_join(self, connection: Any) -> bool:
+        """Whether ``append(..., connection=connection)`` writes inside that connection's
+        transaction. False for every connection here; the SQLite store joins connections
+        on its own database file."""
+        return False
+
+    def _append_through(self, connection: Any, events: list[Any]) -> list[Event]:
+        raise InvalidArgumentError(
+            f"{type(self).__name__} has no database a caller's connection could share; nothing was "
+            f"written (pass connection=None)"
+        )
 
     def get_events(self, query: EventQuery) -> Iterator[Event]:
         """Events matching ``query``; the whole page is read before the first is yielded."""

@@ -8,6 +8,11 @@ Durability (``synchronous``):
 - ``"FULL"``: every commit is synced to disk before ``append`` returns, so it
   survives power loss too; slower.
 
+Transactions: ``append(event, connection=conn)`` with an ``sqlite3.Connection``
+on the same database file writes the event inside ``conn``'s transaction, so
+it commits or rolls back with the caller's own writes (Stabilize's workflow
+store passes its connection this way).
+
 Concurrency: threads share one store; several processes may append to one
 file. A writer that finds the file locked waits up to ``busy_timeout_ms``
 (5 s by default) and then raises `StoreError`.
@@ -15,7 +20,10 @@ file. A writer that finds the file locked waits up to ``busy_timeout_ms``
 
 from __future__ import annotations
 
-from stabilize_events._core import NativeStore
+from typing import Any
+
+from stabilize_events._core import Event, NativeStore
+from stabilize_events.store.caller_connection import CallerConnections
 from stabilize_events.store.native import NativeEventStore
 
 
@@ -51,6 +59,15 @@ class SqliteEventStore(NativeEventStore):
             )
         )
         self._connection_string = connection_string
+        self._callers = CallerConnections(self._core, self._core.database_file)
+
+    def can_join(self, connection: Any) -> bool:
+        """Whether ``connection`` is an ``sqlite3.Connection`` on this store's database file,
+        so that ``append(..., connection=connection)`` writes inside its transaction."""
+        return self._callers.shares_database(connection)
+
+    def _append_through(self, connection: Any, events: list[Any]) -> list[Event]:
+        return self._callers.append(connection, events)
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self._connection_string!r})"
