@@ -9,7 +9,8 @@ from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType
 
 SQLITE_SCHEMA_VERSION: int
-#: Inserts one ``event_log`` row: its sequence (None: the next free one), then `NativeStore.sqlite_row`'s values.
+#: Inserts one ``event_log`` row: its sequence (None: the next free one),
+#: then the values `NativeStore.sqlite_row` gives.
 SQLITE_INSERT_ROW: str
 
 @final

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from stabilize_events import stabilize_bridge
+
 if TYPE_CHECKING:
     from stabilize_events._core import Event
     from stabilize_events.types import EntityType, EventType
@@ -320,12 +322,18 @@ def configure_event_bus(max_workers: int = 4, error_handler: ErrorHandler | None
 
 
 def reset_event_bus() -> None:
-    """Shut down and forget the process-wide bus; the next `get_event_bus` makes a fresh one."""
+    """Shut down and forget the process-wide bus; the next `get_event_bus` makes a fresh one.
+
+    If `configure_event_sourcing` gave Stabilize's handlers this bus, they are unhooked from it too.
+    """
     global _event_bus
     with _bus_lock:
-        if _event_bus is not None:
-            _event_bus.shutdown(wait=False)
-        _event_bus = None
+        previous, _event_bus = _event_bus, None
+    if previous is not None:
+        previous.shutdown(wait=False)
+        hooks = stabilize_bridge.loaded_hooks()
+        if hooks is not None:
+            hooks.detach(bus=previous)
 
 
 def _install_bus(replacement: EventBus | None) -> EventBus:

@@ -11,6 +11,7 @@ and where: the event id, the sequence, the key path or the URL.
     ├── InvalidArgumentError (ValueError)   a value out of range or malformed (URL, option, order_by)
     ├── ArgumentTypeError (TypeError)       an argument of the wrong type
     ├── PayloadError (TypeError)            a value in ``data`` that cannot be stored; names the key path
+    ├── IntegrationError                    the installed Stabilize's event model differs from ours
     └── StoreError                          the store could not do what was asked
         ├── StoreOpenError                  cannot open the database (missing directory or file, not SQLite)
         │   └── SchemaError                 the database is not an event store of a version we can use
@@ -39,6 +40,13 @@ class PayloadError(StabilizeEventsError, TypeError):
     """A value in an event's ``data`` cannot be encoded; the message names its key path.
 
     Nothing of the batch that carried it is written.
+    """
+
+
+class IntegrationError(StabilizeEventsError):
+    """The installed Stabilize cannot be wired to this build: its event model or hooks differ.
+
+    Raised when configuring, before anything is changed.
     """
 
 
@@ -75,6 +83,7 @@ __all__ = [
     "ConcurrencyError",
     "CorruptEventError",
     "DuplicateEventError",
+    "IntegrationError",
     "InvalidArgumentError",
     "PayloadError",
     "SchemaError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stabilize_events import stabilize_bridge
 from stabilize_events.bus import configure_event_bus
 from stabilize_events.recorder.instance import configure_event_recorder
 from stabilize_events.recorder.recorder import EventRecorder
@@ -9,7 +10,11 @@ from stabilize_events.store.interface import EventStore
 
 
 def configure_event_sourcing(
-    event_store: EventStore, publish_to_bus: bool = True, bus_max_workers: int = 4
+    event_store: EventStore,
+    publish_to_bus: bool = True,
+    bus_max_workers: int = 4,
+    *,
+    stabilize: bool | None = None,
 ) -> EventRecorder:
     """Turn event sourcing on for the whole process and return the recorder.
 
@@ -17,9 +22,27 @@ def configure_event_sourcing(
     installs a global recorder writing to ``event_store`` (publishing on that
     bus when ``publish_to_bus``). After this, ``get_event_recorder().record_...``
     persists and publishes with no other wiring.
+
+    ``stabilize`` wires the recorder and bus into Stabilize's handlers as well,
+    so that every handler of a Stabilize app records through them: each event
+    joins the handler's store transaction when ``event_store`` is on the same
+    database (`EventStore.can_join`), and is published only after it commits.
+    Default None: wire them when Stabilize is installed. True requires it
+    (ImportError naming the extra otherwise); False leaves Stabilize alone.
+    Stabilize's event model is checked first: a mismatch raises
+    `IntegrationError` with nothing configured.
     """
-    configure_event_bus(max_workers=bus_max_workers)
-    return configure_event_recorder(event_store, publish_to_bus=publish_to_bus)
+    wire = stabilize_bridge.stabilize_installed() if stabilize is None else stabilize
+    hooks = stabilize_bridge.load() if wire else None
+    bus = configure_event_bus(max_workers=bus_max_workers)
+    recorder = configure_event_recorder(
+        event_store,
+        publish_to_bus=publish_to_bus,
+        transaction_scope=hooks.current_scope if hooks is not None else None,
+    )
+    if hooks is not None:
+        hooks.attach(recorder, bus)
+    return recorder
 
 
 __all__ = ["configure_event_sourcing"]

@@ -2,6 +2,11 @@
 
 These are plain Python enums so that they compare, hash and pickle like the
 reference's; the Rust core looks their members up once and caches them.
+
+Each member also equals Stabilize's member of the same name
+(``stabilize.events.EventType.TASK_FAILED == EventType.TASK_FAILED``, with
+equal hashes), so Stabilize's replayer, projections and bus filters work on
+events read from our stores, and ours on events from Stabilize's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,27 @@ CURRENT_SCHEMA_VERSION = 1
 RAW_EVENT_TYPE = "_raw_event_type"
 
 
-class EventType(Enum):
+#: Where Stabilize defines the enums whose members ours equal.
+STABILIZE_ENUM_MODULE = "stabilize.events.base"
+
+
+class _SameAsStabilize(Enum):
+    """A member equals itself and Stabilize's member of the same class name and value."""
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        kind = type(other)
+        if kind.__module__ == STABILIZE_ENUM_MODULE and kind.__name__ == type(self).__name__:
+            return bool(self._value_ == getattr(other, "_value_", None))
+        return NotImplemented
+
+    # Enum hashes a member by its name, as Stabilize's do: equal members hash alike.
+    def __hash__(self) -> int:
+        return hash(self._name_)
+
+
+class EventType(_SameAsStabilize):
     """Every kind of event, grouped by the entity whose lifecycle it records."""
 
     # Workflow lifecycle
@@ -61,7 +86,7 @@ class EventType(Enum):
     UNKNOWN = "unknown.event"
 
 
-class EntityType(Enum):
+class EntityType(_SameAsStabilize):
     """The kinds of entity that emit events."""
 
     WORKFLOW = "workflow"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+from stabilize_events import stabilize_bridge
 from stabilize_events.recorder.recorder import EventRecorder
+from stabilize_events.stabilize_bridge import TransactionScope
 from stabilize_events.store.interface import EventStore
 
 _event_recorder: EventRecorder | None = None
@@ -17,20 +20,32 @@ def get_event_recorder() -> EventRecorder | None:
     return _event_recorder
 
 
-def configure_event_recorder(event_store: EventStore, publish_to_bus: bool = True) -> EventRecorder:
-    """Install (replacing any previous one) a global recorder writing to ``event_store``."""
+def configure_event_recorder(
+    event_store: EventStore,
+    publish_to_bus: bool = True,
+    *,
+    transaction_scope: Callable[[], TransactionScope | None] | None = None,
+) -> EventRecorder:
+    """Install (replacing any previous one) a global recorder writing to ``event_store``.
+
+    ``transaction_scope`` is passed to `EventRecorder` (default None: no scopes).
+    """
     global _event_recorder
-    recorder = EventRecorder(event_store, publish_to_bus=publish_to_bus)
+    recorder = EventRecorder(event_store, publish_to_bus=publish_to_bus, transaction_scope=transaction_scope)
     with _recorder_lock:
         _event_recorder = recorder
     return recorder
 
 
 def reset_event_recorder() -> None:
-    """Forget the global recorder, switching recording off (for tests)."""
+    """Forget the global recorder, switching recording off (for tests); Stabilize's handlers,
+    if `configure_event_sourcing` gave them this recorder, stop recording too."""
     global _event_recorder
     with _recorder_lock:
-        _event_recorder = None
+        previous, _event_recorder = _event_recorder, None
+    hooks = stabilize_bridge.loaded_hooks()
+    if hooks is not None and previous is not None:
+        hooks.detach(recorder=previous)
 
 
 __all__ = ["configure_event_recorder", "get_event_recorder", "reset_event_recorder"]

@@ -13,12 +13,13 @@ stage and task events carry the entity's own ``version``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any, NamedTuple, Protocol
 
 from stabilize_events._core import Event
 from stabilize_events.bus import get_event_bus
 from stabilize_events.recorder.context import get_event_metadata
+from stabilize_events.stabilize_bridge import TransactionScope
 from stabilize_events.store.interface import EventStore
 from stabilize_events.types import EntityType, EventType
 
@@ -192,6 +193,17 @@ def _pause_version(workflow: WorkflowLike) -> int:
     return workflow.stages[0].version if workflow.stages else 1
 
 
+def _can_join(store: EventStore, scope: TransactionScope) -> bool:
+    """Whether ``store`` can write inside ``scope``'s transaction. A store of another package
+    (Stabilize's own) has no `EventStore.can_join`: it joins, as Stabilize decides, when its
+    URL is the one the scope's database was opened with."""
+    can_join = getattr(store, "can_join", None)
+    if can_join is not None:
+        return bool(can_join(scope.connection))
+    url = getattr(store, "_connection_string", None)
+    return url is not None and url == scope.url
+
+
 class EventRecorder:
     """Records an event for every state transition: appends it to a store, then publishes it.
 
@@ -202,10 +214,42 @@ class EventRecorder:
     from `set_event_context`.
     """
 
-    def __init__(self, event_store: EventStore, publish_to_bus: bool = True) -> None:
-        """Record into ``event_store``; with ``publish_to_bus``, also publish on the global bus."""
+    def __init__(
+        self,
+        event_store: EventStore,
+        publish_to_bus: bool = True,
+        *,
+        transaction_scope: Callable[[], TransactionScope | None] | None = None,
+    ) -> None:
+        """Record into ``event_store``; with ``publish_to_bus``, also publish on the global bus.
+
+        ``transaction_scope`` returns the store transaction open on the current
+        thread, if any (Stabilize's workflow stores bind one per handler; see
+        `stabilize_bridge`). While one is open, an event whose store can join its
+        connection (`EventStore.can_join`) is written inside it, and publication
+        waits in the scope's ``pending`` list until it commits (dropped on
+        rollback), as Stabilize's own recorder does. Default: None, no scopes.
+        """
         self._event_store = event_store
         self._publish_to_bus = publish_to_bus
+        self._transaction_scope = transaction_scope
+
+    def _scope(self, connection: Any | None) -> tuple[TransactionScope | None, Any | None]:
+        """The open transaction scope (if any) and the connection to append through."""
+        if connection is not None or self._transaction_scope is None:
+            return None, connection
+        scope = self._transaction_scope()
+        if scope is not None and _can_join(self._event_store, scope):
+            return scope, scope.connection
+        return scope, None
+
+    def _publish(self, scope: TransactionScope | None, recorded: list[Event]) -> None:
+        if scope is not None:
+            scope.pending.extend(recorded)
+        elif len(recorded) == 1:
+            get_event_bus().publish(recorded[0])
+        else:
+            get_event_bus().publish_batch(recorded)
 
     # -- persistence and publication -----------------------------------------
 
@@ -215,6 +259,7 @@ class EventRecorder:
         A store failure is logged and raised (the transition was not recorded);
         a bus failure is only logged, since the event is already durable.
         """
+        scope, connection = self._scope(connection)
         try:
             recorded = self._event_store.append(event, connection=connection)
         except Exception as error:
@@ -228,7 +273,7 @@ class EventRecorder:
             raise
         if self._publish_to_bus:
             try:
-                get_event_bus().publish(recorded)
+                self._publish(scope, [recorded])
             except Exception as error:
                 logger.warning("failed to publish event %s to the bus: %s", recorded.event_id, error)
         return recorded
@@ -237,6 +282,7 @@ class EventRecorder:
         """Append ``events`` atomically, then publish them in order (see `_record`)."""
         if not events:
             return []
+        scope, connection = self._scope(connection)
         try:
             recorded = self._event_store.append_batch(events, connection=connection)
         except Exception as error:
@@ -244,7 +290,7 @@ class EventRecorder:
             raise
         if self._publish_to_bus:
             try:
-                get_event_bus().publish_batch(recorded)
+                self._publish(scope, recorded)
             except Exception as error:
                 logger.warning("failed to publish %d events to the bus: %s", len(recorded), error)
         return recorded
