@@ -26,7 +26,8 @@ def configure_event_sourcing(
     ``stabilize`` wires the recorder and bus into Stabilize's handlers as well,
     so that every handler of a Stabilize app records through them: each event
     joins the handler's store transaction when ``event_store`` is on the same
-    database (`EventStore.can_join`), and is published only after it commits.
+    database (`EventStore.can_join`), and is published only after it commits;
+    its metadata comes from the context Stabilize's handlers set.
     Default None: wire them when Stabilize is installed. True requires it
     (ImportError naming the extra otherwise); False leaves Stabilize alone.
     Stabilize's event model is checked first: a mismatch raises
@@ -39,6 +40,7 @@ def configure_event_sourcing(
         event_store,
         publish_to_bus=publish_to_bus,
         transaction_scope=hooks.current_scope if hooks is not None else None,
+        metadata=hooks.event_metadata if hooks is not None else None,
     )
     if hooks is not None:
         hooks.attach(recorder, bus)

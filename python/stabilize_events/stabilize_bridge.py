@@ -26,6 +26,7 @@ from enum import Enum
 from types import ModuleType
 from typing import Any, Protocol
 
+from stabilize_events._core import EventMetadata
 from stabilize_events.errors import IntegrationError
 from stabilize_events.types import STABILIZE_ENUM_MODULE, EntityType, EventType
 
@@ -84,11 +85,23 @@ class StabilizeHooks:
     recorder_module: ModuleType
     bus_module: ModuleType
     txn_scope_module: ModuleType
+    context_module: ModuleType
 
     def current_scope(self) -> TransactionScope | None:
         """The store transaction bound to this thread by Stabilize's workflow store, if any."""
         scope: TransactionScope | None = self.txn_scope_module.current_scope()
         return scope
+
+    def event_metadata(self, source_handler: str | None = None) -> EventMetadata:
+        """Metadata for an event recorded in a Stabilize handler: the context Stabilize's
+        handlers set (``stabilize.events.set_event_context``, the workflow id as correlation
+        id), or ours (`set_event_context`) while Stabilize's is unset on this thread."""
+        from stabilize_events.recorder.context import get_event_metadata  # it imports this module
+
+        theirs = self.context_module.get_event_metadata(source_handler)
+        if (theirs.correlation_id, theirs.causation_id, theirs.actor) == ("", None, "system"):
+            return get_event_metadata(source_handler)
+        return EventMetadata(theirs.correlation_id, theirs.causation_id, theirs.actor, source_handler)
 
     def attach(self, recorder: Any, bus: Any) -> None:
         """Make Stabilize's handlers record through ``recorder`` and publish on ``bus``.
@@ -151,6 +164,7 @@ def load() -> StabilizeHooks:
     recorder_module = _import("stabilize.events.recorder.instance")
     bus_module = _import("stabilize.events.bus")
     txn_scope_module = _import("stabilize.events.txn_scope")
+    context_module = _import("stabilize.events.recorder.context")
     _check_enum(getattr(base, "EventType", None), EventType)
     _check_enum(getattr(base, "EntityType", None), EntityType)
     event_class: Any = getattr(base, "Event", None)
@@ -165,13 +179,14 @@ def load() -> StabilizeHooks:
         (recorder_module, _RECORDER),
         (bus_module, _BUS),
         (txn_scope_module, "current_scope"),
+        (context_module, "get_event_metadata"),
     ):
         if not hasattr(module, name):
             raise IntegrationError(
                 f"Stabilize's {module.__name__} has no {name}, which this build hooks into; upgrade "
                 f"stabilize-events to a build matching this Stabilize, or pin stabilize to 0.33"
             )
-    return StabilizeHooks(recorder_module, bus_module, txn_scope_module)
+    return StabilizeHooks(recorder_module, bus_module, txn_scope_module, context_module)
 
 
 def loaded_hooks() -> StabilizeHooks | None:

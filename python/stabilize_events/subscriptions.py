@@ -152,7 +152,7 @@ def _compile_matcher(
     if entity_filter:
         if "entity_type" in entity_filter:
             entity_type = EntityType(_entity_type_value(entity_filter["entity_type"]))
-            checks.append(lambda e: e.entity_type is entity_type)
+            checks.append(lambda e: e.entity_type == entity_type)
         if "workflow_id" in entity_filter:
             workflow_id = entity_filter["workflow_id"]
             checks.append(lambda e: e.workflow_id == workflow_id)

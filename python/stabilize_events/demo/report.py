@@ -76,7 +76,7 @@ def key_data(event: Event) -> str:
 
 def entity_label(event: Event) -> str:
     """``workflow``, or the stage's or task's name after its kind."""
-    if event.entity_type is EntityType.WORKFLOW:
+    if event.entity_type == EntityType.WORKFLOW:
         return "workflow"
     name = event.data.get("name")
     return f"{event.entity_type.value} {name if name else event.entity_id}"

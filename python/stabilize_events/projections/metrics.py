@@ -170,8 +170,11 @@ _RULES: dict[str, _Rule] = {
     t.value: (code, _STAGE_ACTIONS.get(t, _NONE), _TASK_ACTIONS.get(t, _NONE))
     for code, t in enumerate(EventType)
 }
-_STAGE_ENTITY = EntityType.STAGE
-_TASK_ENTITY = EntityType.TASK
+# Entity kinds compared by value, so that Stabilize's enum members (equal to ours, not
+# identical) are counted too.
+_STAGE_ENTITY = EntityType.STAGE.value
+_TASK_ENTITY = EntityType.TASK.value
+_WORKFLOW_ENTITY = EntityType.WORKFLOW.value
 
 
 class StageMetricsProjection(Projection):
@@ -190,7 +193,7 @@ class StageMetricsProjection(Projection):
 
     def handles_event_type(self, event: Event) -> bool:
         """Only stage and task events change these metrics."""
-        return event.entity_type is not EntityType.WORKFLOW
+        return bool(event.entity_type._value_ != _WORKFLOW_ENTITY)
 
     def apply(self, event: Event) -> None:
         """Count ``event`` once per logical transition (see the module docstring)."""
@@ -213,9 +216,9 @@ class StageMetricsProjection(Projection):
 
         # Find the stage's or task's metrics; the counts both kinds share are
         # then updated by one block below.
-        entity_type = event.entity_type
+        entity_type = event.entity_type._value_
         metrics: StageMetrics | TaskMetrics
-        if entity_type is _STAGE_ENTITY:
+        if entity_type == _STAGE_ENTITY:
             data = event.data
             stage_type = data.get("type", "unknown")
             stage = self._stage_metrics.get(stage_type)
@@ -225,7 +228,7 @@ class StageMetricsProjection(Projection):
                 stage.skip_count += 1
                 return
             metrics, action = stage, stage_action
-        elif entity_type is _TASK_ENTITY:
+        elif entity_type == _TASK_ENTITY:
             data = event.data
             task_name = data.get("name", "unknown")
             task = self._task_metrics.get(task_name)

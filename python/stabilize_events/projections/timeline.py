@@ -147,7 +147,7 @@ _RULES: dict[str, _Rule] = {
     )
     for t in EventType
 }
-_WORKFLOW_ENTITY = EntityType.WORKFLOW
+_WORKFLOW_ENTITY = EntityType.WORKFLOW.value
 
 _STAGE = EntityType.STAGE.value
 _TASK = EntityType.TASK.value
@@ -232,7 +232,7 @@ class WorkflowTimelineProjection(Projection):
                     {key: get(key) for key in detail_keys} if detail_keys else None,
                 )
             )
-        if workflow_action and event.entity_type is _WORKFLOW_ENTITY:
+        if workflow_action and event.entity_type._value_ == _WORKFLOW_ENTITY:
             self._update_workflow(workflow_action, timestamp, data)
 
     def _update_workflow(self, action: int, timestamp: datetime, data: dict[str, Any]) -> None:

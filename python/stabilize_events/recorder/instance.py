@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 from stabilize_events import stabilize_bridge
+from stabilize_events._core import EventMetadata
 from stabilize_events.recorder.recorder import EventRecorder
 from stabilize_events.stabilize_bridge import TransactionScope
 from stabilize_events.store.interface import EventStore
@@ -25,13 +26,17 @@ def configure_event_recorder(
     publish_to_bus: bool = True,
     *,
     transaction_scope: Callable[[], TransactionScope | None] | None = None,
+    metadata: Callable[[str | None], EventMetadata] | None = None,
 ) -> EventRecorder:
     """Install (replacing any previous one) a global recorder writing to ``event_store``.
 
-    ``transaction_scope`` is passed to `EventRecorder` (default None: no scopes).
+    ``transaction_scope`` and ``metadata`` are passed to `EventRecorder` (default None:
+    no scopes, metadata from `set_event_context`).
     """
     global _event_recorder
-    recorder = EventRecorder(event_store, publish_to_bus=publish_to_bus, transaction_scope=transaction_scope)
+    recorder = EventRecorder(
+        event_store, publish_to_bus=publish_to_bus, transaction_scope=transaction_scope, metadata=metadata
+    )
     with _recorder_lock:
         _event_recorder = recorder
     return recorder

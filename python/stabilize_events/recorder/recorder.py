@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any, NamedTuple, Protocol
 
-from stabilize_events._core import Event
+from stabilize_events._core import Event, EventMetadata
 from stabilize_events.bus import get_event_bus
 from stabilize_events.recorder.context import get_event_metadata
 from stabilize_events.stabilize_bridge import TransactionScope
@@ -220,6 +220,7 @@ class EventRecorder:
         publish_to_bus: bool = True,
         *,
         transaction_scope: Callable[[], TransactionScope | None] | None = None,
+        metadata: Callable[[str | None], EventMetadata] | None = None,
     ) -> None:
         """Record into ``event_store``; with ``publish_to_bus``, also publish on the global bus.
 
@@ -229,10 +230,14 @@ class EventRecorder:
         connection (`EventStore.can_join`) is written inside it, and publication
         waits in the scope's ``pending`` list until it commits (dropped on
         rollback), as Stabilize's own recorder does. Default: None, no scopes.
+
+        ``metadata`` gives each event's metadata from its source handler (default:
+        `get_event_metadata`, the context `set_event_context` set).
         """
         self._event_store = event_store
         self._publish_to_bus = publish_to_bus
         self._transaction_scope = transaction_scope
+        self._metadata = metadata or get_event_metadata
 
     def _scope(self, connection: Any | None) -> tuple[TransactionScope | None, Any | None]:
         """The open transaction scope (if any) and the connection to append through."""
@@ -311,7 +316,7 @@ class EventRecorder:
             workflow_id=subject.workflow_id,
             version=subject.version,
             data=data,
-            metadata=get_event_metadata(source_handler),
+            metadata=self._metadata(source_handler),
         )
         return self._record(event, connection)
 
