@@ -74,8 +74,11 @@ class TransactionScope(Protocol):
 
 
 def stabilize_installed() -> bool:
-    """Whether the ``stabilize`` package can be imported in this environment."""
-    return "stabilize" in sys.modules or importlib.util.find_spec("stabilize") is not None
+    """Whether the ``stabilize`` package can be imported in this environment (a None entry
+    in ``sys.modules``, which makes ``import stabilize`` fail, counts as not installed)."""
+    if "stabilize" in sys.modules:
+        return sys.modules["stabilize"] is not None
+    return importlib.util.find_spec("stabilize") is not None
 
 
 @dataclass(frozen=True)

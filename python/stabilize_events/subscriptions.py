@@ -48,6 +48,7 @@ same subscription id would each deliver every event.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -58,6 +59,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError, StabilizeEventsError
@@ -138,7 +140,12 @@ class DurableSubscription:
 
 
 def _entity_type_value(value: Any) -> str:
-    return value.value if isinstance(value, EntityType) else str(value)
+    # Any Enum: Stabilize's EntityType members filter like ours.
+    return str(value.value) if isinstance(value, Enum) else str(value)
+
+
+#: The members an ``event_types`` filter may hold: ours, and Stabilize's, which equal them.
+_EVENT_TYPES = frozenset(EventType)
 
 
 def _compile_matcher(
@@ -168,7 +175,8 @@ def _compile_matcher(
 
 def _validate_filters(event_types: list[EventType] | None, entity_filter: Mapping[str, Any] | None) -> None:
     if event_types is not None:
-        bad = [t for t in event_types if not isinstance(t, EventType)]
+        # Stabilize's members equal ours (same hash): they filter alike.
+        bad = [t for t in event_types if not (isinstance(t, Enum) and t in _EVENT_TYPES)]
         if bad:
             raise ArgumentTypeError(f"event_types must hold EventType members, not {bad!r}")
     if entity_filter:
@@ -181,6 +189,16 @@ def _validate_filters(event_types: list[EventType] | None, entity_filter: Mappin
             value = _entity_type_value(entity_filter["entity_type"])
             if value not in {t.value for t in EntityType}:
                 raise InvalidArgumentError(f"entity_filter entity_type {value!r} is not an entity type")
+
+
+def _keeps_settings(store: Any) -> bool:
+    """Whether ``store.save_subscription`` takes our settings (``**settings``, as our stores do);
+    Stabilize's stores take only the filters, webhook and position."""
+    try:
+        parameters = inspect.signature(store.save_subscription).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume one of ours
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD or p.name == "enabled" for p in parameters)
 
 
 def _validate_webhook_url(url: str) -> None:
@@ -282,6 +300,7 @@ class SubscriptionManager:
         self._poll_thread: threading.Thread | None = None
         self._running = False
         self._commit_ordered = self._store_has_commit_cursor()
+        self._store_keeps_settings = _keeps_settings(event_store)
         self._opener = urllib.request.build_opener()
         #: The last error of the polling loop itself (a store read failing), or None.
         self.last_poll_error: str | None = None
@@ -690,13 +709,19 @@ class SubscriptionManager:
             entity_filter=subscription.entity_filter,
             last_sequence=subscription.last_sequence,
             webhook_url=subscription.webhook_url,
-            enabled=subscription.enabled,
-            error_count=subscription.error_count,
-            max_errors=subscription.max_errors,
-            handler_timeout=subscription.handler_timeout,
-            last_error=subscription.last_error,
-            disabled_reason=subscription.disabled_reason,
+            **(self._settings(subscription) if self._store_keeps_settings else {}),
         )
+
+    @staticmethod
+    def _settings(subscription: DurableSubscription) -> dict[str, Any]:
+        return {
+            "enabled": subscription.enabled,
+            "error_count": subscription.error_count,
+            "max_errors": subscription.max_errors,
+            "handler_timeout": subscription.handler_timeout,
+            "last_error": subscription.last_error,
+            "disabled_reason": subscription.disabled_reason,
+        }
 
     def _persist_position(self, subscription: DurableSubscription) -> None:
         store = self._event_store
