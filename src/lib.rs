@@ -24,8 +24,7 @@ use errors::{CoreError, Kind};
 #[pyfunction]
 fn encode_payload<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(128);
-    codec::encode::encode(value, &mut out)
-        .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path("data"), e.message)))?;
+    codec::encode::encode(value, &mut out).map_err(|e| CoreError::new(Kind::Payload, e.describe("data")))?;
     Ok(PyBytes::new(py, &out))
 }
 

@@ -173,10 +173,11 @@ def typed(value: Any) -> Any:
     """``value`` with every type and every dict's key order made explicit.
 
     Plain ``==`` says ``1 == 1.0 == True`` and ignores key order; comparing
-    ``typed(a) == typed(b)`` does neither, so "exactly the same dict" is checked.
+    ``typed(a) == typed(b)`` does neither, so "exactly the same dict" is checked,
+    keys' types included.
     """
     if isinstance(value, dict):
-        return ("dict", [(key, typed(item)) for key, item in value.items()])
+        return ("dict", [(typed(key), typed(item)) for key, item in value.items()])
     if isinstance(value, list | tuple):
         return (type(value).__name__, [typed(item) for item in value])
     if isinstance(value, float):

@@ -317,8 +317,9 @@ def test_nesting_beyond_the_limit_is_payload_error_and_writes_nothing(
     with pytest.raises(errors.PayloadError) as info:
         store.append_batch(batch)
     message = str(info.value)
-    assert f"nesting deeper than {MAX_DEPTH} levels" in message
-    assert message.startswith('data["x"]'), message[:100]
+    # What is wrong, then where, then what to do.
+    assert message.startswith(f"nesting deeper than {MAX_DEPTH} levels"), message[:100]
+    assert ' at data["x"][' in message and "flatten the payload" in message, message[:100]
     assert_nothing_written(store, 1, first.sequence, batch)
     assert_store_still_works(store, first.sequence)
 
@@ -368,8 +369,8 @@ def test_reference_cycle_is_payload_error_and_writes_nothing(
     hostile = new_event(data=make())
     with pytest.raises(errors.PayloadError) as info:
         store.append(hostile)
-    assert "cycle" in str(info.value)
-    assert str(info.value).startswith("data["), str(info.value)[:100]
+    assert str(info.value).startswith("nesting deeper than"), str(info.value)[:100]
+    assert " at data[" in str(info.value) and "break the cycle" in str(info.value)
     batch = [new_event(), new_event(), hostile]
     with pytest.raises(errors.PayloadError):
         store.append_batch(batch)

@@ -72,6 +72,7 @@ def natural_entity(event_type: EventType) -> EntityType:
 
 # --- strategies ----------------------------------------------------------------------------
 
+json_keys = st.text(max_size=4) | st.integers() | st.none() | st.booleans() | st.floats(allow_nan=False)
 leaves = (
     st.none()
     | st.booleans()
@@ -82,10 +83,16 @@ leaves = (
 )
 values = st.recursive(
     leaves,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(json_keys, inner, max_size=3),
     max_leaves=6,
 )
-context_keys = st.sampled_from(["a", "b", "progress", "ü"]) | st.text(max_size=4)
+# Keys that are not strings too (json.dumps takes them; payloads keep their type), which the
+# fold keeps in a context apart from its string keys; 1, 1.0 and True are one key, as in Python.
+context_keys = (
+    st.sampled_from(["a", "b", "progress", "ü", 1, 0, None, True, 1.0, -2.5])
+    | st.text(max_size=4)
+    | st.integers(-3, 3)
+)
 payloads = st.fixed_dictionaries(
     {},
     optional={

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from replay_oracle import ListStore, empty_state, fold, typed
 from stabilize_events import EntityType, Event, EventMetadata, EventStore, EventType, SqliteEventStore, errors
 from stabilize_events._core import encode_payload
+from stabilize_events.canonical import canonical_json, state_hash
 from stabilize_events.replay import EventReplayer, ReplayResult
 from stabilize_events.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
 from test_replay import WF, streams
@@ -331,6 +332,78 @@ def test_reference_style_workflow_snapshot(tmp_path: Path, opened: list[EventSto
     result = EventReplayer(store, snapshots).replay(WF)
     assert (result.from_snapshot, result.snapshot_sequence, result.events_replayed) == (True, 300, 200)
     same_state(result.final_state, fold(WF, events))
+
+
+def test_hash_of_a_state_with_keys_that_are_not_strings() -> None:
+    # json.dumps(sort_keys=True) cannot sort 1 and "a" in one dict; the hash is still defined,
+    # the same whatever the key order, and tells 1 from "1" apart from the value.
+    state = {"context": {"a": 1, 1: "one", None: [2], False: "f", 2.5: {3: None, "x": 0}}}
+    reordered = {"context": dict(reversed(list(state["context"].items())))}
+    assert state_hash(state) == state_hash(reordered)
+    assert state_hash(state) != state_hash({"context": {**state["context"], 1: "other"}})
+    assert canonical_json({"k": {1: "a", "1": "b"}}) == '{"k":{"1":"b","1":"a"}}'
+    # A state of str keys only hashes as it always did (stored snapshots still verify).
+    plain = {"b": [1, {"z": 2, "y": None}], "a": "ü"}
+    assert canonical_json(plain) == json.dumps(
+        plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert canonical_json({2: "b", 10: "a"}) == '{"2":"b","10":"a"}'  # json sorts ints as numbers
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_snapshot_of_a_context_with_keys_that_are_not_strings(
+    kind: str, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    """Such keys survive the fold, the snapshot (its hash verifies) and the fold on from it."""
+    store = new_store(kind, tmp_path, opened)
+    contexts: list[dict[Any, Any]] = [
+        {"a": 1, "b": 2},
+        {1: "one", "b": 3, None: [1]},
+        {True: "true is 1", 2.5: {4: "x"}, "a": 5},
+        {"c": 6},
+    ]
+    events = [
+        Event(
+            event_type=EventType.CONTEXT_UPDATED,
+            entity_type=EntityType.WORKFLOW,
+            entity_id=WF,
+            workflow_id=WF,
+            timestamp=BASE + timedelta(seconds=i),
+            version=i + 1,
+            data={"context": ctx},
+            metadata=META,
+        )
+        for i, ctx in enumerate(contexts)
+    ]
+    stored = store.append_batch(events)
+    expected = {"a": 5, "b": 3, 1: "true is 1", None: [1], 2.5: {4: "x"}, "c": 6}
+    replayer = policy_replayer(store, every=1)
+    for cut in range(len(stored) + 1):
+        state = replayer.rebuild_workflow_state(WF, as_of_sequence=stored[cut - 1].sequence if cut else 0)
+        same_state(state, fold(WF, stored[:cut]))
+    final = replayer.rebuild_workflow_state(WF)
+    assert typed(final["context"]) == typed(expected)
+    # Snapshots were taken on the way; the last replay started from one and folded nothing more.
+    assert replayer.last_result is not None and replayer.last_result.from_snapshot
+    fresh = EventReplayer(store, SnapshotStore(store))
+    result = fresh.replay(WF)
+    assert result.from_snapshot and result.events_replayed == 0
+    same_state(result.final_state, final)
+    store.append(
+        Event(
+            event_type=EventType.CONTEXT_UPDATED,
+            entity_type=EntityType.WORKFLOW,
+            entity_id=WF,
+            workflow_id=WF,
+            timestamp=BASE + timedelta(seconds=10),
+            version=9,
+            data={"context": {"a": 7, 1.0: "float one"}},
+            metadata=META,
+        )
+    )
+    after = fresh.replay(WF)
+    assert after.from_snapshot and after.events_replayed == 1
+    assert typed(after.final_state["context"]) == typed({**expected, "a": 7, 1: "float one"})
 
 
 native_kinds = st.sampled_from(STORE_KINDS)

@@ -90,6 +90,88 @@ def test_memory_url_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     close_store(s)
 
 
+@pytest.mark.parametrize("form", ["relative", "dot-relative", "sqlite-two-slashes"])
+def test_plain_relative_path_is_relative_to_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    # What the reference takes: SqliteEventStore("events.db"), and "sqlite://x" with two slashes.
+    text = {
+        "relative": "sub/events.db",
+        "dot-relative": "./sub/events.db",
+        "sqlite-two-slashes": "sqlite://sub/events.db",
+    }[form]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    s = SqliteEventStore(text)
+    first = s.append(new_event())
+    assert (tmp_path / "sub" / "events.db").is_file()
+    # Resolved once, when the store opened: a chdir afterwards moves nothing.
+    monkeypatch.chdir(tmp_path / "sub")
+    second = s.append(new_event())
+    assert s.get_events_since(0) == [first, second]
+    assert s._connection_string == text
+    assert repr(s) == f"SqliteEventStore({text!r})"
+    assert not (tmp_path / "sub" / "sub").exists()
+    close_store(s)
+    # The same file, named as a URL, holds the same events.
+    again = SqliteEventStore("sqlite:///events.db", create_tables=False)
+    assert again.get_events_since(0) == [first, second]
+    close_store(again)
+
+
+def test_plain_absolute_path_and_path_object(tmp_path: Path) -> None:
+    path = tmp_path / "dir" / "events.db"
+    path.parent.mkdir()
+    s = SqliteEventStore(str(path))
+    stored = s.append(new_event())
+    assert path.is_file()
+    assert s._connection_string == str(path)
+    assert repr(s) == f"SqliteEventStore({str(path)!r})"
+    close_store(s)
+    # A pathlib.Path names the same file; it is kept as its text.
+    p = SqliteEventStore(path, create_tables=False)
+    assert p.get_events_since(0) == [stored]
+    assert p._connection_string == str(path)
+    assert repr(p) == f"SqliteEventStore({str(path)!r})"
+    close_store(p)
+    url = SqliteEventStore(sqlite_url(path), create_tables=False)
+    assert url.get_events_since(0) == [stored]
+    assert url._connection_string == f"sqlite:///{path}"  # a URL is kept exactly as given
+    close_store(url)
+
+
+def test_relative_path_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = SqliteEventStore(Path("rel.db"))
+    s.append(new_event())
+    assert (tmp_path / "rel.db").is_file()
+    assert s._connection_string == "rel.db"
+    close_store(s)
+
+
+def test_plain_path_may_hold_a_question_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain path is a file name, every character of it (the reference's sqlite3 reads it so).
+    monkeypatch.chdir(tmp_path)
+    s = SqliteEventStore("odd?name.db")
+    s.append(new_event())
+    assert (tmp_path / "odd?name.db").is_file()
+    close_store(s)
+
+
+@pytest.mark.parametrize("text", [":memory:", "sqlite://:memory:", "sqlite:///:memory:"])
+def test_every_memory_form_creates_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = SqliteEventStore(text)
+    s.append(new_event())
+    assert s.count_events() == 1
+    assert s._connection_string == text
+    assert repr(s) == f"SqliteEventStore({text!r})"
+    assert listing(tmp_path) == []
+    close_store(s)
+
+
 def test_memory_stores_are_independent() -> None:
     a = SqliteEventStore("sqlite:///:memory:")
     b = SqliteEventStore("sqlite:///:memory:")
@@ -276,11 +358,13 @@ def test_corrupt_payload_row_names_its_sequence(tmp_path: Path) -> None:
     [
         "mysql://x",
         "postgresql://user:pw@host/db",
-        "sqlite://relative.db",
         "sqlite:/x.db",
         "sqlite:///",
-        "events.db",
+        "sqlite://",
+        "sqlite:///x.db?mode=ro",
         "",
+        "dir/",
+        "x\0y.db",
         "SQLITE:///x.db",
         "file:///tmp/x.db",
     ],
@@ -291,6 +375,14 @@ def test_bad_url_is_invalid_argument(tmp_path: Path, monkeypatch: pytest.MonkeyP
         SqliteEventStore(url)
     assert isinstance(info.value, ValueError)
     assert listing(tmp_path) == []
+
+
+def test_url_of_another_kind_says_why_and_what_to_pass() -> None:
+    with pytest.raises(errors.InvalidArgumentError) as info:
+        SqliteEventStore("postgresql://user@host/db")
+    message = str(info.value)
+    assert message.startswith('not an SQLite URL or path: "postgresql://user@host/db"'), message
+    assert "sqlite:///relative.db" in message and "plain file path" in message
 
 
 @pytest.mark.parametrize("url", [42, None, b"sqlite:///x.db", ["sqlite:///x.db"]], ids=repr)
@@ -304,9 +396,13 @@ def test_non_str_url_is_argument_type_error(
     assert listing(tmp_path) == []
 
 
-def test_path_object_url_is_argument_type_error(tmp_path: Path) -> None:
+def test_bytes_path_object_is_argument_type_error(tmp_path: Path) -> None:
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return bytes(tmp_path / "x.db")
+
     with pytest.raises(errors.ArgumentTypeError):
-        SqliteEventStore(tmp_path / "x.db")  # type: ignore[arg-type]
+        SqliteEventStore(BytesPath())  # type: ignore[arg-type]
     assert listing(tmp_path) == []
 
 

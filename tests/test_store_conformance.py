@@ -6,8 +6,11 @@ implements the documented semantics over the events the test appended.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -435,6 +438,125 @@ def test_default_metadata_round_trips(store: EventStore) -> None:
     assert got.metadata.actor == "system"
     assert got.data == {}
     assert got.entity_id == "" and got.workflow_id == ""
+
+
+# --- what the reference accepts ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignMetadata:
+    """Shaped like `stabilize.events.EventMetadata`."""
+
+    correlation_id: str
+    causation_id: str | None = None
+    actor: str = "system"
+    source_handler: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignEvent:
+    """Shaped like `stabilize.events.Event` (0.33.1), whose ``data`` may be None."""
+
+    event_id: str = "foreign-1"
+    event_type: EventType = EventType.TASK_STARTED
+    timestamp: datetime = BASE_TIME
+    sequence: int = 0
+    entity_type: EntityType = EntityType.TASK
+    entity_id: str = "task-f"
+    workflow_id: str = "wf-f"
+    version: int = 1
+    data: Any = dataclasses.field(default_factory=dict)
+    metadata: ForeignMetadata = dataclasses.field(default_factory=lambda: ForeignMetadata("wf-f"))
+    schema_version: int = 1
+
+
+def test_none_data_is_stored_and_reads_back_empty(store: EventStore) -> None:
+    # The reference stores json.dumps(None) ("null") and reads back None; ours reads back {}.
+    ours = store.append(Event(event_id="ours-none", data=None))
+    assert ours.data == {}
+    foreign = store.append(ForeignEvent(data=None))  # type: ignore[arg-type]
+    assert foreign.data == {}
+    both = store.append_batch([ForeignEvent(event_id="f2", data=None), Event(event_id="o2", data=None)])  # type: ignore[list-item]
+    assert [e.data for e in both] == [{}, {}]
+    for event_id in ("ours-none", "foreign-1", "f2", "o2"):
+        got = store.get_event_by_id(event_id)
+        assert got is not None and got.data == {} and type(got.data) is dict, event_id
+    assert store.get_event_by_id("foreign-1").entity_id == "task-f"  # type: ignore[union-attr]
+
+
+def test_foreign_event_payload_with_json_keys_round_trips(store: EventStore) -> None:
+    store.append(ForeignEvent(data={1: "one", None: [1, 2], "s": {2.5: True}}))
+    got = store.get_event_by_id("foreign-1")
+    assert got is not None and got.data == {1: "one", None: [1, 2], "s": {2.5: True}}
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+class _Text(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+#: (payload, what reads back): every kind of value and key the reference's json.dumps takes.
+JSON_PAYLOADS: list[tuple[str, dict[Any, Any], dict[Any, Any]]] = [
+    ("tuple", {"t": (1, (2, "x"))}, {"t": [1, [2, "x"]]}),
+    ("nested lists", {"l": [[1, [2, [3, []]]], []]}, {"l": [[1, [2, [3, []]]], []]}),
+    ("infinities", {"i": float("inf"), "n": float("-inf")}, {"i": float("inf"), "n": float("-inf")}),
+    ("big ints", {"b": 10**30, "n": -(2**64), "d": 10**4000}, {"b": 10**30, "n": -(2**64), "d": 10**4000}),
+    ("str subclass", {"s": _Text("x"), _Text("k"): 1}, {"s": "x", "k": 1}),
+    ("int subclasses", {"e": _Level.LOW, "c": _Count(4), "t": True}, {"e": 1, "c": 4, "t": True}),
+    ("int keys", {1: "a", -2: "b", 2**70: "c"}, {1: "a", -2: "b", 2**70: "c"}),
+    ("float keys", {1.5: "a", float("inf"): "b"}, {1.5: "a", float("inf"): "b"}),
+    ("bool and None keys", {True: "t", False: "f", None: "n"}, {True: "t", False: "f", None: "n"}),
+    ("IntEnum key", {_Level.LOW: "low"}, {1: "low"}),
+    ("mixed keys", {"a": {1: [None], "1": {None: {2: 3}}}}, {"a": {1: [None], "1": {None: {2: 3}}}}),
+]
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with its types (keys' too) made explicit: 1, 1.0 and True differ."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize(("name", "data", "back"), JSON_PAYLOADS, ids=[c[0] for c in JSON_PAYLOADS])
+def test_everything_json_takes_is_stored_and_reads_back_as_stated(
+    store: EventStore, make_event: MakeEvent, name: str, data: dict[Any, Any], back: dict[Any, Any]
+) -> None:
+    # Non-str keys keep their type (the reference's JSON would give {"1": ...}); subclasses read
+    # back as the plain type, tuples as lists.
+    e = store.append(make_event(data=data))
+    got = store.get_event_by_id(e.event_id)
+    assert got is not None
+    assert _typed(got.data) == _typed(back)
+    (listed,) = [x for x in store.get_events_since(e.sequence - 1, limit=1)]
+    assert _typed(listed.data) == _typed(back)
+
+
+def test_nan_is_stored_as_value_and_key(store: EventStore, make_event: MakeEvent) -> None:
+    e = store.append(make_event(data={"v": float("nan"), "k": {float("nan"): 1}}))
+    got = store.get_event_by_id(e.event_id)
+    assert got is not None and math.isnan(got.data["v"])
+    (key,) = got.data["k"]
+    assert type(key) is float and math.isnan(key)
+
+
+def test_key_json_refuses_is_refused_naming_its_place(store: EventStore, make_event: MakeEvent) -> None:
+    bad = make_event(data={"outputs": {3: {(1, 2): "x"}}})
+    with pytest.raises(errors.PayloadError) as info:
+        store.append(bad)
+    message = str(info.value)
+    assert message.startswith("dict keys must be str, int, float, bool or None"), message
+    assert 'at data["outputs"][3]; use str(key)' in message, message
+    assert store.count_events() == 0
 
 
 @pytest.mark.parametrize("micro", [0, 1, 500000, 999999])

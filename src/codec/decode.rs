@@ -336,7 +336,8 @@ impl<'a, 'py> Reader<'a, 'py> {
             0xda => self.len16()?,
             0xdb => self.len32()?,
             _ => {
-                // Not written by us (we only write str keys); decode it generally.
+                // An int, float, bool or None key (see the module docs of `codec`): rare, so
+                // decoded generally. A list or map here fails as an unhashable key.
                 self.pos -= 1;
                 return self.value(MAX_DEPTH - 1);
             }

@@ -13,6 +13,8 @@ use crate::time;
 #[derive(Debug, Clone)]
 pub enum PathStep {
     Key(String),
+    /// A key that is not a str, as its `repr`.
+    Other(String),
     Index(usize),
 }
 
@@ -21,15 +23,33 @@ pub enum PathStep {
 pub struct EncodeError {
     /// Steps from the root, innermost last (pushed while unwinding, so reversed).
     steps_rev: Vec<PathStep>,
+    /// What is wrong.
     pub message: String,
+    /// How to put it right, when there is something to say.
+    hint: Option<&'static str>,
 }
 
 impl EncodeError {
-    fn new(message: impl Into<String>) -> Self {
-        EncodeError { steps_rev: Vec::new(), message: message.into() }
+    fn new(message: impl Into<String>) -> Box<Self> {
+        Box::new(EncodeError { steps_rev: Vec::new(), message: message.into(), hint: None })
     }
 
-    fn at(mut self, step: PathStep) -> Self {
+    fn hint(mut self: Box<Self>, hint: &'static str) -> Box<Self> {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// The whole message: what is wrong, where (`path(root)`), how to fix it.
+    pub fn describe(&self, root: &str) -> String {
+        let mut out = format!("{} at {}", self.message, self.path(root));
+        if let Some(hint) = self.hint {
+            out.push_str("; ");
+            out.push_str(hint);
+        }
+        out
+    }
+
+    fn at(mut self: Box<Self>, step: PathStep) -> Box<Self> {
         self.steps_rev.push(step);
         self
     }
@@ -40,6 +60,7 @@ impl EncodeError {
         for step in self.steps_rev.iter().rev() {
             match step {
                 PathStep::Key(k) => out.push_str(&format!("[{k:?}]")),
+                PathStep::Other(k) => out.push_str(&format!("[{k}]")),
                 PathStep::Index(i) => out.push_str(&format!("[{i}]")),
             }
         }
@@ -47,9 +68,10 @@ impl EncodeError {
     }
 }
 
-type Result<T> = std::result::Result<T, EncodeError>;
+/// Boxed: every value encoded returns one, and a pointer-sized `Ok` is the cheapest.
+type Result<T> = std::result::Result<T, Box<EncodeError>>;
 
-fn from_py(err: PyErr, py: Python<'_>) -> EncodeError {
+fn from_py(err: PyErr, py: Python<'_>) -> Box<EncodeError> {
     EncodeError::new(err.value(py).to_string())
 }
 
@@ -168,7 +190,10 @@ fn encode_other(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Re
         return write_ext(out, ext::DECIMAL, text.as_bytes());
     }
     let type_name = value.get_type().qualname().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned());
-    Err(EncodeError::new(format!("values of type {type_name} cannot be stored in an event payload")))
+    Err(EncodeError::new(format!("values of type {type_name} cannot be stored in an event payload")).hint(
+        "convert it to one that can: str, int, float, bool, None, bytes, list, tuple, dict, \
+         datetime, date, UUID, Decimal or an Enum of these",
+    ))
 }
 
 fn encode_str(s: &Bound<'_, PyString>, out: &mut Vec<u8>) -> Result<()> {
@@ -201,29 +226,60 @@ fn encode_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Res
     if depth >= MAX_DEPTH {
         return Err(EncodeError::new(format!(
             "nesting deeper than {MAX_DEPTH} levels (or a reference cycle)"
-        )));
+        ))
+        .hint("flatten the payload, or break the cycle"));
     }
     mp::write_map_len(out, dict.len() as u32).ok();
     for (key, value) in dict.iter() {
-        let key_text = match key.cast::<PyString>() {
-            Ok(k) => k,
-            Err(_) => {
-                let shown = key.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
-                let tname = key.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
-                return Err(EncodeError::new(format!("dict keys must be str, found {tname} key {shown}")));
-            }
-        };
-        encode_str(key_text, out).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
-        encode_value(&value, out, depth + 1).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+        // A str key (nearly all of them) costs what it always did: one type check.
+        if let Ok(key_text) = key.cast::<PyString>() {
+            encode_str(key_text, out).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+            encode_value(&value, out, depth + 1).map_err(|e| e.at(PathStep::Key(key_text.to_string())))?;
+        } else {
+            encode_other_key(&key, out)?;
+            encode_value(&value, out, depth + 1).map_err(|e| e.at(PathStep::Other(shown(&key))))?;
+        }
     }
     Ok(())
+}
+
+/// A key of one of the other types `json.dumps` takes (int, float, bool, None and their
+/// subclasses, such as IntEnum), kept as that type rather than turned into text as JSON does.
+// Cold and out of line: the loop of `encode_dict`, which str keys go through, stays as it was.
+#[cold]
+#[inline(never)]
+fn encode_other_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<()> {
+    if key.is_none() {
+        mp::write_nil(out).ok();
+    } else if key.is_instance_of::<pyo3::types::PyBool>() {
+        mp::write_bool(out, key.is_truthy().unwrap_or(false)).ok();
+    } else if key.is_instance_of::<pyo3::types::PyInt>() {
+        // An IntEnum member as its int, as the value would be (and as JSON writes it).
+        encode_int(key, out)?;
+    } else if let Ok(f) = key.cast::<PyFloat>() {
+        mp::write_f64(out, f.value()).ok();
+    } else {
+        let tname = key.get_type().qualname().map(|n| n.to_string()).unwrap_or_default();
+        return Err(EncodeError::new(format!(
+            "dict keys must be str, int, float, bool or None (as in JSON), not {tname}: key {}",
+            shown(key)
+        ))
+        .hint("use str(key), or another key of those types"));
+    }
+    Ok(())
+}
+
+/// `repr(value)`, for naming a key in an error.
+fn shown(value: &Bound<'_, PyAny>) -> String {
+    value.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into())
 }
 
 fn encode_seq(seq: &Bound<'_, PyAny>, len: usize, out: &mut Vec<u8>, depth: usize) -> Result<()> {
     if depth >= MAX_DEPTH {
         return Err(EncodeError::new(format!(
             "nesting deeper than {MAX_DEPTH} levels (or a reference cycle)"
-        )));
+        ))
+        .hint("flatten the payload, or break the cycle"));
     }
     mp::write_array_len(out, len as u32).ok();
     let iter = seq.try_iter().map_err(|e| from_py(e, seq.py()))?;

@@ -4,6 +4,14 @@
 //! dict; the rest travels in extension types (see `ext`). Encoding dispatches
 //! on the exact Python type before falling back to isinstance checks, and
 //! decoding reuses Python strings for map keys seen before (`key_cache`).
+//!
+//! Dict keys: str, and the other key types `json.dumps` takes (int of any
+//! size, float, bool, None, and their subclasses such as IntEnum). msgpack maps
+//! take any key, so a key is written as its own type and reads back as it was
+//! (`{1: "a"}` stays `{1: "a"}`), where the reference's JSON turns it into text
+//! (`{"1": "a"}`). A str key costs one type check as before; other keys, and
+//! keys JSON refuses too (tuples, ...; refused here), take a slower path. The
+//! replay fold (`fold::state`) keeps such keys of a workflow's context too.
 
 pub mod decode;
 pub mod encode;

@@ -128,17 +128,19 @@ fn str_at(buf: &[u8], at: usize) -> Result<Option<(&str, usize)>> {
 pub type Entries<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Walk the map `raw` holds, passing each (string key, raw value) to `visit`
-/// (entries with other keys are passed over); Ok(false) if `raw` is not a map.
-/// `raw` must hold exactly that one map.
-fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Result<bool> {
+/// (entries with other keys, such as ints, are passed over); None if `raw` is
+/// not a map, else whether every key was a string. `raw` must hold exactly
+/// that one map.
+fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Result<Option<bool>> {
     let Some(&m) = raw.first() else { return truncated(0) };
     let (head, n) = match m {
         0x80..=0x8f => (1, (m & 0x0f) as usize),
         0xde => (3, read_be(raw, 1, 2)? as usize),
         0xdf => (5, read_be(raw, 1, 4)? as usize),
-        _ => return Ok(false),
+        _ => return Ok(None),
     };
     let mut pos = head;
+    let mut all_str = true;
     for _ in 0..n {
         let key = str_at(raw, pos)?;
         let value_at = match key {
@@ -146,22 +148,24 @@ fn walk_map<'a>(raw: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Resu
             None => skip(raw, pos)?,
         };
         let value_end = skip(raw, value_at)?;
-        if let Some((k, _)) = key {
-            visit(k, &raw[value_at..value_end]);
+        match key {
+            Some((k, _)) => visit(k, &raw[value_at..value_end]),
+            None => all_str = false,
         }
         pos = value_end;
     }
     if pos != raw.len() {
         return Err(ViewError(format!("{} trailing bytes after the map", raw.len() - pos)));
     }
-    Ok(true)
+    Ok(Some(all_str))
 }
 
-/// The entries of the map `raw` holds, as (key, raw value); None if `raw` is not a map.
-/// Entries with non-string keys are passed over.
-pub fn map_entries(raw: &[u8]) -> Result<Option<Entries<'_>>> {
+/// The entries of the map `raw` holds, as (key, raw value), and whether every
+/// key was a string (entries with other keys are not in the list); None if
+/// `raw` is not a map.
+pub fn map_entries(raw: &[u8]) -> Result<Option<(Entries<'_>, bool)>> {
     let mut out = Vec::new();
-    Ok(walk_map(raw, |k, v| out.push((k, v)))?.then_some(out))
+    Ok(walk_map(raw, |k, v| out.push((k, v)))?.map(|all_str| (out, all_str)))
 }
 
 /// The raw values under the wanted `keys` (None: nothing wanted in that slot)
@@ -176,7 +180,7 @@ pub fn lookup<'a, const N: usize>(raw: &'a [u8], keys: [Option<&str>; N]) -> Res
             }
         }
     })?;
-    if !is_map {
+    if is_map.is_none() {
         return Err(ViewError(format!("payload is not a map (marker 0x{:02x})", raw[0])));
     }
     Ok(found)
@@ -245,6 +249,10 @@ mod tests {
         assert_eq!(as_i64(n.unwrap()), Some(-300));
         assert_eq!(skip(&outer, 0).unwrap(), outer.len());
         assert_eq!(map_entries(&encode_int(1)).unwrap(), None);
+        // An int key is passed over, and said to have been.
+        let mixed = [0x82, 0x01, 0xa1, b'a', 0xa1, b'k', 0x02];
+        assert_eq!(map_entries(&mixed).unwrap(), Some((vec![("k", &[0x02u8][..])], false)));
+        assert_eq!(map_entries(&outer).unwrap().map(|(e, all_str)| (e.len(), all_str)), Some((3, true)));
         // A payload that is not a map, or has bytes after it, is an error, not "no keys".
         assert!(lookup(&encode_int(1), [Some("status")]).is_err());
         assert!(lookup(&[0xc1], [Some("status")]).is_err());

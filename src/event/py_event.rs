@@ -120,7 +120,7 @@ impl Event {
                 codec::encode::encode(&obj, &mut out).map_err(|e| {
                     CoreError::new(
                         Kind::Payload,
-                        format!("{}: {} (event {})", e.path("data"), e.message, self.rec.event_id),
+                        format!("{} (event {})", e.describe("data"), self.rec.event_id),
                     )
                 })?;
                 rec.data = out;

@@ -62,9 +62,8 @@ impl Folder {
                     return Err(CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into());
                 }
                 let mut raw = Vec::new();
-                crate::codec::encode::encode(s, &mut raw).map_err(|e| {
-                    CoreError::new(Kind::Payload, format!("{}: {}", e.path("initial_state"), e.message))
-                })?;
+                crate::codec::encode::encode(s, &mut raw)
+                    .map_err(|e| CoreError::new(Kind::Payload, e.describe("initial_state")))?;
                 WorkflowState::from_msgpack(workflow_id, &raw).map_err(|e| {
                     CoreError::new(Kind::CorruptEvent, format!("snapshot state cannot be read: {}", e.0))
                 })?

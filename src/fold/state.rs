@@ -155,6 +155,12 @@ pub struct WorkflowState {
     start_time: Val,
     end_time: Val,
     context: Fields,
+    /// The context updates from the first one with a key that is not a string
+    /// (an int, None...) on, as raw maps: `context` holds string keys only, so
+    /// these are applied over it in order, by `dict.update`, when the state is
+    /// built (which also merges `1`, `1.0` and `True` as Python does). Empty
+    /// for nearly every workflow.
+    context_tail: Vec<Box<[u8]>>,
     stages: Entities,
     tasks: Entities,
 }
@@ -234,6 +240,7 @@ impl WorkflowState {
             start_time: NONE,
             end_time: NONE,
             context: Fields::default(),
+            context_tail: Vec::new(),
             stages: Entities::default(),
             tasks: Entities::default(),
         }
@@ -256,10 +263,23 @@ impl WorkflowState {
             // A context that is not a mapping (None) updates nothing. (A bad
             // value part-way fails the whole fold; skip_corrupt checks the
             // payload whole before any rule runs.)
-            for (k, v) in view::map_entries(ctx)?.unwrap_or_default() {
-                self.context.put_owned(k, owned(v)?);
+            match view::map_entries(ctx)? {
+                Some((entries, true)) if self.context_tail.is_empty() => {
+                    for (k, v) in entries {
+                        self.context.put_owned(k, owned(v)?);
+                    }
+                }
+                Some(_) => self.push_context_tail(ctx)?,
+                None => {}
             }
         }
+        Ok(())
+    }
+
+    /// Keep a context map with a key that is not a string (checked to decode) for `to_py`.
+    fn push_context_tail(&mut self, ctx: &[u8]) -> Result<()> {
+        validate(ctx)?;
+        self.context_tail.push(ctx.into());
         Ok(())
     }
 
@@ -359,6 +379,12 @@ impl WorkflowState {
         }
         let (context, ok) = build.fields_dict(&self.context, None)?;
         acyclic &= ok;
+        for raw in &self.context_tail {
+            let (update, ok) = build.decode(raw)?;
+            acyclic &= ok;
+            // Validated as a map when kept, so a dict.
+            context.update(update.cast::<PyDict>()?.as_mapping())?;
+        }
         d.set_item("context", context)?;
         for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
             let out = PyDict::new(py);
@@ -380,11 +406,11 @@ impl WorkflowState {
     /// A state from the msgpack of a dict shaped like `to_py`'s (a snapshot).
     pub fn from_msgpack(workflow_id: &str, raw: &[u8]) -> Result<Self> {
         let mut state = WorkflowState::new(workflow_id);
-        let entries =
+        let (entries, _) =
             view::map_entries(raw)?.ok_or_else(|| ViewError("snapshot state is not a map".into()))?;
         let fields = |raw: &[u8]| -> Result<Fields> {
             let mut f = Fields::default();
-            for (k, v) in view::map_entries(raw)?.unwrap_or_default() {
+            for (k, v) in view::map_entries(raw)?.map(|(e, _)| e).unwrap_or_default() {
                 f.put_owned(k, owned(v)?);
             }
             Ok(f)
@@ -396,10 +422,13 @@ impl WorkflowState {
                 "name" => state.name = owned(value)?,
                 "start_time" => state.start_time = owned(value)?,
                 "end_time" => state.end_time = owned(value)?,
-                "context" => state.context = fields(value)?,
+                "context" => match view::map_entries(value)? {
+                    Some((_, false)) => state.push_context_tail(value)?,
+                    _ => state.context = fields(value)?,
+                },
                 "stages" | "tasks" => {
                     let target = if key == "stages" { &mut state.stages } else { &mut state.tasks };
-                    for (id, entry) in view::map_entries(value)?.unwrap_or_default() {
+                    for (id, entry) in view::map_entries(value)?.map(|(e, _)| e).unwrap_or_default() {
                         target.set(id, fields(entry)?);
                     }
                 }

@@ -119,32 +119,55 @@ pub enum Location {
 }
 
 impl Location {
-    /// Parse `sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:`.
-    pub fn parse(url: &str) -> CoreResult<Self> {
-        let Some(rest) = url.strip_prefix("sqlite:///") else {
-            return Err(CoreError::new(
-                Kind::InvalidArgument,
-                format!(
-                    "not an SQLite URL: {url:?} (expected sqlite:///relative.db, sqlite:////absolute/path.db \
-                     or sqlite:///:memory:)"
-                ),
-            ));
+    /// Where `text` says the database is, read as the reference reads it:
+    /// `sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://relative.db`
+    /// (what follows `sqlite:///` or `sqlite://` is the path), `:memory:` in
+    /// either form, or a plain path (relative to the current directory or
+    /// absolute). This is the one place the rule lives; the Python store only
+    /// turns a `pathlib.Path` into its string first.
+    pub fn parse(text: &str) -> CoreResult<Self> {
+        let invalid = |why: String| Err(CoreError::new(Kind::InvalidArgument, why));
+        let url_path = text.strip_prefix("sqlite:///").or_else(|| text.strip_prefix("sqlite://"));
+        let (path, is_url) = match url_path {
+            Some(rest) => (rest, true),
+            None if looks_like_url(text) => {
+                // The reference would take it as a file name and fail to open it
+                // (its directory `scheme:` rarely exists): say what is wrong instead.
+                return invalid(format!(
+                    "not an SQLite URL or path: {text:?} looks like a URL of another kind; pass \
+                     sqlite:///relative.db, sqlite:////absolute/path.db, sqlite:///:memory: or a plain file path"
+                ));
+            }
+            None => (text, false),
         };
-        if rest == ":memory:" {
+        if path == ":memory:" {
             return Ok(Location::Memory);
         }
-        if rest.is_empty() || rest.ends_with('/') || rest.contains('\0') || rest.contains('?') {
-            return Err(CoreError::new(
-                Kind::InvalidArgument,
-                format!("SQLite URL {url:?} does not name a database file"),
+        let what = if is_url { "SQLite URL" } else { "path" };
+        // A `?` in a URL would be a query string (`?mode=ro`) that the reference
+        // silently makes part of the file name; a plain path may hold one.
+        if path.is_empty() || path.ends_with('/') || path.contains('\0') || (is_url && path.contains('?')) {
+            return invalid(format!(
+                "{what} {text:?} does not name a database file; name a file, such as \
+                 sqlite:///events.db or events.db"
             ));
         }
         // Resolved once: connections opened later must not follow a chdir.
-        let path = std::path::absolute(rest).map_err(|e| {
-            CoreError::new(Kind::InvalidArgument, format!("SQLite URL {url:?} names no usable path: {e}"))
+        let path = std::path::absolute(path).map_err(|e| {
+            CoreError::new(Kind::InvalidArgument, format!("{what} {text:?} names no usable path: {e}"))
         })?;
         Ok(Location::File(path))
     }
+}
+
+/// Whether `text` starts with a URL scheme and `:/` (`postgresql://`,
+/// `file:///`, `SQLITE:///`, `sqlite:/x`). A one-letter scheme is a Windows
+/// drive (`C:/x`), not a URL.
+fn looks_like_url(text: &str) -> bool {
+    let Some((scheme, _)) = text.split_once(":/") else { return false };
+    scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Connection settings shared by the writer and the readers.
@@ -880,8 +903,36 @@ impl Backend for SqliteBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::abandoned;
+    use super::{abandoned, looks_like_url, Location};
     use rusqlite::Connection;
+
+    #[test]
+    fn urls_and_plain_paths() {
+        let here = std::env::current_dir().unwrap();
+        for (text, file) in [
+            ("sqlite:///rel.db", here.join("rel.db")),
+            ("sqlite://rel.db", here.join("rel.db")),
+            ("sqlite:////abs/x.db", "/abs/x.db".into()),
+            ("rel.db", here.join("rel.db")),
+            ("sub/x?.db", here.join("sub/x?.db")),
+            ("/abs/x.db", "/abs/x.db".into()),
+            ("C:/x.db", here.join("C:/x.db")),
+        ] {
+            assert_eq!(Location::parse(text).unwrap(), Location::File(file), "{text}");
+        }
+        for memory in ["sqlite:///:memory:", "sqlite://:memory:", ":memory:"] {
+            assert_eq!(Location::parse(memory).unwrap(), Location::Memory, "{memory}");
+        }
+        for bad in ["", "sqlite:///", "sqlite://", "dir/", "sqlite:///x.db?mode=ro", "a\0b", "file:///x.db"] {
+            assert!(Location::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            looks_like_url("postgresql://u@h/db")
+                && looks_like_url("SQLITE:///x")
+                && looks_like_url("sqlite:/x")
+        );
+        assert!(!looks_like_url("C:/x") && !looks_like_url("a:b") && !looks_like_url("my:dir/x.db"));
+    }
 
     #[test]
     fn only_an_empty_unlocked_file_is_abandoned() {

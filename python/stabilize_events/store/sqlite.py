@@ -20,6 +20,7 @@ file. A writer that finds the file locked waits up to ``busy_timeout_ms``
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from stabilize_events._core import Event, NativeStore
@@ -30,9 +31,13 @@ from stabilize_events.store.native import NativeEventStore
 class SqliteEventStore(NativeEventStore):
     """An event store in an SQLite database.
 
-    ``url`` is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
-    ``sqlite:///:memory:``. With ``create_tables`` (the default) missing tables
-    are created; without it the database must already hold an event store.
+    ``connection_string`` is what the reference takes: a URL
+    (``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+    ``sqlite:///:memory:``), a plain path (``events.db``, relative to the current
+    directory, or ``/abs/dir/events.db``; a `pathlib.Path` too) or ``:memory:``.
+    A relative path is resolved once, when the store opens. With ``create_tables``
+    (the default) missing tables are created; without it the database must
+    already hold an event store.
     ``page_size`` applies when the file is created: each single-event commit
     writes one page per index, so small pages keep `append` fast. A payload
     that encodes to more than ``max_payload_bytes`` is refused with `PayloadError`.
@@ -40,7 +45,7 @@ class SqliteEventStore(NativeEventStore):
 
     def __init__(
         self,
-        connection_string: str,
+        connection_string: str | os.PathLike[str],
         create_tables: bool = True,
         *,
         synchronous: str = "NORMAL",
@@ -48,6 +53,9 @@ class SqliteEventStore(NativeEventStore):
         page_size: int = 2048,
         max_payload_bytes: int = 16 << 20,
     ) -> None:
+        # A Path becomes its text; how the text is read is decided in one place (Location::parse).
+        if isinstance(connection_string, os.PathLike):
+            connection_string = os.fspath(connection_string)
         super().__init__(
             NativeStore.sqlite(
                 connection_string,
@@ -58,7 +66,8 @@ class SqliteEventStore(NativeEventStore):
                 max_payload_bytes=max_payload_bytes,
             )
         )
-        self._connection_string = connection_string
+        #: As given (a Path as its text): the recorder compares it with the workflow store's URL.
+        self._connection_string: str = connection_string
         self._callers = CallerConnections(self._core, self._core.database_file)
 
     def can_join(self, connection: Any) -> bool:
