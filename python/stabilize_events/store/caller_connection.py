@@ -6,7 +6,9 @@ commits or rolls back with the workflow state it describes. The Rust core
 encodes the row (`NativeStore.sqlite_row`) and the caller's connection runs
 the insert (`_core.SQLITE_INSERT_ROW`): the event is then part of whatever
 that connection commits or rolls back, and its sequence is the table's next
-rowid, as for every other append.
+rowid, as for every other append. The upgrade from Stabilize's tables
+(`stabilize_events.upgrade`) writes through the same path with the sequences
+the events already had.
 
 Only a connection on this store's own database file can be joined: any other
 (another file, an in-memory database, a non-SQLite connection) is refused
@@ -96,23 +98,37 @@ class CallerConnections:
             f"or pass connection=None to append in the store's own transaction"
         )
 
-    def append(self, connection: Any, events: Sequence[Any]) -> list[Event]:
+    def append(
+        self, connection: Any, events: Sequence[Any], sequences: Sequence[int] | None = None
+    ) -> list[Event]:
         """Insert ``events`` through ``connection``, all or nothing; return them stored.
 
         Nothing is committed here: the rows become durable when the caller
         commits, and vanish if it rolls back. Encoding errors are raised before
         any row is written.
+
+        ``sequences``, one per event, stores each event at that sequence instead
+        of the next free one (used to carry events over from another table with
+        their sequences); a sequence already taken is refused with
+        `DuplicateEventError` and nothing of the append is written.
         """
         self._check(connection)
+        if sequences is not None and len(sequences) != len(events):
+            raise InvalidArgumentError(
+                f"got {len(sequences)} sequences for {len(events)} events; nothing was written "
+                f"(give one sequence per event, or none)"
+            )
         rows = [self._core.sqlite_row(e) for e in events]
         batch = len(rows) > 1
         stored: list[Event] = []
         try:
             if batch:
                 connection.execute(f"SAVEPOINT {_SAVEPOINT}")
-            for event, params in rows:
-                cursor = connection.execute(SQLITE_INSERT_ROW, (None, *params))
-                stored.append(self._core.stored_at(event, int(cursor.lastrowid or 0)))
+            for i, (event, params) in enumerate(rows):
+                wanted = None if sequences is None else sequences[i]
+                cursor = connection.execute(SQLITE_INSERT_ROW, (wanted, *params))
+                at = wanted if wanted is not None else int(cursor.lastrowid or 0)
+                stored.append(self._core.stored_at(event, at))
             if batch:
                 connection.execute(f"RELEASE {_SAVEPOINT}")
         except sqlite3.IntegrityError as error:
@@ -120,6 +136,11 @@ class CallerConnections:
             if "event_id" in str(error):
                 raise DuplicateEventError(
                     f"an event with event_id {rows[len(stored)][0].event_id} is already stored "
+                    f"(in {self._file}); nothing of this append was written"
+                ) from None
+            if sequences is not None and "sequence" in str(error):
+                raise DuplicateEventError(
+                    f"sequence {sequences[len(stored)]} is already taken by another event "
                     f"(in {self._file}); nothing of this append was written"
                 ) from None
             raise
