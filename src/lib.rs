@@ -69,6 +69,16 @@ fn payloads_wanted() -> bool {
     event::usage::payloads_wanted()
 }
 
+/// The database file `url` names (a URL or plain path, read as `SqliteEventStore` reads it,
+/// made absolute against the current directory), or None for an in-memory database.
+#[pyfunction]
+fn sqlite_database_path(url: &str) -> PyResult<Option<std::path::PathBuf>> {
+    Ok(match store::sqlite_store::Location::parse(url)? {
+        store::sqlite_store::Location::File(path) => Some(path),
+        store::sqlite_store::Location::Memory => None,
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
@@ -79,6 +89,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
+    m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
     Ok(())

@@ -9,6 +9,8 @@ from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType
 
 SQLITE_SCHEMA_VERSION: int
+#: The fields of an `Event`, in constructor order (a foreign event object must have them all).
+EVENT_FIELDS: tuple[str, ...]
 #: Inserts one ``event_log`` row: its sequence (None: the next free one),
 #: then the values `NativeStore.sqlite_row` gives.
 SQLITE_INSERT_ROW: str
@@ -169,6 +171,11 @@ def fold_events(
     skip_corrupt: bool = False,
 ) -> dict[str, Any]:
     """Fold events given as objects into the state of ``workflow_id``."""
+
+def sqlite_database_path(url: str) -> Path | None:
+    """The absolute database file ``url`` (a URL or plain path) names; None for ``:memory:``.
+
+    Raises `InvalidArgumentError` when it names neither."""
 
 def encode_payload(value: Any) -> bytes:
     """Encode a payload as the stores do (msgpack with extension types)."""

@@ -26,6 +26,7 @@ from enum import Enum
 from types import ModuleType
 from typing import Any, Protocol
 
+from stabilize_events import _core
 from stabilize_events._core import EventMetadata
 from stabilize_events.errors import IntegrationError
 from stabilize_events.types import STABILIZE_ENUM_MODULE, EntityType, EventType
@@ -33,22 +34,8 @@ from stabilize_events.types import STABILIZE_ENUM_MODULE, EntityType, EventType
 #: What to install to use this integration.
 INSTALL_HINT = "pip install 'stabilize-events[stabilize]'"
 
-#: The fields of Stabilize's ``Event`` dataclass that our stores read from it.
-EVENT_FIELDS = frozenset(
-    {
-        "event_id",
-        "event_type",
-        "timestamp",
-        "sequence",
-        "entity_type",
-        "entity_id",
-        "workflow_id",
-        "version",
-        "data",
-        "metadata",
-        "schema_version",
-    }
-)
+#: The fields of Stabilize's ``Event`` dataclass that our stores read from it: ours.
+EVENT_FIELDS = frozenset(_core.EVENT_FIELDS)
 
 #: The module globals Stabilize's ``get_event_recorder`` and ``get_event_bus`` return.
 _RECORDER = "_event_recorder"

@@ -8,5 +8,5 @@ mod record;
 pub mod usage;
 
 pub use metadata::EventMetadata;
-pub use py_event::{coerce_event, Event};
+pub use py_event::{coerce_event, Event, FIELDS};
 pub use record::{EventRecord, Text};

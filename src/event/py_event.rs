@@ -546,7 +546,8 @@ impl Event {
     }
 }
 
-const FIELDS: [&str; 11] = [
+/// The fields of an event, in constructor order (what a foreign event object must have).
+pub const FIELDS: [&str; 11] = [
     "event_id",
     "event_type",
     "timestamp",

@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from stabilize_events._core import sqlite_database_path
 from stabilize_events.errors import InvalidArgumentError, SchemaError, StoreOpenError
 
 #: Stabilize's tables.
@@ -53,21 +54,12 @@ _URL_PREFIX = "sqlite:///"
 
 
 def database_path(url: str) -> Path | None:
-    """The absolute file an ``sqlite:///`` URL names (relative to the current
-    directory, as the store resolves it); None for ``sqlite:///:memory:``.
+    """The absolute file ``url`` names (a URL or plain path, read as `SqliteEventStore`
+    reads it); None for an in-memory database.
 
-    Raises `InvalidArgumentError` for any other URL.
+    Raises `InvalidArgumentError` for anything else.
     """
-    if not url.startswith(_URL_PREFIX):
-        raise InvalidArgumentError(
-            f"not an SQLite URL: {url!r}; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    rest = url[len(_URL_PREFIX) :]
-    if rest == ":memory:":
-        return None
-    if not rest or rest.endswith("/") or "\0" in rest or "?" in rest:
-        raise InvalidArgumentError(f"SQLite URL {url!r} does not name a database file")
-    return Path(rest).absolute()
+    return sqlite_database_path(url)
 
 
 def url_of(path: Path) -> str:
