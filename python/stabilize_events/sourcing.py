@@ -44,6 +44,7 @@ def configure_event_sourcing(
     )
     if hooks is not None:
         hooks.attach(recorder, bus)
+        stabilize_bridge.share_files_with_stabilize()
     return recorder
 
 

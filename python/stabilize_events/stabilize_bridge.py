@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import logging
 import sys
 import threading
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _RECORDER = "_event_recorder"
 _BUS = "_event_bus"
 
 _attach_lock = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 class TransactionScope(Protocol):
@@ -179,6 +181,29 @@ def load() -> StabilizeHooks:
     return StabilizeHooks(recorder_module, bus_module, txn_scope_module, context_module)
 
 
+def share_files_with_stabilize() -> None:
+    """Make Stabilize open its SQLite files in WAL mode, the mode our store keeps a file in.
+
+    Stabilize sets ``PRAGMA journal_mode`` on every connection it opens (``DELETE``
+    unless configured otherwise), and SQLite refuses to take a file out of WAL
+    mode while another connection has it open ("database is locked"): with our
+    store open on its file, each new Stabilize connection would fail. So, when
+    this process has imported Stabilize, its SQLite configuration is set to WAL,
+    as ``STABILIZE_SQLITE_JOURNAL_MODE=WAL`` would. Nothing is imported otherwise.
+    """
+    if "stabilize" not in sys.modules or sys.modules["stabilize"] is None:
+        return
+    try:
+        config_module = importlib.import_module("stabilize.persistence.sqlite_config")
+        config = config_module.get_sqlite_config()
+        mode = str(config.get_effective_value("journal_mode")).upper()
+    except (ImportError, AttributeError):
+        return  # a Stabilize without this configuration: nothing to align
+    if mode != "WAL":
+        config.journal_mode = "WAL"
+        logger.info("Stabilize's SQLite journal mode set to WAL (was %s) to share files with our store", mode)
+
+
 def loaded_hooks() -> StabilizeHooks | None:
     """The hooks of a Stabilize this process has already imported, else None (importing nothing)."""
     if "stabilize.events.txn_scope" not in sys.modules:
@@ -196,5 +221,6 @@ __all__ = [
     "TransactionScope",
     "load",
     "loaded_hooks",
+    "share_files_with_stabilize",
     "stabilize_installed",
 ]

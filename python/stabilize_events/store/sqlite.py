@@ -26,6 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from stabilize_events import stabilize_bridge
 from stabilize_events._core import Event, NativeStore
 from stabilize_events.errors import StabilizeEventsError
 from stabilize_events.store.caller_connection import CallerConnections
@@ -122,6 +123,8 @@ class SqliteEventStore(NativeEventStore):
         #: As given (a Path as its text): the recorder compares it with the workflow store's URL.
         self._connection_string: str = connection_string
         self._callers = CallerConnections(self._core, self._core.database_file)
+        if self._core.database_file is not None:
+            stabilize_bridge.share_files_with_stabilize()
         identity = _identity(self._core.database_file)
         if identity is not None:
             with _open_files_lock:
