@@ -79,6 +79,22 @@ fn sqlite_database_path(url: &str) -> PyResult<Option<std::path::PathBuf>> {
     })
 }
 
+/// The path of the shared object holding the SQLite this core calls, as the
+/// dynamic loader names it (see `store::sqlite_library`).
+#[pyfunction]
+fn sqlite_library() -> PyResult<String> {
+    let path = store::sqlite_library::library_path().ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("no loaded object holds this core's sqlite3_libversion")
+    })?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// The version of the SQLite library this core calls (`sqlite3_libversion()`).
+#[pyfunction]
+fn sqlite_version() -> &'static str {
+    store::sqlite_library::version()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
@@ -91,6 +107,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
+    m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
     Ok(())

@@ -602,7 +602,7 @@ def test_processes_append_to_one_file_concurrently(tmp_path: Path) -> None:
 
 
 #: Holds a write on a new file (rollback journal: no WAL yet) for a moment, in its own
-#: process: a second copy of SQLite in the test's process would share its POSIX locks.
+#: process, as another program would.
 _HOLD_A_WRITE = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)

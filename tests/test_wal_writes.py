@@ -25,13 +25,12 @@ LIMITED_WRITER = Path(__file__).with_name("limited_writer.py")
 
 
 def _foreign(path: Path) -> sqlite3.Connection:
-    """A connection of Python's ``sqlite3`` module (its own SQLite, default VFS), for a file
-    no store of this process has open."""
+    """A connection of Python's ``sqlite3`` module (the store's SQLite library, but SQLite's
+    default VFS, not the store's)."""
     return sqlite3.connect(path, isolation_level=None)
 
 
-#: The other connection, in its own process: a second copy of SQLite in the test's process
-#: would share the process's POSIX locks with the store's (see the README's Durability).
+#: The other connection, in another process: it sees the file as any other program would.
 #: For each sequence read from stdin it prints the rows it sees, the highest sequence and
 #: the byte length of that sequence's payload.
 _READER = """

@@ -185,3 +185,15 @@ def decode_payload(data: bytes) -> Any:
 
 def payloads_wanted() -> bool:
     """Whether the next large read decodes its payloads ahead: the last large read's were used."""
+
+def sqlite_library() -> str:
+    """The path of the shared object holding the SQLite library the core calls.
+
+    The name the dynamic loader gives it (such as ``/lib/x86_64-linux-gnu/libsqlite3.so.0``),
+    not resolved through symlinks: compare ``os.path.realpath`` of both sides. The core links
+    the system ``libsqlite3``, the same one Python's ``sqlite3`` module loads, so a process
+    has a single SQLite. Raises ``RuntimeError`` if the loader knows no such object.
+    """
+
+def sqlite_version() -> str:
+    """The version of the SQLite library the core calls (``sqlite3_libversion()``), e.g. ``"3.40.1"``."""

@@ -11,6 +11,7 @@ pub mod memory_store;
 pub mod native;
 mod split_read;
 pub mod sqlite_insert;
+pub mod sqlite_library;
 mod sqlite_scan;
 pub mod sqlite_store;
 mod sqlite_write;

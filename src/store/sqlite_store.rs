@@ -1,4 +1,4 @@
-//! The SQLite backend (rusqlite, bundled SQLite).
+//! The SQLite backend (rusqlite, on the system SQLite: see `sqlite_library`).
 //!
 //! One writer connection appends inside `BEGIN IMMEDIATE` transactions, so
 //! sequences (the table's rowid) are assigned under SQLite's write lock and

@@ -20,7 +20,7 @@
 //! by its page is a checksum rewrite (`walRewriteChecksums`), which always
 //! comes right after a read of the same frame: such writes go straight through.
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -110,7 +110,7 @@ fn underlying() -> *mut ffi::sqlite3_vfs {
 
 unsafe extern "C" fn vfs_open(
     vfs: *mut ffi::sqlite3_vfs,
-    name: ffi::sqlite3_filename,
+    name: *const c_char,
     file: *mut ffi::sqlite3_file,
     flags: c_int,
     out_flags: *mut c_int,
