@@ -143,9 +143,7 @@ def _add_snapshots_and_subscriptions(url: str, workflow_ids: list[str]) -> dict[
 @contextmanager
 def _db(path: Path) -> Iterator[sqlite3.Connection]:
     """A plain connection, committed and closed on the way out (an unclosed one
-    lingers until collected and blocks Stabilize's journal mode change). Never
-    while a store of ours has the file open: two copies of SQLite in one process
-    drop each other's locks (README, Durability)."""
+    lingers until collected and blocks Stabilize's journal mode change)."""
     conn = sqlite3.connect(path)
     try:
         yield conn
@@ -578,9 +576,9 @@ def test_help_documents_exit_codes_with_an_example(capsys: pytest.CaptureFixture
     assert done.value.code == 2
 
 
-def test_the_check_is_skipped_while_a_store_of_this_process_has_the_file_open(tmp_path: Path) -> None:
-    # The check reads through Python's sqlite3; closing it would drop the locks of the store
-    # already open (two copies of SQLite in one process), so a second store skips it.
+def test_the_check_runs_while_a_store_of_this_process_has_the_file_open(tmp_path: Path) -> None:
+    # The check reads through Python's sqlite3, the same SQLite library as the store's: a store
+    # already open on the file does not keep a second one from seeing Stabilize's new events.
     url = sqlite_url(tmp_path / "app.db")
     first = SqliteEventStore(url)
     writer = (
@@ -593,8 +591,8 @@ def test_the_check_is_skipped_while_a_store_of_this_process_has_the_file_open(tm
         "'stage', 's', 'w', 1, '{}', 'w', NULL, NULL, NULL, 1)\"); c.commit(); c.close()"
     )
     subprocess.run([sys.executable, "-c", writer, str(tmp_path / "app.db")], check=True, timeout=60)
-    second = SqliteEventStore(url)
-    second.close()
+    with pytest.raises(SchemaError, match="sequences 7 to 7"):
+        SqliteEventStore(url)
     first.close()
     with pytest.raises(SchemaError, match="sequences 7 to 7"):
         SqliteEventStore(url)

@@ -21,56 +21,17 @@ file. A writer that finds the file locked waits up to ``busy_timeout_ms``
 from __future__ import annotations
 
 import os
-import threading
-import weakref
-from pathlib import Path
 from typing import Any
 
 from stabilize_events import stabilize_bridge
 from stabilize_events._core import Event, NativeStore
-from stabilize_events.errors import StabilizeEventsError
 from stabilize_events.store.caller_connection import CallerConnections
 from stabilize_events.store.native import NativeEventStore
-from stabilize_events.upgrade.source import database_path, refuse_unupgraded
-
-#: The database files (device, inode) that stores of this process hold open, with how many.
-_open_files: dict[tuple[int, int], int] = {}
-_open_files_lock = threading.Lock()
-
-
-def _identity(path: Path | None) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path) if path is not None else None
-    except OSError:
-        return None
-    return None if st is None else (st.st_dev, st.st_ino)
-
-
-def _release(identity: tuple[int, int]) -> None:
-    with _open_files_lock:
-        left = _open_files.get(identity, 0) - 1
-        if left > 0:
-            _open_files[identity] = left
-        else:
-            _open_files.pop(identity, None)
+from stabilize_events.upgrade.source import refuse_unupgraded
 
 
 def _check_upgraded(url: Any, busy_timeout_ms: Any) -> None:
-    """Refuse a Stabilize events database not upgraded yet (`refuse_unupgraded`).
-
-    Skipped while another store of this process has the file open: it passed
-    the check when it opened, and the check reads through Python's ``sqlite3``,
-    whose closing a file would drop the POSIX locks that store holds.
-    """
-    try:
-        identity = _identity(database_path(url)) if isinstance(url, str) else None
-    except StabilizeEventsError:
-        return  # a bad URL: the store's own open reports it
-    if identity is None:
-        return
-    with _open_files_lock:
-        if identity in _open_files:
-            return
+    """Refuse a Stabilize events database not upgraded yet (`refuse_unupgraded`)."""
     ok = isinstance(busy_timeout_ms, int) and not isinstance(busy_timeout_ms, bool) and busy_timeout_ms >= 0
     refuse_unupgraded(url, busy_timeout_ms / 1000 if ok else 5.0)
 
@@ -125,18 +86,6 @@ class SqliteEventStore(NativeEventStore):
         self._callers = CallerConnections(self._core, self._core.database_file)
         if self._core.database_file is not None:
             stabilize_bridge.share_files_with_stabilize()
-        identity = _identity(self._core.database_file)
-        if identity is not None:
-            with _open_files_lock:
-                _open_files[identity] = _open_files.get(identity, 0) + 1
-            self._release = weakref.finalize(self, _release, identity)
-
-    def close(self) -> None:
-        """Release the database. Later calls raise `StoreClosedError`."""
-        super().close()
-        release = getattr(self, "_release", None)
-        if release is not None:
-            release()  # runs once, however often close is called
 
     def can_join(self, connection: Any) -> bool:
         """Whether ``connection`` is an ``sqlite3.Connection`` on this store's database file,

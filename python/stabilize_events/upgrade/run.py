@@ -289,9 +289,8 @@ _SNAPSHOT_COLUMNS = "id, entity_type, entity_id, workflow_id, version, sequence,
 
 
 class _Upgrade:
-    """One run. The file is open through Python's ``sqlite3`` or through our store,
-    never both at once: they are two copies of SQLite, and each drops the POSIX
-    locks the other holds when it closes a file (see the README's Durability)."""
+    """One run. The file is open through Python's ``sqlite3`` (reading Stabilize's tables,
+    writing the copied rows) or through our store (creating its tables, verifying), in turn."""
 
     def __init__(self, url: str, chunk_size: int, progress: ProgressSink) -> None:
         self.survey = survey(url)

@@ -171,9 +171,9 @@ def refuse_unupgraded(url: str, timeout_s: float = 5.0) -> None:
     without them. The message names the command that copies them.
 
     Does nothing for ``:memory:``, a missing file or a file that cannot be read
-    as SQLite (opening the store reports those). It reads through Python's
-    ``sqlite3``: call it only while no store of this process has the file open
-    (see the README's Durability on two copies of SQLite in one process).
+    as SQLite (opening the store reports those). It reads through a read-only
+    ``sqlite3`` connection (the same SQLite library as the store's, so stores of
+    this process may have the file open meanwhile).
     """
     if not isinstance(url, str):
         return
