@@ -44,6 +44,7 @@ from stabilize_events.cli import main
 from stabilize_events.errors import SchemaError
 from stabilize_events.snapshots import SnapshotStore
 from stabilize_events.types import RAW_EVENT_TYPE, EntityType, EventType
+from stabilize_events.upgrade.convert import event_fields
 
 #: Written into Stabilize's table as a newer Stabilize would: a type this build does not know,
 #: and a timestamp at another offset (the instant is kept, read back in UTC).
@@ -233,23 +234,8 @@ def _upgrade(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
 
 
 def _fields(event: Any) -> dict[str, Any]:
-    """An event of either package as comparable values."""
-    return {
-        "sequence": event.sequence,
-        "event_id": event.event_id,
-        "event_type": event.event_type.value,
-        "timestamp": event.timestamp,
-        "entity_type": event.entity_type.value,
-        "entity_id": event.entity_id,
-        "workflow_id": event.workflow_id,
-        "version": event.version,
-        "data": event.data,
-        "correlation_id": event.metadata.correlation_id,
-        "causation_id": event.metadata.causation_id,
-        "actor": event.metadata.actor,
-        "source_handler": event.metadata.source_handler,
-        "schema_version": event.schema_version,
-    }
+    """An event of either package as comparable values (they share the attribute names)."""
+    return event_fields(event)
 
 
 @contextmanager
