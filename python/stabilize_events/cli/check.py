@@ -96,11 +96,25 @@ def _snapshots(conn: sqlite3.Connection) -> CheckResult:
     return result
 
 
+def _guarded(check: Any, conn: sqlite3.Connection, name: str) -> CheckResult:
+    """Run ``check``; a database too damaged to read through is a problem of that check."""
+    try:
+        result: CheckResult = check(conn)
+    except sqlite3.DatabaseError as exc:
+        result = CheckResult(name)
+        result.add(f"SQLite could not read through the database: {exc}")
+    return result
+
+
 def run_checks(path: Path) -> list[CheckResult]:
     """Run every check on the SQLite file at ``path`` (read-only)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [_integrity(conn), _payloads(conn), _snapshots(conn)]
+        return [
+            _guarded(_integrity, conn, "database integrity (PRAGMA integrity_check)"),
+            _guarded(_payloads, conn, "every payload decodes"),
+            _guarded(_snapshots, conn, "snapshot hashes"),
+        ]
     finally:
         conn.close()
 

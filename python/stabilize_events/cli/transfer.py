@@ -248,7 +248,10 @@ def export_events(store: EventStore, out: IO[str], after: int = 0, stop: _Interr
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     written = 0
     for page in all_events(store, after, CHUNK):
-        out.write("".join([dumps(event_record(e)) + "\n" for e in page]))
+        text = "".join([dumps(event_record(e)) + "\n" for e in page])
+        if "\u2028" in text or "\u2029" in text:  # line breaks to other tools: keep them escaped
+            text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        out.write(text)
         written += len(page)
         if stop is not None and stop.asked:
             break
