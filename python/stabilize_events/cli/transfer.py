@@ -11,7 +11,8 @@ One event per line, in sequence order::
 
 ``data`` is the payload as JSON when JSON holds it exactly (str keys; str, int, finite float,
 bool, None, lists, dicts); any other payload (bytes, datetimes, NaN, non-str keys...) is written
-as ``"data_msgpack"``: base64 of the store's own encoding, so it reads back exactly.
+as ``"data_msgpack"``: base64 of the store's own encoding, so it reads back exactly. Text is
+UTF-8; U+2028 and U+2029 are written escaped, since some tools break lines on them.
 
 Importing into an SQLite file keeps every event's sequence, id and timestamp: rows are written
 by the same path as the upgrade (`CallerConnections.append` with the sequences). Each chunk is
