@@ -272,3 +272,23 @@ def test_ctrl_c_during_import_keeps_whole_chunks_and_resumes(tmp_path: Path) -> 
     # Run again: it carries on, nothing twice.
     assert main(["import", str(dump), "--store", target]) == 0
     assert [e.sequence for e in _all(target)] == list(range(1, 60_001))
+
+
+def test_an_event_id_stored_at_another_sequence_is_a_conflict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _store(tmp_path / "a.db", _events())
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    lines = dump.read_text().splitlines(keepends=True)
+    moved = json.loads(lines[2])
+    moved["sequence"] = 1000
+    single = tmp_path / "moved.jsonl"
+    single.write_text(json.dumps(moved) + "\n")
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["import", str(single), "--store", target]) == 0
+    capsys.readouterr()
+    assert main(["import", str(dump), "--store", target]) == 1
+    err = capsys.readouterr().err
+    assert f"an event with event_id {moved['event_id']} is already stored" in err
+    assert [e.sequence for e in _all(target)] == [1000]  # nothing of the chunk written

@@ -64,18 +64,38 @@ from stabilize_events.types import EntityType, parse_event_type
 CHUNK = 5000
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def _plain(value: Any) -> bool:
     """Whether JSON gives ``value`` back exactly (types included)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _SCALARS:
         return True
     if kind is float:
         return math.isfinite(value)
     if kind is list:
         return all(_plain(v) for v in value)
     if kind is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
+        scalars = _SCALARS
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in scalars and not _plain(v)):
+                return False
+        return True
     return False
+
+
+def _line_encoder() -> Any:
+    """A compact JSON encoder for one record, made once (``json.dumps`` sets one up per call)."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # no C accelerator: the plain encoder
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    encode = c_make_encoder(None, refuse, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda record: "".join(encode(record, 0))
 
 
 def event_record(event: Event) -> dict[str, Any]:
@@ -246,7 +266,7 @@ def export_events(store: EventStore, out: IO[str], after: int = 0, stop: _Interr
 
     Stops between pages when ``stop.asked`` is set; every line written is whole.
     """
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    dumps = _line_encoder()
     written = 0
     for page in all_events(store, after, CHUNK):
         text = "".join([dumps(event_record(e)) + "\n" for e in page])
