@@ -25,7 +25,6 @@ import importlib.util
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -197,18 +196,31 @@ def test_state_of_one_workflow(benchmark: Any, ours_store: str, reference_store:
     _record(benchmark, "state (500 events), s", f"{ours:.3f}", f"{ref:.3f}")
 
 
+_CHILD = (
+    "import sys\n"
+    "from stabilize_events.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+    "print('maxrss_kb', hwm, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
 def _import_in_child(dump: Path, target: Path) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of ``stabilize-events import`` in a child process."""
+    """Seconds and peak RSS (MB) of ``stabilize-events import`` in a child process, measured by
+    the child itself (VmHWM: ``ru_maxrss`` would carry the parent's peak over the exec)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
     t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "stabilize_events", "import", str(dump), "--store", f"sqlite:///{target}"],
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, "import", str(dump), "--store", f"sqlite:///{target}"],
         check=True,
         capture_output=True,
+        text=True,
         env=env,
     )
     took = time.perf_counter() - t0
-    return took, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    kb = next(int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("maxrss_kb"))
+    return took, kb / 1024
 
 
 def test_export_then_import(benchmark: Any, ours_store: str, reference_store: Any, tmp_path: Path) -> None:

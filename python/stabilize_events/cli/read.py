@@ -219,6 +219,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     _check_filters(args)
     store = open_store(store_url(args), must_exist=True)
     try:
+        # --follow then prints what is stored after this point, also when --limit cut the listing.
+        start = store.get_current_sequence()
         after = args.from_seq
         remaining = args.limit if args.limit > 0 else None
         shown = 0
@@ -241,8 +243,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 print("No events match.", file=sys.stderr)
             return EXIT_OK
         sys.stdout.flush()
-        if after is None:
-            after = store.get_current_sequence() if not buffered and args.from_seq is None else 0
+        after = max(after or 0, start)
         try:
             while True:
                 time.sleep(args.interval)

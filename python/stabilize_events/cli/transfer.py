@@ -261,7 +261,13 @@ class _Progress:
 # -- export ------------------------------------------------------------------------------------------
 
 
-def export_events(store: EventStore, out: IO[str], after: int = 0, stop: _Interrupt | None = None) -> int:
+def export_events(
+    store: EventStore,
+    out: IO[str],
+    after: int = 0,
+    stop: _Interrupt | None = None,
+    progress: _Progress | None = None,
+) -> int:
     """Write the events after sequence ``after`` to ``out`` as JSON Lines; return how many.
 
     Stops between pages when ``stop.asked`` is set; every line written is whole.
@@ -274,6 +280,8 @@ def export_events(store: EventStore, out: IO[str], after: int = 0, stop: _Interr
             text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
         out.write(text)
         written += len(page)
+        if progress is not None:
+            progress.advance(len(page))
         if stop is not None and stop.asked:
             break
     out.flush()
@@ -288,9 +296,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         total = store.count_events()
         with _deferred_interrupt() as stop:
             out: IO[str] = sys.stdout if to_stdout else open(args.file, "w", encoding="utf-8")
+            progress = _Progress("exporting", total) if not to_stdout else None
             try:
-                written = export_events(store, out, args.after_seq, stop)
+                written = export_events(store, out, args.after_seq, stop, progress)
             finally:
+                if progress is not None:
+                    progress.stop()
                 if not to_stdout:
                     out.close()
     finally:
@@ -492,7 +503,11 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "export",
         help="write every event as JSON Lines (every field, exactly)",
-        description=__doc__.split("\n\n", 1)[1].split("Importing")[0].strip() if __doc__ else None,
+        description=(
+            __doc__.split("\n\n", 1)[1].split("Importing")[0].strip().replace("::", ":").replace("``", "")
+            if __doc__
+            else None
+        ),
         epilog="example:\n  stabilize-events export backup.jsonl --store sqlite:////var/lib/app/events.db\n"
         "  stabilize-events export | gzip > events.jsonl.gz\n\n"
         "Ctrl-C stops at a whole line (exit code 130).",
