@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -359,14 +361,29 @@ def test_events_follow_prints_events_appended_later(tmp_path: Path) -> None:
         text=True,
         env=env,
     )
-    try:
+
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
         assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())
-        assert first["entity_id"] == "stage-0"
+        for text in proc.stdout:
+            lines.put(text)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def next_line() -> dict[str, Any]:
+        # A broken --follow must fail the test, not hang it: wait at most 60 s for a line.
+        try:
+            row: dict[str, Any] = json.loads(lines.get(timeout=60))
+        except queue.Empty:
+            pytest.fail("no line from `events --follow` within 60 s")
+        return row
+
+    try:
+        assert next_line()["entity_id"] == "stage-0"
         store.append(event(1))
         store.append(event(2))
-        later = [json.loads(proc.stdout.readline())["entity_id"] for _ in range(2)]
-        assert later == ["stage-1", "stage-2"]
+        assert [next_line()["entity_id"] for _ in range(2)] == ["stage-1", "stage-2"]
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
