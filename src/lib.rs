@@ -95,6 +95,15 @@ fn sqlite_version() -> &'static str {
     store::sqlite_library::version()
 }
 
+/// Whether `state` (a snapshot's stored bytes) matches `state_hash`; None for a legacy hash,
+/// which is over the canonical JSON of the decoded state and checked in Python.
+#[pyfunction]
+fn snapshot_bytes_intact(state: &[u8], state_hash: &str) -> Option<bool> {
+    state_hash
+        .starts_with(store::snapshot::HASH_PREFIX)
+        .then(|| store::snapshot::bytes_hash(state) == state_hash)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
@@ -107,6 +116,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;

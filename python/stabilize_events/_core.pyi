@@ -185,6 +185,10 @@ def sqlite_database_path(url: str) -> Path | None:
 
     Raises `InvalidArgumentError` when it names neither."""
 
+def snapshot_bytes_intact(state: bytes, state_hash: str) -> bool | None:
+    """Whether a snapshot's stored ``state`` bytes match ``state_hash``; None for a legacy hash
+    (over the canonical JSON of the decoded state: `snapshots.snapshot_row_intact` checks it)."""
+
 def encode_payload(value: Any) -> bytes:
     """Encode a payload as the stores do (msgpack with extension types)."""
 
