@@ -1,14 +1,17 @@
 """Shared fixtures: one `store` fixture run against every store, and event factories.
 
 ``store`` is parametrized over ``sqlite-file`` (a fresh file in ``tmp_path``),
-``sqlite-memory`` (``sqlite:///:memory:``) and ``in-memory``
-(`InMemoryEventStore`), so every test that takes it states the contract once
-and checks it on each backend.
+``sqlite-memory`` (``sqlite:///:memory:``), ``in-memory`` (`InMemoryEventStore`)
+and ``postgres`` (`PostgresEventStore` in a fresh schema of the server named by
+``STABILIZE_EVENTS_POSTGRES_URL``; skipped, naming the variable, when it is unset),
+so every test that takes it states the contract once and checks it on each backend.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +29,36 @@ from stabilize_events import (
     _core,
 )
 
-STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory")
+STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory", "postgres")
+
+#: The environment variable naming the PostgreSQL server the ``postgres`` store kind uses.
+POSTGRES_URL_VAR = "STABILIZE_EVENTS_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The test server's URL; skips the test (naming the variable) when it is not set."""
+    url = os.environ.get(POSTGRES_URL_VAR)
+    if not url:
+        pytest.skip(
+            f"{POSTGRES_URL_VAR} not set: no PostgreSQL server to test against "
+            f"(`source .ci/postgres && pg_setup` starts a throwaway one)"
+        )
+    return url
+
+
+def postgres_schema(tmp_path: Path, name: str) -> str:
+    """A schema name unique to this test and ``name`` (the same one when a test reopens it)."""
+    return "t_" + hashlib.sha1(str(tmp_path / name).encode()).hexdigest()[:20]
+
+
+def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> Any:
+    """A `PostgresEventStore` in a schema of its own (created empty on first use)."""
+    from stabilize_events import PostgresEventStore
+
+    return PostgresEventStore(
+        postgres_url(), create_tables=True, schema=postgres_schema(tmp_path, name), **options
+    )
+
 
 #: How a file store reads a large result (see split_read.rs): its payloads left for `data` to
 #: decode ("lazy"), or decoded as the rows come in from a second thread ("ahead"), which it
@@ -53,6 +85,9 @@ def open_store(kind: str, tmp_path: Path, name: str = "events.db") -> EventStore
         return SqliteEventStore("sqlite:///:memory:")
     if kind == "in-memory":
         return InMemoryEventStore()
+    if kind == "postgres":
+        store: EventStore = open_postgres(tmp_path, name)
+        return store
     raise AssertionError(f"unknown store kind {kind!r}")
 
 
