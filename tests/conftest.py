@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,18 +47,14 @@ def postgres_url() -> str:
     return url
 
 
-def postgres_schema(tmp_path: Path, name: str) -> str:
-    """A schema name unique to this test and ``name`` (the same one when a test reopens it)."""
-    return "t_" + hashlib.sha1(str(tmp_path / name).encode()).hexdigest()[:20]
-
-
 def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> Any:
-    """A `PostgresEventStore` in a schema of its own (created empty on first use)."""
+    """A `PostgresEventStore` in a new, empty schema of its own (named after the test, ``name``
+    and a random suffix: hypothesis runs a test many times in one ``tmp_path``)."""
     from stabilize_events import PostgresEventStore
 
-    return PostgresEventStore(
-        postgres_url(), create_tables=True, schema=postgres_schema(tmp_path, name), **options
-    )
+    tag = hashlib.sha1(str(tmp_path / name).encode()).hexdigest()[:12]
+    schema = f"t_{tag}_{uuid.uuid4().hex[:12]}"
+    return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
 
 
 #: How a file store reads a large result (see split_read.rs): its payloads left for `data` to

@@ -73,6 +73,9 @@ POSTGRES_SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
+#: The savepoint that makes an append through a caller's connection all or nothing.
+_SAVEPOINT = "stabilize_events_append"
+
 #: Advisory lock keys are ``(namespace << 40) | sequence``: 2**40 sequences per store.
 _SEQUENCE_BITS = 40
 
@@ -158,7 +161,7 @@ def _now_us() -> int:
 
 def _open_error(connection_string: str, error: BaseException) -> StoreOpenError:
     """A `StoreOpenError` naming why the server refused or could not be reached."""
-    text = str(error).strip()
+    text = " ".join(str(error).split())
     where = _redact(connection_string)
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
@@ -527,12 +530,7 @@ class PostgresEventStore(EventStore):
             conn.rollback()
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 conn.execute("ROLLBACK")
-            conn.execute(
-                "SELECT pg_advisory_unlock(%s) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND pid = pg_backend_pid() AND objsubid = 1 "
-                "AND ((classid::bigint << 32) | objid::bigint) = %s",
-                (self._alloc_key, self._alloc_key),
-            )
+            conn.execute(self._sql.unlock_alloc_if_held)
         except psycopg.Error:
             conn.close()  # the pool replaces it
 
@@ -581,27 +579,53 @@ class PostgresEventStore(EventStore):
         n = len(rows)
         columns = [list(c) for c in zip(*(row for _, row in rows), strict=True)]
         st = self._sql
-        row = None
+        # A savepoint inside the caller's transaction (a transaction of its own on an idle
+        # autocommit connection): the batch is all or nothing either way. One round trip.
+        own = (
+            connection.autocommit and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
+        reserve = None
         try:
-            # A savepoint inside the caller's transaction (or a transaction of its own on an
-            # autocommit connection): the batch is all or nothing either way.
-            with connection.transaction():
-                with connection.cursor() as cur:
-                    cur.execute(st.lock_alloc)
-                    try:
-                        cur.execute(st.reserve, {"n": n})
-                        row = cur.fetchone()
-                    finally:
-                        cur.execute(st.unlock_alloc)
-                    cur.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
-                    cur.execute(st.notify, {"channel": self._channel})
-        except psycopg.errors.UniqueViolation as error:
-            if row is not None and connection.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-                self._give_back(connection, int(row[0]), n)
-            raise _duplicate(error) from None
+            with connection.pipeline() as pipe:
+                if own:
+                    connection.execute("BEGIN")
+                connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+                connection.execute(st.lock_alloc)
+                reserve = connection.execute(st.reserve, {"n": n})
+                connection.execute(st.unlock_alloc)
+                connection.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
+                connection.execute(st.notify, {"channel": self._channel})
+                connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+                if own:
+                    connection.execute("COMMIT")
+                pipe.sync()
+                row = reserve.fetchone()
+        except BaseException as error:
+            first = _first_reserved(reserve)
+            self._undo_through(connection, own)
+            if isinstance(error, psycopg.errors.UniqueViolation):
+                if first is not None:
+                    self._give_back(connection, first, n)
+                raise _duplicate(error) from None
+            raise
         assert row is not None
         first = int(row[0])
         return [self._codec.stored_at(e, first + i) for i, (e, _) in enumerate(rows)]
+
+    def _undo_through(self, connection: psycopg.Connection[Any], own: bool) -> None:
+        """After a failed append through a caller's connection: back to the savepoint (the
+        caller's transaction goes on), and the allocation lock not kept."""
+        if connection.closed or connection.broken:
+            return
+        try:
+            if own:
+                connection.execute("ROLLBACK")
+            else:
+                connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            connection.execute(self._sql.unlock_alloc_if_held)
+        except psycopg.Error:
+            pass  # the caller's transaction is beyond repair; its rollback ends it
 
     # -- reads -----------------------------------------------------------------------
 
@@ -842,7 +866,8 @@ class PostgresEventStore(EventStore):
             conn.execute(
                 f"INSERT INTO {self._prefix}event_snapshot (entity_type, entity_id, sequence, workflow_id, "
                 f"version, state, state_hash, created_at_us, max_event_us) "
-                f"VALUES (%s, %s, %s, %s, %s, %b, %s, %s, %s) ON CONFLICT (entity_type, entity_id, sequence) DO UPDATE SET workflow_id = "
+                f"VALUES (%s, %s, %s, %s, %s, %b, %s, %s, %s) "
+                f"ON CONFLICT (entity_type, entity_id, sequence) DO UPDATE SET workflow_id = "
                 f"EXCLUDED.workflow_id, version = EXCLUDED.version, state = EXCLUDED.state, state_hash = "
                 f"EXCLUDED.state_hash, created_at_us = EXCLUDED.created_at_us, max_event_us = "
                 f"EXCLUDED.max_event_us",
@@ -1062,6 +1087,11 @@ class _Statements:
         seq = f"'{prefix}event_log_sequence'"
         self.lock_alloc = f"SELECT pg_advisory_lock({alloc_key})".encode()
         self.unlock_alloc = f"SELECT pg_advisory_unlock({alloc_key})".encode()
+        self.unlock_alloc_if_held = (
+            f"SELECT pg_advisory_unlock({alloc_key}) FROM pg_locks WHERE locktype = 'advisory' "
+            f"AND pid = pg_backend_pid() AND objsubid = 1 AND mode = 'ExclusiveLock' "
+            f"AND ((classid::bigint << 32) | objid::bigint) = {alloc_key}"
+        ).encode()
         self.lock_alloc_shared = f"SELECT pg_advisory_lock_shared({alloc_key})".encode()
         self.unlock_alloc_shared = f"SELECT pg_advisory_unlock_shared({alloc_key})".encode()
         # Reserve n consecutive sequences and tag the first until this transaction ends.
