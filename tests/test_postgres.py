@@ -31,7 +31,7 @@ from stabilize_events import (
     SubscriptionManager,
     errors,
 )
-from stabilize_events.projections import StageMetricsProjection
+from stabilize_events.projections import Projection, StageMetricsProjection
 
 HERE = Path(__file__).parent
 
@@ -352,3 +352,63 @@ def test_resolved_schema_and_search_path(tmp_path: Path) -> None:
             found.close()
     finally:
         s.close()
+
+
+def test_subscription_manager_wakes_on_another_processes_commit(store: PostgresEventStore) -> None:
+    """The manager polls every 10 minutes here: an event from another process reaches the
+    handler at once only because the commit's NOTIFY wakes it."""
+    got: list[int] = []
+    arrived = threading.Event()
+
+    def handler(event: Any) -> None:
+        got.append(event.sequence)
+        arrived.set()
+
+    store.append(new_event())
+    manager = SubscriptionManager(store, poll_interval=600)
+    manager.create_subscription("live-sub", handler, start_from="beginning")
+    manager.start()
+    try:
+        assert arrived.wait(60) and got == [1]  # the first poll, at start
+        arrived.clear()
+        writer = _spawn_writer(store, "wake", batches=1, size=1, hold_every=0)
+        _out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        assert arrived.wait(60), "the manager did not wake on the other process's commit"
+        assert got == [1, 2]
+    finally:
+        manager.stop()
+
+
+def test_projection_runner_leaves_a_live_event_ahead_of_an_open_transaction(
+    store: PostgresEventStore,
+) -> None:
+    from stabilize_events import EventBus
+
+    bus = EventBus()
+    seen: list[int] = []
+
+    class Recorder(Projection):
+        @property
+        def name(self) -> str:
+            return "recorder"
+
+        def apply(self, event: Any) -> None:
+            seen.append(event.sequence)
+
+        def get_state(self) -> Any:
+            return list(seen)
+
+    runner = ProjectionRunner(store, Recorder(), bus=bus)
+    runner.start()
+    try:
+        with psycopg.connect(postgres_url()) as caller:
+            store.append(new_event(), connection=caller)  # sequence 1, still open
+            live = store.append(new_event())  # sequence 2, committed
+            bus.publish(live)
+            assert seen == [] and runner.position == 0  # not applied over the open sequence 1
+            caller.commit()
+        assert runner.catch_up() == 2
+        assert seen == [1, 2] and runner.position == 2
+    finally:
+        runner.stop()

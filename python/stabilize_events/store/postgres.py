@@ -844,6 +844,12 @@ class PostgresEventStore(EventStore):
                 for _ in conn.notifies(timeout=min(left, 1.0), stop_after=1):
                     break
 
+    def open_notification_waiter(self) -> NotificationWaiter:
+        """A `NotificationWaiter` on this store's channel, with a connection of its own (not the
+        pool's). `SubscriptionManager` uses one to wake on other processes' commits."""
+        self._check_open()
+        return NotificationWaiter(self._connection_string, self._channel)
+
     # -- snapshots -------------------------------------------------------------------
 
     def save_snapshot(
@@ -1047,6 +1053,47 @@ class PostgresEventStore(EventStore):
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({_redact(self._connection_string)!r}, schema={self._resolved_schema!r})"
+
+
+class NotificationWaiter:
+    """Waits for the NOTIFY each committed append sends on a store's channel (LISTEN on a
+    connection of its own). A broken connection is reopened on the next `wait`."""
+
+    def __init__(self, connection_string: str, channel: str) -> None:
+        self._connection_string = connection_string
+        self._channel = channel
+        self._conn: psycopg.Connection[Any] | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        conn = psycopg.connect(self._connection_string, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        self._conn = conn
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True as soon as an append commits (or committed
+        since the last call), False on timeout or while the server cannot be reached."""
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._connect()
+            conn = self._conn
+            assert conn is not None
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.Error:
+            self.close()
+            threading.Event().wait(min(timeout, 1.0))
+            return False
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
 
 
 class _Statements:
@@ -1257,4 +1304,4 @@ def _moment(name: str, value: Any) -> datetime:
     return value
 
 
-__all__ = ["POSTGRES_SCHEMA_VERSION", "PostgresEventStore", "setup_ddl"]
+__all__ = ["POSTGRES_SCHEMA_VERSION", "NotificationWaiter", "PostgresEventStore", "setup_ddl"]
