@@ -54,7 +54,25 @@ def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> An
 
     tag = hashlib.sha1(str(tmp_path / name).encode()).hexdigest()[:12]
     schema = f"t_{tag}_{uuid.uuid4().hex[:12]}"
+    _postgres_schemas.append(schema)
     return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
+
+
+#: Schemas `open_postgres` created in this session, dropped when it ends.
+_postgres_schemas: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_schemas() -> Iterator[None]:
+    yield
+    url = os.environ.get(POSTGRES_URL_VAR)
+    if not url or not _postgres_schemas:
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for schema in _postgres_schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 #: How a file store reads a large result (see split_read.rs): its payloads left for `data` to

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -412,3 +413,61 @@ def test_projection_runner_leaves_a_live_event_ahead_of_an_open_transaction(
         assert seen == [1, 2] and runner.position == 2
     finally:
         runner.stop()
+
+
+# --- the server restarted mid-stream ------------------------------------------------------------
+
+
+def test_server_restart_mid_stream_loses_no_acknowledged_event_and_halves_no_batch(
+    store: PostgresEventStore,
+) -> None:
+    """``pg_ctl restart -m immediate`` (a crash, then recovery) while a thread appends batches:
+    every acknowledged batch is stored whole, every failed one is all there or not at all, and
+    the same store object works again once the server is back."""
+    pg_ctl, data = os.environ.get("STABILIZE_EVENTS_PG_CTL"), os.environ.get("STABILIZE_EVENTS_PG_DATA")
+    if not pg_ctl or not data:
+        pytest.skip("STABILIZE_EVENTS_PG_CTL / STABILIZE_EVENTS_PG_DATA not set (.ci/postgres sets them)")
+    acknowledged: list[list[str]] = []
+    failed: list[tuple[list[str], str]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            batch = [new_event(workflow_id="wf-restart") for _ in range(50)]
+            ids = [e.event_id for e in batch]
+            try:
+                store.append_batch(batch)
+                acknowledged.append(ids)
+            except errors.StoreError as error:
+                failed.append((ids, str(error)))
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while len(acknowledged) < 20:
+            time.sleep(0.01)
+        # The restarted server must not inherit a pipe of ours: run() would wait for it forever.
+        subprocess.run(
+            [*pg_ctl.split(), "restart", "-D", data, "-m", "immediate", "-w", "-t", "60"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+        before = len(acknowledged)
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < before + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        writer.join(timeout=120)
+    assert len(acknowledged) >= before + 20, f"the store did not work again: {failed[-1:]}"
+    stored = {e.event_id for e in store.get_events_for_workflow("wf-restart")}
+    for ids in acknowledged:
+        assert set(ids) <= stored
+    for ids, why in failed:
+        present = [i in stored for i in ids]
+        assert all(present) or not any(present), f"a failed batch is half-written ({why})"
+    assert len(stored) % 50 == 0

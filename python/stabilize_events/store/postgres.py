@@ -37,13 +37,14 @@ import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 try:
     import psycopg
     from psycopg import sql
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
         "PostgresEventStore needs psycopg 3 and psycopg_pool, which are not installed "
@@ -433,7 +434,7 @@ class PostgresEventStore(EventStore):
                     raise
         except psycopg.errors.UniqueViolation as error:
             raise _duplicate(error) from None
-        except psycopg.OperationalError as error:
+        except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreError(
                 f"the append did not complete: {error}; nothing of it is stored unless the server "
                 f"committed it before the connection broke (look it up with get_event_by_id)"
@@ -634,7 +635,7 @@ class PostgresEventStore(EventStore):
         below it are all committed, so a read below it is a gapless prefix of the log."""
         self._check_open()
         st = self._sql
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             with conn.pipeline():
                 conn.execute(st.lock_alloc_shared)
                 conn.execute(st.horizon)
@@ -805,7 +806,7 @@ class PostgresEventStore(EventStore):
             params.append(_micros(_moment("to_timestamp", to_timestamp)))
         text += " ORDER BY sequence"
         st = self._sql
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             with conn.pipeline():
                 conn.execute(st.lock_alloc_shared)
                 conn.execute(st.horizon)
@@ -868,7 +869,7 @@ class PostgresEventStore(EventStore):
         digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
         encoded = _core.encode_payload(state)
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(
                 f"INSERT INTO {self._prefix}event_snapshot (entity_type, entity_id, sequence, workflow_id, "
                 f"version, state, state_hash, created_at_us, max_event_us) "
@@ -900,7 +901,7 @@ class PostgresEventStore(EventStore):
         """Snapshots of an entity at or before ``max_sequence``, newest first, as dicts (the
         SQLite store's keys: ``state``, ``state_hash``, ``state_error``, ``created_at``, ...)."""
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             with conn.cursor(binary=True) as cur:
                 cur.execute(
                     f"SELECT entity_type, entity_id, workflow_id, version, sequence, state, state_hash, "
@@ -962,7 +963,7 @@ class PostgresEventStore(EventStore):
             **settings,
         }
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(
                 f"INSERT INTO {self._prefix}event_subscription (id, config, last_sequence, updated_at_us) "
                 f"VALUES (%s, %b, %s, %s) ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config, "
@@ -979,7 +980,7 @@ class PostgresEventStore(EventStore):
         """A subscription as a dict (``id``, ``event_types``, ``entity_filter``, ``last_sequence``,
         ``webhook_url``, ``last_commit_cursor``, ``updated_at`` and any extra settings), or None."""
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             with conn.cursor(binary=True) as cur:
                 cur.execute(
                     f"SELECT config, last_sequence, updated_at_us FROM {self._prefix}event_subscription "
@@ -1005,7 +1006,7 @@ class PostgresEventStore(EventStore):
     def update_subscription_sequence(self, subscription_id: str, last_sequence: int) -> None:
         """Persist how far a subscription has delivered."""
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(
                 f"UPDATE {self._prefix}event_subscription SET last_sequence = %s, updated_at_us = %s "
                 f"WHERE id = %s",
@@ -1021,19 +1022,31 @@ class PostgresEventStore(EventStore):
     def delete_subscription(self, subscription_id: str) -> None:
         """Remove a subscription (no error if it does not exist)."""
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(f"DELETE FROM {self._prefix}event_subscription WHERE id = %s", (subscription_id,))
 
     def list_subscriptions(self) -> list[dict[str, Any]]:
         """Every subscription's ``id`` and ``last_sequence``, by id."""
         self._check_open()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             rows = conn.execute(
                 f"SELECT id, last_sequence FROM {self._prefix}event_subscription ORDER BY id"
             ).fetchall()
         return [{"id": r[0], "last_sequence": r[1]} for r in rows]
 
     # -- lifetime ----------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; losing the server is a `StoreError` naming it."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StoreError(
+                f"PostgreSQL at {_redact(self._connection_string)} did not answer: "
+                f"{' '.join(str(error).split())} (the pool reconnects once the server is back; retry then)"
+            ) from None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1052,7 +1065,8 @@ class PostgresEventStore(EventStore):
         self.close()
 
     def __repr__(self) -> str:
-        return f"PostgresEventStore({_redact(self._connection_string)!r}, schema={self._resolved_schema!r})"
+        schema = getattr(self, "_resolved_schema", self._schema)
+        return f"PostgresEventStore({_redact(self._connection_string)!r}, schema={schema!r})"
 
 
 class NotificationWaiter:
