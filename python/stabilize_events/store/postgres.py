@@ -274,7 +274,6 @@ class PostgresEventStore(EventStore):
             max_size=max_pool_size,
             timeout=pool_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
-            check=ConnectionPool.check_connection,
             open=True,
             name=f"stabilize-events {_redact(connection_string)}",
         )
