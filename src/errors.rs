@@ -20,6 +20,7 @@ pub enum Kind {
     DuplicateEvent,
     Concurrency,
     CorruptEvent,
+    DatabaseDamaged,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Kind::DuplicateEvent => "DuplicateEventError",
             Kind::Concurrency => "ConcurrencyError",
             Kind::CorruptEvent => "CorruptEventError",
+            Kind::DatabaseDamaged => "DatabaseDamagedError",
         }
     }
 
@@ -43,7 +45,7 @@ impl Kind {
     }
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 static CLASSES: [PyOnceLock<Py<PyType>>; KINDS] = [const { PyOnceLock::new() }; KINDS];
 

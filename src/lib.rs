@@ -101,6 +101,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Event>()?;
     m.add_class::<event::EventMetadata>()?;
     m.add_class::<store::native::NativeStore>()?;
+    m.add_class::<store::snapshot::StoredSnapshot>()?;
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;

@@ -151,19 +151,45 @@ def test_demo_subprocess_writes_expected_events(tmp_path: Path) -> None:
         store.close()
 
 
-def test_demo_default_store_is_events_db_in_cwd(tmp_path: Path) -> None:
-    result = run_cli("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "events.db").exists()
-    assert "sqlite:///events.db" in result.stdout
+def test_demo_default_store_is_a_fresh_file_never_events_db(tmp_path: Path) -> None:
+    first = run_cli("demo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run_cli("demo", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert not (tmp_path / "events.db").exists()
+    files = sorted(p.name for p in tmp_path.glob("demo-*.db"))
+    assert len(files) == 2, files  # each run its own file
+    for name in files:
+        assert f"sqlite:///{name}" in first.stdout + second.stdout
+        store = SqliteEventStore(f"sqlite:///{tmp_path / name}", create_tables=False)
+        try:
+            assert_demo_events(store)  # one run each
+        finally:
+            store.close()
 
 
-def test_demo_in_process_twice_appends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_refuses_a_store_holding_events_without_append(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'twice.db'}"
     assert main(["demo", "--store", url]) == 0
-    first = capsys.readouterr().out
-    assert_demo_output(first)
+    assert_demo_output(capsys.readouterr().out)
+    assert main(["demo", "--store", url]) == 2
+    refused = capsys.readouterr()
+    assert refused.out == ""
+    assert "already holds events" in refused.err and "--append" in refused.err
+    store = SqliteEventStore(url, create_tables=False)
+    try:
+        assert store.count_events() == TOTAL  # nothing added
+    finally:
+        store.close()
+
+
+def test_demo_append_adds_a_second_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
     assert main(["demo", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--store", url, "--append"]) == 0
     second = capsys.readouterr().out
     assert_demo_output(second)
     # The second report shows only its own workflows, and says the store holds both runs.
@@ -173,6 +199,25 @@ def test_demo_in_process_twice_appends(tmp_path: Path, capsys: pytest.CaptureFix
         assert_demo_events(store, runs=2)
     finally:
         store.close()
+
+
+def test_demo_report_agrees_with_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each workflow's outcome and duration read the same in the events section and the timelines."""
+    assert main(["demo", "--store", "memory://"]) == 0
+    out = capsys.readouterr().out
+    timelines = out.split("== 6.", 1)[1]
+    for name, status in [
+        ("deploy-payments-api", "SUCCEEDED"),
+        ("migrate-orders-db", "TERMINAL"),
+        ("reindex-products", "CANCELED"),
+    ]:
+        # Section 2: "<name> (...)\n  id ...: STATUS after 2m15s, N events"
+        found = re.search(rf"{name} \(.*\n  id \w+: (\w+) after (\S+), ", out)
+        assert found is not None, name
+        assert found.group(1) == status
+        assert f"{name}: {status} in {found.group(2)}" in timelines, (name, found.groups())
+    assert "workflow.canceled\n" not in timelines.split("reindex-products:", 1)[1].split("\n", 1)[0] + "\n"
+    assert " 0ms" not in timelines  # failures are measured on the simulated clock too
 
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "memory://"])

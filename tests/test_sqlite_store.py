@@ -361,7 +361,7 @@ def test_corrupt_payload_row_names_its_sequence(tmp_path: Path) -> None:
         "sqlite:/x.db",
         "sqlite:///",
         "sqlite://",
-        "sqlite:///x.db?mode=ro",
+        "sqlite:///x.db?mode=rw",
         "",
         "dir/",
         "x\0y.db",

@@ -137,7 +137,7 @@ class NativeStore:
         version: int,
         sequence: int,
         state: dict[str, Any],
-        state_hash: str,
+        state_hash: str | None = None,
         max_event_time_us: int | None = None,
     ) -> None: ...
     def fold_workflow(
@@ -146,11 +146,19 @@ class NativeStore:
         from_sequence: int = 0,
         to_sequence: int | None = None,
         to_timestamp: datetime | None = None,
-        initial_state: dict[str, Any] | None = None,
+        initial_state: dict[str, Any] | StoredSnapshot | None = None,
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = 1,
         skip_corrupt: bool = False,
     ) -> dict[str, Any]: ...
+    def latest_snapshot(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        max_sequence: int | None = None,
+        max_event_time_us: int | None = None,
+        limit: int = 50,
+    ) -> tuple[StoredSnapshot | None, list[str]]: ...
     def snapshots(
         self, entity_type: EntityType, entity_id: str, max_sequence: int | None = None, limit: int = 10
     ) -> list[dict[str, Any]]: ...
@@ -165,7 +173,7 @@ class NativeStore:
 def fold_events(
     workflow_id: str,
     events: Iterable[Event],
-    initial_state: dict[str, Any] | None = None,
+    initial_state: dict[str, Any] | StoredSnapshot | None = None,
     upcast: Callable[[Event], Event] | None = None,
     current_schema_version: int = 1,
     skip_corrupt: bool = False,
@@ -197,3 +205,28 @@ def sqlite_library() -> str:
 
 def sqlite_version() -> str:
     """The version of the SQLite library the core calls (``sqlite3_libversion()``), e.g. ``"3.40.1"``."""
+
+@final
+class StoredSnapshot:
+    """A stored snapshot chosen for a replay, its state kept as the stored bytes."""
+
+    @property
+    def entity_type(self) -> str: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def state_hash(self) -> str: ...
+    @property
+    def legacy(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def max_event_time_us(self) -> int | None: ...
+    @property
+    def state(self) -> dict[str, Any]: ...

@@ -25,6 +25,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events import stabilize_bridge
+from stabilize_events.errors import ArgumentTypeError
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
@@ -132,8 +133,15 @@ class EventBus:
 
         Only events whose type is in ``event_types``, whose entity type is in
         ``entity_types`` and whose workflow id equals ``workflow_filter`` reach it
-        (a None filter accepts everything).
+        (a None filter accepts everything). A ``handler`` that is not callable is
+        refused here (`ArgumentTypeError`), not at the first publish.
         """
+        if not callable(handler):
+            raise ArgumentTypeError(
+                f"handler must be callable, not {type(handler).__name__} {handler!r} "
+                f"(subscription {subscription_id!r}): pass the function that takes each Event, "
+                "e.g. bus.subscribe('my-id', on_event)"
+            )
         subscription = Subscription(
             id=subscription_id,
             handler=handler,

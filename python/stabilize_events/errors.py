@@ -18,7 +18,8 @@ and where: the event id, the sequence, the key path or the URL.
         ├── StoreClosedError                the store was closed
         ├── DuplicateEventError             an event with this event_id is already stored
         ├── ConcurrencyError                expected_version did not match the entity's stored version
-        └── CorruptEventError               a stored row cannot be decoded; names the sequence
+        ├── CorruptEventError               a stored row cannot be decoded; names the sequence
+        └── DatabaseDamagedError            SQLite found the database file damaged: no more writes
 """
 
 from __future__ import annotations
@@ -78,10 +79,19 @@ class CorruptEventError(StoreError):
     """A stored event row cannot be decoded; the message names its sequence."""
 
 
+class DatabaseDamagedError(StoreError):
+    """SQLite reported the database file damaged ("database disk image is malformed").
+
+    From then on the store refuses every write to it (reads of undamaged parts go on);
+    the message says how to check the file and recover its data.
+    """
+
+
 __all__ = [
     "ArgumentTypeError",
     "ConcurrencyError",
     "CorruptEventError",
+    "DatabaseDamagedError",
     "DuplicateEventError",
     "IntegrationError",
     "InvalidArgumentError",

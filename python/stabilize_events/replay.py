@@ -128,7 +128,7 @@ class EventReplayer:
             start,
             as_of_sequence,
             as_of_time,
-            snapshot.state if snapshot else None,
+            _seed(snapshot),
             skip_corrupt,
         )
         for event_id, version in folded["skipped_newer"]:
@@ -201,10 +201,10 @@ class EventReplayer:
 
     def _usable_snapshot(
         self, workflow_id: str, as_of_sequence: int | None, as_of_time: datetime | None
-    ) -> Snapshot | None:
+    ) -> _core.StoredSnapshot | Snapshot | None:
         if self._snapshot_store is None:
             return None
-        return self._snapshot_store.get_latest_snapshot(
+        return self._snapshot_store.latest_usable(
             EntityType.WORKFLOW, workflow_id, max_sequence=as_of_sequence, max_event_time=as_of_time
         )
 
@@ -214,7 +214,7 @@ class EventReplayer:
         start: int,
         as_of_sequence: int | None,
         as_of_time: datetime | None,
-        initial_state: dict[str, Any] | None,
+        initial_state: dict[str, Any] | _core.StoredSnapshot | None,
         skip_corrupt: bool,
     ) -> dict[str, Any]:
         upcast = _upcaster()
@@ -256,22 +256,28 @@ class EventReplayer:
         folded["last_sequence"] = max(folded["last_sequence"], start)
         return folded
 
-    def _maybe_snapshot(self, result: ReplayResult, used: Snapshot | None, max_event_us: int | None) -> None:
+    def _maybe_snapshot(
+        self, result: ReplayResult, used: _core.StoredSnapshot | Snapshot | None, max_event_us: int | None
+    ) -> None:
         store = self._snapshot_store
-        if store is None or store.policy is None or result.events_replayed == 0:
+        if store is None or store.policy is None:
             return
         if result.skipped_corrupt or result.skipped_newer:
             # A snapshot would bake the gaps in and hide them from every later rebuild.
             return
-        if not store.should_snapshot(result.entity_id, result.events_replayed):
+        # A snapshot with a legacy hash (checked the slow way) is replaced by one of the new kind.
+        legacy = isinstance(used, _core.StoredSnapshot) and used.legacy
+        if not legacy and (
+            result.events_replayed == 0 or not store.should_snapshot(result.entity_id, result.events_replayed)
+        ):
             return
         # The newest event time in the new snapshot's state; unknown if the snapshot it grew from did not say.
         newest: int | None = max_event_us
         if used is not None:
-            if used.max_event_time is None:
+            known = _newest_us(used)
+            if known is None:
                 newest = None
             else:
-                known = datetime_to_micros(used.max_event_time)
                 newest = known if max_event_us is None else max(known, max_event_us)
         store.save_snapshot(
             Snapshot(
@@ -284,6 +290,20 @@ class EventReplayer:
                 max_event_time=None if newest is None else micros_to_datetime(newest),
             )
         )
+
+
+def _seed(snapshot: _core.StoredSnapshot | Snapshot | None) -> dict[str, Any] | _core.StoredSnapshot | None:
+    """What a fold starts from: a stored snapshot as is (its bytes), a decoded one's state."""
+    if isinstance(snapshot, Snapshot):
+        return snapshot.state
+    return snapshot
+
+
+def _newest_us(snapshot: _core.StoredSnapshot | Snapshot) -> int | None:
+    """The newest event time folded into a snapshot's state (µs), if known."""
+    if isinstance(snapshot, Snapshot):
+        return None if snapshot.max_event_time is None else datetime_to_micros(snapshot.max_event_time)
+    return snapshot.max_event_time_us
 
 
 def _not_after(moment: datetime, bound: datetime) -> bool:

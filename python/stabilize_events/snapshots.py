@@ -1,8 +1,16 @@
 """Snapshots: checkpoints of folded workflow state that shorten replay.
 
-A snapshot records the state after event ``sequence`` together with the
-SHA-256 of its canonical form; a snapshot whose state no longer matches its
-hash is never used. Snapshots live in the event store's own database.
+A snapshot records the state after event ``sequence`` together with a SHA-256
+hash; a snapshot whose state no longer matches its hash is never used.
+Snapshots live in the event store's own database.
+
+The stored hash is ``sha256-msgpack:<hex>``, the SHA-256 of the very bytes
+stored as the state: the core checks it, loads the state and seeds the fold
+from those bytes without building the state in Python. Snapshots saved by
+earlier versions carry the bare hex SHA-256 of the state's canonical JSON
+(`stabilize_events.canonical`); they are checked that way before use, and a
+replayer with a snapshot policy replaces one it used by a snapshot of the new
+kind.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stabilize_events import _core
 from stabilize_events.canonical import state_hash
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.store.interface import EventStore
@@ -52,7 +61,8 @@ class Snapshot:
 
     @property
     def state_hash(self) -> str:
-        """SHA-256 (hex) of the canonical state."""
+        """SHA-256 (hex) of the canonical state (what the reference stores; the
+        store itself keeps the SHA-256 of the stored bytes, see the module doc)."""
         return state_hash(self.state)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,12 +109,15 @@ class SnapshotPolicy:
         *,
         event_interval: int | None = None,
     ) -> None:
+        name = "every_n_events"
         if event_interval is not None:
-            every_n_events = event_interval
+            every_n_events, name = event_interval, "event_interval"
         if isinstance(every_n_events, bool) or not isinstance(every_n_events, int):
-            raise ArgumentTypeError(f"every_n_events must be an int, not {type(every_n_events).__name__}")
+            raise ArgumentTypeError(f"{name} must be an int, not {type(every_n_events).__name__}")
         if every_n_events < 1:
-            raise InvalidArgumentError(f"every_n_events must be >= 1, not {every_n_events}")
+            raise InvalidArgumentError(
+                f"{name} must be >= 1, not {every_n_events} (it counts the events replayed between snapshots)"
+            )
         if time_interval_seconds <= 0:
             raise InvalidArgumentError(f"time_interval_seconds must be > 0, not {time_interval_seconds}")
         self.every_n_events = every_n_events
@@ -159,7 +172,6 @@ class SnapshotStore:
             snapshot.version,
             snapshot.sequence,
             snapshot.state,
-            snapshot.state_hash,
             max_event_time_us=max_us,
         )
         if self.policy is not None:
@@ -178,17 +190,59 @@ class SnapshotStore:
         A snapshot that cannot be decoded or whose state does not match its
         hash is skipped with a warning naming it; an older one is tried.
         """
-        for row in self._event_store.get_snapshots(entity_type, entity_id, max_sequence, 50):
+        found = self.latest_usable(entity_type, entity_id, max_sequence, max_event_time)
+        if found is None or isinstance(found, Snapshot):
+            return found
+        return _from_stored(found)
+
+    def latest_usable(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        max_sequence: int | None = None,
+        max_event_time: datetime | None = None,
+    ) -> _core.StoredSnapshot | Snapshot | None:
+        """`get_latest_snapshot`, but a snapshot of a native store comes back as the
+        core's `StoredSnapshot`, its state left as the stored bytes (a fold seeds from them)."""
+        max_us = None if max_event_time is None else datetime_to_micros(max_event_time)
+        core = getattr(self._event_store, "_core", None)
+        if not isinstance(core, _core.NativeStore):
+            return self._latest_from_rows(entity_type, entity_id, max_sequence, max_us)
+        bound, budget = max_sequence, _MAX_SNAPSHOTS_TRIED
+        while budget > 0:
+            found, skipped = core.latest_snapshot(entity_type, entity_id, bound, max_us, budget)
+            for why in skipped:
+                logger.warning("%s", why)
+            if found is None:
+                return None
+            if not found.legacy or _legacy_intact(found.state, found.state_hash):
+                return found
+            logger.warning(
+                "ignoring snapshot of %s %s at sequence %d: its state does not match its SHA-256 hash",
+                entity_type.value,
+                entity_id,
+                found.sequence,
+            )
+            budget -= len(skipped) + 1
+            bound = found.sequence - 1
+        return None
+
+    def _latest_from_rows(
+        self, entity_type: EntityType, entity_id: str, max_sequence: int | None, max_us: int | None
+    ) -> Snapshot | None:
+        """`latest_usable` over any store's ``get_snapshots`` rows."""
+        rows = self._event_store.get_snapshots(entity_type, entity_id, max_sequence, _MAX_SNAPSHOTS_TRIED)
+        for row in rows:
             where = f"snapshot of {entity_type.value} {entity_id} at sequence {row['sequence']}"
             if row.get("state_error"):
                 logger.warning("ignoring %s: its state cannot be decoded (%s)", where, row["state_error"])
                 continue
-            if state_hash(row["state"]) != row["state_hash"]:
+            if not snapshot_row_intact(row):
                 logger.warning("ignoring %s: its state does not match its SHA-256 hash", where)
                 continue
             snapshot = Snapshot.from_dict(row)
-            if max_event_time is not None and (
-                snapshot.max_event_time is None or snapshot.max_event_time > max_event_time
+            if max_us is not None and (
+                snapshot.max_event_time is None or datetime_to_micros(snapshot.max_event_time) > max_us
             ):
                 continue
             return snapshot
@@ -217,3 +271,36 @@ class SnapshotStore:
         """Count one event towards the policy."""
         if self.policy is not None:
             self.policy.record_event(entity_id)
+
+
+#: How many snapshots of an entity a replay looks at, newest first, before replaying from the start.
+_MAX_SNAPSHOTS_TRIED = 50
+
+
+def snapshot_row_intact(row: dict[str, Any]) -> bool:
+    """Whether a ``get_snapshots`` row matches its hash: checked by the store over the
+    stored bytes (``hash_ok``), or for a legacy hash over the canonical JSON of its state."""
+    ok = row.get("hash_ok")
+    if ok is not None:
+        return bool(ok)
+    return _legacy_intact(row.get("state"), row.get("state_hash"))
+
+
+def _legacy_intact(state: Any, stored_hash: Any) -> bool:
+    """Whether a snapshot with a legacy hash (SHA-256 of canonical JSON) matches it."""
+    return isinstance(state, dict) and isinstance(stored_hash, str) and state_hash(state) == stored_hash
+
+
+def _from_stored(stored: _core.StoredSnapshot) -> Snapshot:
+    """A `Snapshot` (state decoded) from the core's `StoredSnapshot`."""
+    max_us = stored.max_event_time_us
+    return Snapshot(
+        entity_type=EntityType(stored.entity_type),
+        entity_id=stored.entity_id,
+        workflow_id=stored.workflow_id,
+        version=stored.version,
+        sequence=stored.sequence,
+        state=stored.state,
+        created_at=stored.created_at,
+        max_event_time=None if max_us is None else micros_to_datetime(max_us),
+    )

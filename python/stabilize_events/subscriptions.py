@@ -24,6 +24,18 @@ Delivery guarantees
   resets the count. After ``max_errors`` consecutive failures the subscription
   is disabled: its status says why (``disabled_reason``, ``last_error``), and
   `SubscriptionManager.enable_subscription` turns it back on.
+- **Events that can never be delivered: skip them into a dead-letter list.**
+  A delivery that keeps failing (a payload that cannot be decoded, say) stops
+  the subscription at that event; after ``max_errors`` failures it is disabled,
+  as above. `SubscriptionManager.skip_event` moves it past that one event:
+  the event is recorded in the subscription's dead-letter list (sequence,
+  event id, the last error; persisted with the subscription, see
+  `SubscriptionManager.get_dead_letters`), a warning naming its sequence is
+  logged, the error count is reset and a subscription disabled by those
+  failures is enabled again. With ``dead_letter_undecodable=True`` (at
+  `SubscriptionManager.create_subscription`) an event whose stored payload
+  cannot be decoded (`CorruptEventError`) is parked that way at once, without
+  counting towards ``max_errors``; every other failure is retried as above.
 - **Hanging handlers.** With ``handler_timeout`` (seconds) set, each delivery
   runs on a worker thread; one that has not returned in time counts as a
   failure (`HandlerTimeoutError`) and the event is delivered again later. A
@@ -58,11 +70,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError, StabilizeEventsError
+from stabilize_events.errors import (
+    ArgumentTypeError,
+    CorruptEventError,
+    InvalidArgumentError,
+    StabilizeEventsError,
+)
 from stabilize_events.types import EntityType, EventType
 
 if TYPE_CHECKING:
@@ -127,6 +144,11 @@ class DurableSubscription:
     disabled_reason: str | None = None
     #: Events delivered by this process (not persisted).
     events_delivered: int = 0
+    #: Park events whose payload cannot be decoded in ``dead_letters`` at once.
+    dead_letter_undecodable: bool = False
+    #: Events skipped (`SubscriptionManager.skip_event`), oldest first: ``sequence``,
+    #: ``event_id``, ``error`` (why), ``skipped_at`` (ISO time).
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
     #: Held while a batch is delivered, so two threads never deliver one subscription.
     _delivery_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _deleted: bool = field(default=False, repr=False, compare=False)
@@ -318,6 +340,7 @@ class SubscriptionManager:
         *,
         max_errors: int = 10,
         handler_timeout: float | None = None,
+        dead_letter_undecodable: bool = False,
     ) -> DurableSubscription:
         """Create (or replace) a subscription and persist it; return it.
 
@@ -325,7 +348,9 @@ class SubscriptionManager:
         ``"beginning"`` (every stored event) or a sequence number (as a string or
         an int: delivery starts after it). Replacing an existing id resets its
         position to ``start_from``; use `load_subscription` to resume instead.
-        ``handler`` may be None when ``webhook_url`` is given.
+        ``handler`` may be None when ``webhook_url`` is given. With
+        ``dead_letter_undecodable`` an event whose payload cannot be decoded is
+        parked in the dead-letter list at once instead of retried (see the module doc).
         """
         if not isinstance(subscription_id, str) or not subscription_id:
             raise InvalidArgumentError(f"subscription_id must be a non-empty string, not {subscription_id!r}")
@@ -352,6 +377,7 @@ class SubscriptionManager:
             max_errors=max_errors,
             last_commit_cursor=str(last_sequence),
             handler_timeout=handler_timeout,
+            dead_letter_undecodable=bool(dead_letter_undecodable),
         )
         self._register(subscription)
         with self._persist_lock:
@@ -423,6 +449,8 @@ class SubscriptionManager:
             handler_timeout=data.get("handler_timeout"),
             last_error=data.get("last_error"),
             disabled_reason=data.get("disabled_reason"),
+            dead_letter_undecodable=bool(data.get("dead_letter_undecodable", False)),
+            dead_letters=list(data.get("dead_letters") or []),
         )
         self._register(subscription)
         logger.info("loaded subscription %s at sequence %d", subscription_id, last_sequence)
@@ -444,6 +472,70 @@ class SubscriptionManager:
             subscription.enabled = False
             subscription.disabled_reason = reason
             self._save(subscription)
+
+    def skip_event(
+        self, subscription_id: str, sequence: int | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Move a subscription past the event it is stopped at, into its dead-letter list.
+
+        The event is the next one after the subscription's position; ``sequence``,
+        if given, must be its sequence (a guard against skipping another). It is
+        recorded in the dead-letter list with ``reason`` (default: the last
+        delivery error) and logged with its sequence; the error count is reset and a
+        subscription disabled after failed deliveries is enabled again. Returns the
+        dead-letter entry. `InvalidArgumentError` if there is no such event.
+        """
+        subscription = self._require(subscription_id)
+        with subscription._delivery_lock:
+            if subscription.last_commit_cursor != str(subscription.last_sequence):
+                raise InvalidArgumentError(
+                    f"cannot skip an event of subscription {subscription_id!r}: this store's commit "
+                    "cursor does not name a sequence"
+                )
+            following = self._event_store.get_events_since(subscription.last_sequence, limit=1)
+            if not following:
+                raise InvalidArgumentError(
+                    f"subscription {subscription_id!r} is up to date at sequence "
+                    f"{subscription.last_sequence}: there is no event to skip"
+                )
+            event = following[0]
+            if sequence is not None and sequence != event.sequence:
+                raise InvalidArgumentError(
+                    f"subscription {subscription_id!r} is stopped at sequence {event.sequence}, "
+                    f"not {sequence}: only the next event can be skipped (pass sequence={event.sequence})"
+                )
+            return self._park(subscription, event, reason or subscription.last_error or "skipped by request")
+
+    def get_dead_letters(self, subscription_id: str) -> list[dict[str, Any]]:
+        """The events skipped for a subscription, oldest first (copies of its entries)."""
+        return [dict(entry) for entry in self._require(subscription_id).dead_letters]
+
+    def _park(self, subscription: DurableSubscription, event: Event, why: str) -> dict[str, Any]:
+        """Record ``event`` as a dead letter and move the position past it. Caller holds the delivery lock."""
+        entry = {
+            "sequence": event.sequence,
+            "event_id": event.event_id,
+            "error": why,
+            "skipped_at": datetime.now(UTC).isoformat(),
+        }
+        with self._persist_lock:
+            subscription.dead_letters.append(entry)
+            subscription.last_sequence = event.sequence
+            subscription.last_commit_cursor = str(event.sequence)
+            if subscription.error_count >= subscription.max_errors and not subscription.enabled:
+                subscription.enabled = True
+                subscription.disabled_reason = None
+            subscription.error_count = 0
+            subscription.last_error = None
+            self._save(subscription)
+        logger.warning(
+            "subscription %s: event %s (sequence %d) skipped into the dead-letter list: %s",
+            subscription.id,
+            event.event_id,
+            event.sequence,
+            why,
+        )
+        return dict(entry)
 
     def get_subscription(self, subscription_id: str) -> DurableSubscription | None:
         """The subscription object this manager holds, or None."""
@@ -590,7 +682,14 @@ class SubscriptionManager:
                 # was delivered must not be delivered again.
                 self._advance(subscription, events, cursor, outcome.processed)
             subscription.events_delivered += outcome.delivered
-            if outcome.error is not None:
+            if (
+                outcome.error is not None
+                and subscription.dead_letter_undecodable
+                and isinstance(outcome.error, CorruptEventError)
+            ):
+                event = events[outcome.processed]
+                self._park(subscription, event, _describe(outcome.error, event))
+            elif outcome.error is not None:
                 self._record_failure(subscription, outcome.error, events[outcome.processed])
             elif subscription.error_count:
                 with self._persist_lock:
@@ -751,6 +850,8 @@ class SubscriptionManager:
             "handler_timeout": subscription.handler_timeout,
             "last_error": subscription.last_error,
             "disabled_reason": subscription.disabled_reason,
+            "dead_letter_undecodable": subscription.dead_letter_undecodable,
+            "dead_letters": [dict(entry) for entry in subscription.dead_letters],
         }
 
     def _persist_position(self, subscription: DurableSubscription) -> None:
@@ -776,7 +877,8 @@ class SubscriptionManager:
         Keys: ``id``, ``enabled``, ``last_sequence``, ``current_sequence``,
         ``lag``, ``error_count``, ``max_errors``, ``last_error``,
         ``disabled_reason``, ``event_types`` (values), ``entity_filter``,
-        ``webhook_url``, ``handler_timeout``, ``events_delivered``.
+        ``webhook_url``, ``handler_timeout``, ``events_delivered``, ``dead_letters``
+        (how many events were skipped; `get_dead_letters` lists them).
         """
         with self._lock:
             subscription = self._subscriptions.get(subscription_id)
@@ -798,6 +900,7 @@ class SubscriptionManager:
             "webhook_url": subscription.webhook_url,
             "handler_timeout": subscription.handler_timeout,
             "events_delivered": subscription.events_delivered,
+            "dead_letters": len(subscription.dead_letters),
         }
 
     def get_all_subscription_status(self) -> list[dict[str, Any]]:

@@ -54,19 +54,31 @@ impl EncodeError {
         self
     }
 
-    /// `root["a"][2]`, the path of the offending value.
+    /// `root["a"][2]`, the path of the offending value. A deep path is shortened to its
+    /// first and last `PATH_ENDS` steps around `[... N more ...]`.
     pub fn path(&self, root: &str) -> String {
         let mut out = String::from(root);
-        for step in self.steps_rev.iter().rev() {
-            match step {
-                PathStep::Key(k) => out.push_str(&format!("[{k:?}]")),
-                PathStep::Other(k) => out.push_str(&format!("[{k}]")),
-                PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+        let steps = self.steps_rev.len();
+        let write = |out: &mut String, step: &PathStep| match step {
+            PathStep::Key(k) => out.push_str(&format!("[{k:?}]")),
+            PathStep::Other(k) => out.push_str(&format!("[{k}]")),
+            PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+        };
+        for (at, step) in self.steps_rev.iter().rev().enumerate() {
+            if steps > 2 * PATH_ENDS + 1 && at >= PATH_ENDS && at < steps - PATH_ENDS {
+                if at == PATH_ENDS {
+                    out.push_str(&format!("[... {} more ...]", steps - 2 * PATH_ENDS));
+                }
+                continue;
             }
+            write(&mut out, step);
         }
         out
     }
 }
+
+/// Steps kept at each end of a shortened path.
+const PATH_ENDS: usize = 4;
 
 /// Boxed: every value encoded returns one, and a pointer-sized `Ok` is the cheapest.
 type Result<T> = std::result::Result<T, Box<EncodeError>>;

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::errors::{CoreError, Kind};
 use crate::pyrefs;
 
 /// Tracing metadata carried by every event; immutable, hashable, comparable.
@@ -33,12 +34,57 @@ impl EventMetadata {
         if let Ok(ours) = obj.cast::<EventMetadata>() {
             return Ok(ours.get().clone());
         }
-        let attr = |n: &str| obj.getattr(n);
+        let attr = |n: &str| {
+            obj.getattr(n).map_err(|_| {
+                CoreError::new(
+                    Kind::ArgumentType,
+                    format!(
+                        "metadata must be an EventMetadata or a dict of its fields, not {} (it has no {n}): \
+                         pass metadata=EventMetadata(correlation_id=...) or metadata={{\"correlation_id\": ...}}",
+                        obj.get_type().name().map(|t| t.to_string()).unwrap_or_default()
+                    ),
+                )
+            })
+        };
         Ok(EventMetadata {
             correlation_id: crate::args::str_arg(&attr("correlation_id")?, "metadata.correlation_id")?,
             causation_id: opt_str(Some(&attr("causation_id")?), "metadata.causation_id")?,
             actor: crate::args::str_arg(&attr("actor")?, "metadata.actor")?,
             source_handler: opt_str(Some(&attr("source_handler")?), "metadata.source_handler")?,
+        })
+    }
+
+    /// Metadata from a dict given as `Event(metadata=...)`: only EventMetadata's fields, a
+    /// missing one defaulted as `from_dict` does.
+    pub fn from_fields(data: &Bound<'_, PyDict>) -> PyResult<EventMetadata> {
+        const FIELDS: [&str; 4] = ["correlation_id", "causation_id", "actor", "source_handler"];
+        for key in data.keys() {
+            let known = key.extract::<&str>().ok().filter(|k| FIELDS.contains(k));
+            if known.is_none() {
+                return Err(CoreError::new(
+                    Kind::InvalidArgument,
+                    format!(
+                        "metadata has an unknown key {}: an event's metadata dict holds only {}",
+                        key.repr()?,
+                        FIELDS.join(", ")
+                    ),
+                )
+                .into());
+            }
+        }
+        let actor = opt_str(data.get_item("actor")?.as_ref(), "metadata[\"actor\"]")?;
+        Ok(EventMetadata {
+            correlation_id: opt_str(
+                data.get_item("correlation_id")?.as_ref(),
+                "metadata[\"correlation_id\"]",
+            )?
+            .unwrap_or_default(),
+            causation_id: opt_str(data.get_item("causation_id")?.as_ref(), "metadata[\"causation_id\"]")?,
+            actor: actor.unwrap_or_else(|| "system".to_owned()),
+            source_handler: opt_str(
+                data.get_item("source_handler")?.as_ref(),
+                "metadata[\"source_handler\"]",
+            )?,
         })
     }
 

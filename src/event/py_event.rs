@@ -303,8 +303,14 @@ impl Event {
             }
             None => (time::now_micros(), None::<Py<PyAny>>),
         };
-        let meta_obj = given(metadata);
+        let mut meta_obj = given(metadata);
         let meta = match &meta_obj {
+            // A dict of EventMetadata's fields is taken as one (`event.metadata` is an EventMetadata).
+            Some(m) if m.is_instance_of::<PyDict>() => {
+                let meta = EventMetadata::from_fields(m.cast::<PyDict>()?)?;
+                meta_obj = None;
+                meta
+            }
             Some(m) => EventMetadata::from_object(m)?,
             None => EventMetadata {
                 correlation_id: String::new(),

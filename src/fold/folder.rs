@@ -10,6 +10,8 @@ use pyo3::types::PyDict;
 use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
+use crate::store::snapshot::StoredSnapshot;
+use crate::store::SnapshotRecord;
 
 /// How a fold treats events it cannot simply apply.
 pub struct FoldOptions {
@@ -31,6 +33,17 @@ pub struct Folder {
     options: FoldOptions,
     /// An exception raised by the upcaster; the scan stops and it is re-raised.
     pub py_error: Option<PyErr>,
+    /// A stored snapshot the state is to start from, read only when the first event is
+    /// applied: with no event after it, its stored bytes are decoded as the result directly.
+    seed: Option<(String, Arc<SnapshotRecord>)>,
+}
+
+/// The keys of a state, in the order `WorkflowState::to_py` writes them.
+const STATE_KEYS: [&str; 9] =
+    ["workflow_id", "status", "application", "name", "start_time", "end_time", "context", "stages", "tasks"];
+
+fn seed_error(e: crate::codec::view::ViewError) -> CoreError {
+    CoreError::new(Kind::CorruptEvent, format!("snapshot state cannot be read: {}", e.0))
 }
 
 impl Folder {
@@ -44,6 +57,7 @@ impl Folder {
             skipped_corrupt: Vec::new(),
             options,
             py_error: None,
+            seed: None,
         }
     }
 
@@ -56,7 +70,13 @@ impl Folder {
         current_schema_version: i64,
         skip_corrupt: bool,
     ) -> PyResult<Folder> {
+        let mut seed = None;
         let state = match initial_state.filter(|s| !s.is_none()) {
+            // A stored snapshot (its hash checked when it was chosen): seeded from its bytes, lazily.
+            Some(s) if s.is_instance_of::<StoredSnapshot>() => {
+                seed = Some((workflow_id.to_owned(), Arc::clone(&s.cast::<StoredSnapshot>()?.get().record)));
+                WorkflowState::new(workflow_id)
+            }
             Some(s) => {
                 if !s.is_instance_of::<PyDict>() {
                     return Err(CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into());
@@ -75,7 +95,43 @@ impl Folder {
             skip_corrupt,
             upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
         };
-        Ok(Folder::new(state, from_sequence, options))
+        let mut folder = Folder::new(state, from_sequence, options);
+        folder.seed = seed;
+        Ok(folder)
+    }
+
+    /// Read the stored snapshot into the state, if it has not been yet.
+    fn seed_state(&mut self) -> CoreResult<()> {
+        if let Some((workflow_id, record)) = self.seed.take() {
+            self.state = WorkflowState::from_msgpack(&workflow_id, &record.state).map_err(seed_error)?;
+        }
+        Ok(())
+    }
+
+    /// The stored snapshot's state decoded as is, when it has the shape `to_py` gives
+    /// (so it is the state a fold would build from it); None otherwise.
+    fn decoded_seed<'py>(py: Python<'py>, workflow_id: &str, raw: &[u8]) -> Option<Bound<'py, PyDict>> {
+        // Thousands of dicts are made here: a collection pass in the middle would walk them for nothing.
+        let _pause = super::state::GcPause::new();
+        let decoded = crate::codec::decode::decode(py, raw).ok()?;
+        let d = decoded.cast_into::<PyDict>().ok()?;
+        let keys_match = d.len() == STATE_KEYS.len()
+            && d.keys().iter().zip(STATE_KEYS).all(|(k, want)| k.extract::<&str>().is_ok_and(|k| k == want));
+        let id_matches = d
+            .get_item("workflow_id")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.extract::<&str>().is_ok_and(|v| v == workflow_id));
+        let nested_ok = ["context", "stages", "tasks"].iter().all(|key| {
+            d.get_item(key).ok().flatten().is_some_and(|v| match v.cast::<PyDict>() {
+                Ok(inner) if *key == "context" => {
+                    inner.iter().all(|(k, _)| k.is_instance_of::<pyo3::types::PyString>())
+                }
+                Ok(inner) => inner.values().iter().all(|e| e.is_instance_of::<PyDict>()),
+                Err(_) => false,
+            })
+        });
+        (keys_match && id_matches && nested_ok).then_some(d)
     }
 
     /// Whether scans must fill every field (upcasting rebuilds whole events).
@@ -106,6 +162,7 @@ impl Folder {
         let effective = upcasted.as_ref().map_or(view, EventView::of);
         // A rule may change the state before it meets the bad part of a payload:
         // an event that is to be skipped is checked whole before it is applied.
+        self.seed_state()?;
         let checked =
             if self.options.skip_corrupt { crate::codec::validate::validate(effective.data) } else { Ok(()) };
         match checked.and_then(|()| self.state.apply(&effective)) {
@@ -152,9 +209,20 @@ impl Folder {
     }
 
     /// `{"state", "events_replayed", "last_sequence", "max_event_time_us", "skipped_newer", "skipped_corrupt"}`.
-    pub fn into_py<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    pub fn into_py<'py>(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("state", self.state.to_py(py)?)?;
+        // Nothing applied after a stored snapshot: its bytes are the answer.
+        let direct = match &self.seed {
+            Some((workflow_id, record)) => Folder::decoded_seed(py, workflow_id, &record.state),
+            None => None,
+        };
+        match direct {
+            Some(state) => d.set_item("state", state)?,
+            None => {
+                self.seed_state()?;
+                d.set_item("state", self.state.to_py(py)?)?;
+            }
+        }
         d.set_item("events_replayed", self.events_replayed)?;
         d.set_item("last_sequence", self.last_sequence)?;
         d.set_item("max_event_time_us", self.max_event_us)?;

@@ -1,9 +1,10 @@
 //! `Filter`: a validated `EventQuery`, in Rust terms.
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::args::{enum_value, int_arg, str_arg};
-use crate::errors::{raise, Kind};
+use crate::errors::{raise, CoreError, Kind};
 use crate::time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,9 +69,33 @@ impl Filter {
         let event_types = match attr("event_types")? {
             None => None,
             Some(list) => {
+                // A lone type (a str or an EventType member, both str) is taken as a list of
+                // one, not iterated character by character.
+                let items: Vec<Bound<'_, PyAny>> = if list.is_instance_of::<PyString>()
+                    || list.is_instance(crate::pyrefs::enum_class(py)?)?
+                {
+                    vec![list]
+                } else {
+                    list.try_iter()
+                        .map_err(|_| {
+                            CoreError::new(
+                                Kind::ArgumentType,
+                                format!(
+                                    "EventQuery.event_types must be a list of event types (or one type), not {}",
+                                    list.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                                ),
+                            )
+                        })?
+                        .collect::<PyResult<_>>()?
+                };
+                let known = &crate::pyrefs::event_types(py)?.by_value;
                 let mut values = Vec::new();
-                for item in list.try_iter()? {
-                    values.push(enum_value(&item?, "EventQuery.event_types[]")?);
+                for item in &items {
+                    let value = enum_value(item, "EventQuery.event_types[]")?;
+                    if !known.contains_key(value.as_str()) {
+                        return raise(Kind::InvalidArgument, unknown_type_message(&value, known.keys()));
+                    }
+                    values.push(value);
                 }
                 // An empty list filters nothing, as in the reference.
                 if values.is_empty() {
@@ -146,4 +171,38 @@ impl Filter {
             && self.to_timestamp.is_none_or(|t| rec.timestamp_us <= t)
             && self.from_version.is_none_or(|v| rec.version > v)
     }
+}
+
+/// Why `EventQuery.event_types` holding `name` is refused, with the closest known types.
+fn unknown_type_message<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    // `STAGE_STARTED` (a member name) reads as `stage.started`.
+    let normal = name.to_ascii_lowercase().replacen('_', ".", 1);
+    let mut close: Vec<(usize, &String)> =
+        known.map(|k| (edits(&normal, k), k)).filter(|(d, k)| *d <= 3.max(k.len() / 4)).collect();
+    close.sort();
+    let hint = if close.is_empty() {
+        "use EventType members (EventType.STAGE_STARTED) or their values ('stage.started')".to_owned()
+    } else {
+        let names: Vec<String> = close.iter().take(3).map(|(_, k)| format!("{k:?}")).collect();
+        format!("did you mean {}?", names.join(" or "))
+    };
+    format!(
+        "EventQuery.event_types: {name:?} is not an event type, so the query could only match nothing; {hint}"
+    )
+}
+
+/// Levenshtein distance (short strings only).
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }

@@ -9,6 +9,7 @@ pub mod filter;
 mod index_key;
 pub mod memory_store;
 pub mod native;
+pub mod snapshot;
 mod split_read;
 pub mod sqlite_insert;
 pub mod sqlite_library;
@@ -64,7 +65,8 @@ pub struct SnapshotRecord {
     /// The last event sequence folded into `state`.
     pub sequence: i64,
     pub state: Vec<u8>,
-    /// SHA-256 (hex) of the canonical state, checked before a snapshot is used.
+    /// `sha256-msgpack:<hex>` of `state` (or, for a legacy snapshot, the bare hex
+    /// SHA-256 of its canonical JSON), checked before a snapshot is used.
     pub state_hash: String,
     pub created_at_us: i64,
     /// The latest event timestamp folded into `state` (UTC microseconds): a
@@ -173,6 +175,8 @@ mod tests {
                 synchronous: Synchronous::Normal,
                 busy_timeout: std::time::Duration::from_secs(1),
                 page_size: sqlite_store::DEFAULT_PAGE_SIZE,
+                damaged: Default::default(),
+                access: Default::default(),
             })
             .expect("open sqlite")
         };
@@ -219,6 +223,8 @@ mod tests {
                 synchronous,
                 busy_timeout: std::time::Duration::from_secs(1),
                 page_size: sqlite_store::DEFAULT_PAGE_SIZE,
+                damaged: Default::default(),
+                access: Default::default(),
             })
             .expect("open sqlite")
         };

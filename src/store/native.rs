@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use super::index_key::index_key;
 
 use super::memory_store::MemoryBackend;
+use super::snapshot::{self, Integrity, StoredSnapshot};
 use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
 use super::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
@@ -80,8 +81,7 @@ fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
         return raise(Kind::ArgumentType, format!("{root} must be a dict"));
     }
     let mut out = Vec::with_capacity(256);
-    codec::encode::encode(value, &mut out)
-        .map_err(|e| CoreError::new(Kind::Payload, format!("{}: {}", e.path(root), e.message)))?;
+    codec::encode::encode(value, &mut out).map_err(|e| CoreError::new(Kind::Payload, e.describe(root)))?;
     Ok(out)
 }
 
@@ -107,6 +107,13 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py
     d.set_item("state", state)?;
     d.set_item("state_error", error)?;
     d.set_item("state_hash", &s.state_hash)?;
+    // Checked here over the stored bytes; None for a legacy hash (canonical JSON, checked in Python).
+    let hash_ok = match s.integrity() {
+        Integrity::Intact => Some(true),
+        Integrity::Legacy => None,
+        Integrity::Damaged(_) => Some(false),
+    };
+    d.set_item("hash_ok", hash_ok)?;
     d.set_item("created_at", time::utc_datetime(py, s.created_at_us)?)?;
     d.set_item("max_event_time_us", s.max_event_us)?;
     Ok(d)
@@ -295,12 +302,15 @@ impl NativeStore {
             Some(c) if c.is_instance_of::<pyo3::types::PyBool>() => c.is_truthy()?,
             Some(_) => return raise(Kind::ArgumentType, "create_tables must be a bool"),
         };
+        let (location, access) = Location::parse_with_access(&url)?;
         let config = SqliteConfig {
-            location: Location::parse(&url)?,
+            location,
+            access,
             create_tables,
             synchronous,
             busy_timeout: Duration::from_millis(busy_ms as u64),
             page_size: page_size as u32,
+            damaged: Default::default(),
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
         Ok(NativeStore { backend: Box::new(backend), max_payload_bytes })
@@ -535,8 +545,10 @@ impl NativeStore {
     }
 
     /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).
+    /// Without `state_hash` the SHA-256 of the encoded state is stored (`sha256-msgpack:<hex>`);
+    /// a given one is stored as given (a legacy hash, or a test's wrong one).
     #[pyo3(signature = (
-        entity_type, entity_id, workflow_id, version, sequence, state, state_hash, max_event_time_us=None
+        entity_type, entity_id, workflow_id, version, sequence, state, state_hash=None, max_event_time_us=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn save_snapshot(
@@ -548,17 +560,22 @@ impl NativeStore {
         version: &Bound<'_, PyAny>,
         sequence: &Bound<'_, PyAny>,
         state: &Bound<'_, PyAny>,
-        state_hash: &Bound<'_, PyAny>,
+        state_hash: Option<&Bound<'_, PyAny>>,
         max_event_time_us: Option<i64>,
     ) -> PyResult<()> {
+        let state = encode_dict(state, "state")?;
+        let state_hash = match state_hash.filter(|h| !h.is_none()) {
+            Some(given) => str_arg(given, "state_hash")?,
+            None => snapshot::bytes_hash(&state),
+        };
         let record = SnapshotRecord {
             entity_type: enum_value(entity_type, "entity_type")?,
             entity_id: str_arg(entity_id, "entity_id")?,
             workflow_id: str_arg(workflow_id, "workflow_id")?,
             version: int_arg(version, "version")?,
             sequence: int_arg(sequence, "sequence")?,
-            state: encode_dict(state, "state")?,
-            state_hash: str_arg(state_hash, "state_hash")?,
+            state,
+            state_hash,
             created_at_us: time::now_micros(),
             max_event_us: max_event_time_us,
             problem: None,
@@ -582,6 +599,30 @@ impl NativeStore {
             max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
         let rows = self.run(py, move |b| b.snapshots(&entity_type, &entity_id, max_sequence, limit))?;
         PyList::new(py, rows.iter().map(|r| snapshot_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
+    }
+
+    /// The newest snapshot of an entity a replay up to `max_sequence` (and events up to
+    /// `max_event_time_us`) may start from, checked over its stored bytes, with the reasons
+    /// the newer ones passed over cannot be used. At most `limit` snapshots are read, one at
+    /// a time. A legacy one (`legacy` set) is still to be checked against its canonical JSON.
+    #[pyo3(signature = (entity_type, entity_id, max_sequence=None, max_event_time_us=None, limit=50))]
+    fn latest_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        entity_type: &Bound<'py, PyAny>,
+        entity_id: &Bound<'py, PyAny>,
+        max_sequence: Option<&Bound<'py, PyAny>>,
+        max_event_time_us: Option<i64>,
+        limit: usize,
+    ) -> PyResult<(Option<StoredSnapshot>, Vec<String>)> {
+        let entity_type = enum_value(entity_type, "entity_type")?;
+        let entity_id = str_arg(entity_id, "entity_id")?;
+        let max_sequence =
+            max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
+        let (found, skipped) = self.run(py, move |b| {
+            snapshot::latest_usable(b, &entity_type, &entity_id, max_sequence, max_event_time_us, limit)
+        })?;
+        Ok((found.map(|record| StoredSnapshot { record: Arc::new(record) }), skipped))
     }
 
     /// Create or replace a durable subscription with its settings and position.

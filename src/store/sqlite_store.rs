@@ -7,7 +7,7 @@
 //! WAL mode, never block the writer. All of it runs without the GIL.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rusqlite::types::Value;
@@ -126,8 +126,29 @@ impl Location {
     /// absolute). This is the one place the rule lives; the Python store only
     /// turns a `pathlib.Path` into its string first.
     pub fn parse(text: &str) -> CoreResult<Self> {
+        Self::parse_with_access(text).map(|(location, _)| location)
+    }
+
+    /// `parse`, and whether the URL asks for read-only access (`?mode=ro`, the only
+    /// query string a URL may have; a plain path has none, a `?` there is part of the name).
+    pub fn parse_with_access(text: &str) -> CoreResult<(Self, Access)> {
         let invalid = |why: String| Err(CoreError::new(Kind::InvalidArgument, why));
         let url_path = text.strip_prefix("sqlite:///").or_else(|| text.strip_prefix("sqlite://"));
+        let mut access = Access::ReadWrite;
+        let url_path = match url_path.map(|rest| rest.split_once('?').unwrap_or((rest, ""))) {
+            Some((rest, "")) => Some(rest),
+            Some((rest, "mode=ro")) => {
+                access = Access::ReadOnly;
+                Some(rest)
+            }
+            Some((_, query)) => {
+                return invalid(format!(
+                    "SQLite URL {text:?} has the query string {query:?}, which is not supported: the only \
+                     option is ?mode=ro (open read-only, for inspection); a file name cannot hold '?' in a URL"
+                ));
+            }
+            None => None,
+        };
         let (path, is_url) = match url_path {
             Some(rest) => (rest, true),
             None if looks_like_url(text) => {
@@ -141,12 +162,17 @@ impl Location {
             None => (text, false),
         };
         if path == ":memory:" {
-            return Ok(Location::Memory);
+            if access == Access::ReadOnly {
+                return invalid(format!(
+                    "{text:?}: a read-only in-memory database would always be empty; drop ?mode=ro"
+                ));
+            }
+            return Ok((Location::Memory, access));
         }
         let what = if is_url { "SQLite URL" } else { "path" };
         // A `?` in a URL would be a query string (`?mode=ro`) that the reference
         // silently makes part of the file name; a plain path may hold one.
-        if path.is_empty() || path.ends_with('/') || path.contains('\0') || (is_url && path.contains('?')) {
+        if path.is_empty() || path.ends_with('/') || path.contains('\0') {
             return invalid(format!(
                 "{what} {text:?} does not name a database file; name a file, such as \
                  sqlite:///events.db or events.db"
@@ -156,8 +182,17 @@ impl Location {
         let path = std::path::absolute(path).map_err(|e| {
             CoreError::new(Kind::InvalidArgument, format!("{what} {text:?} names no usable path: {e}"))
         })?;
-        Ok(Location::File(path))
+        Ok((Location::File(path), access))
     }
+}
+
+/// Whether a store may write its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    #[default]
+    ReadWrite,
+    /// Opened with `?mode=ro`: every write is refused; nothing is created or converted.
+    ReadOnly,
 }
 
 /// Whether `text` starts with a URL scheme and `:/` (`postgresql://`,
@@ -179,6 +214,11 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Page size of a new database file (ignored for an existing one).
     pub page_size: u32,
+    /// Set, with SQLite's first report, once SQLite reports the file damaged
+    /// (`SQLITE_CORRUPT`): the store then refuses every write.
+    pub damaged: Arc<OnceLock<String>>,
+    /// `?mode=ro`: connections open read-only and every write is refused.
+    pub access: Access,
 }
 
 /// Default page size of new files. Every commit writes each page it dirtied
@@ -231,16 +271,45 @@ pub(super) fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig
         Location::File(p) => p.display().to_string(),
         Location::Memory => ":memory:".to_owned(),
     };
+    if err.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) {
+        let first = config.damaged.get_or_init(|| format!("{err}, found while {doing}"));
+        return damaged_error(&place, first, "this store refuses every write to it");
+    }
     let kind = match err.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::CannotOpen) => Kind::StoreOpen,
         _ => Kind::Store,
     };
-    let extra = if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
-        format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
-    } else {
-        String::new()
+    let extra = match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) => {
+            format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
+        }
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen)
+            if matches!(config.location, Location::File(_)) =>
+        {
+            format!(
+                "; the file or its directory is not writable by this process (SQLite writes the file \
+                 and creates {place}-wal and {place}-shm beside it): make both writable, or open it \
+                 read-only for inspection with sqlite:///{place}?mode=ro"
+            )
+        }
+        _ => String::new(),
     };
     CoreError::new(kind, format!("{doing} in {place} failed: {err}{extra}"))
+}
+
+/// The database file at `place` is damaged (SQLite said `report`): reason first, then
+/// what the store does about it, then how to check the file and get the data out.
+fn damaged_error(place: &str, report: &str, consequence: &str) -> CoreError {
+    CoreError::new(
+        Kind::DatabaseDamaged,
+        format!(
+            "the database file {place} is damaged (SQLite: {report}); {consequence}. Reads of its \
+             undamaged parts still work. Check it with `sqlite3 '{place}' 'PRAGMA integrity_check'`; \
+             to recover, close every store on it, copy it aside, then either restore a backup or \
+             salvage what is readable with `sqlite3 '{place}' .recover | sqlite3 recovered.db` \
+             and open the store on the recovered file"
+        ),
+    )
 }
 
 impl SqliteBackend {
@@ -249,7 +318,7 @@ impl SqliteBackend {
     pub fn open(config: SqliteConfig) -> CoreResult<SqliteBackend> {
         let created_file = match &config.location {
             Location::File(path) => {
-                check_path(path, config.create_tables)?;
+                check_path(path, config.create_tables, config.access)?;
                 !path.exists()
             }
             Location::Memory => false,
@@ -259,7 +328,9 @@ impl SqliteBackend {
             // same files beside it stalled those commits (W6 fell from 21k to
             // 16k ev/s): there SQLite checkpoints inline, as it would.
             let checkpointer = match &config.location {
-                Location::File(path) if config.synchronous == Synchronous::Normal => {
+                Location::File(path)
+                    if config.synchronous == Synchronous::Normal && config.access == Access::ReadWrite =>
+                {
                     let c = Checkpointer::new(path.clone());
                     c.attach(&writer);
                     Some(c)
@@ -292,7 +363,10 @@ impl SqliteBackend {
     }
 
     fn connect(config: &SqliteConfig, create: bool) -> CoreResult<Connection> {
-        let flags = connection_flags(create);
+        let flags = match config.access {
+            Access::ReadWrite => connection_flags(create),
+            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        };
         let conn = match &config.location {
             Location::File(path) => super::wal_vfs::open(path, flags),
             Location::Memory => Connection::open_in_memory_with_flags(flags),
@@ -305,10 +379,27 @@ impl SqliteBackend {
     }
 
     fn open_writer(config: &SqliteConfig) -> CoreResult<Connection> {
-        let conn = Self::connect(config, config.create_tables)?;
+        let read_only = config.access == Access::ReadOnly;
+        let conn = Self::connect(config, config.create_tables && !read_only)?;
         // The first real read tells a non-database file apart.
         let has_log =
             table_exists(&conn, "event_log").map_err(|e| sql_error(e, "reading the schema", config))?;
+        if read_only {
+            if !has_log {
+                return Err(CoreError::new(
+                    Kind::Schema,
+                    format!(
+                        "{} is an SQLite database but not an event store (no event_log table); \
+                         opened read-only (?mode=ro), nothing can be added to it",
+                        location_text(config)
+                    ),
+                ));
+            }
+            conn.execute_batch("PRAGMA query_only=1;")
+                .map_err(|e| sql_error(e, "configuring the connection", config))?;
+            check_schema_version(&conn, config)?;
+            return Ok(conn);
+        }
         if !config.create_tables && !has_log {
             return Err(CoreError::new(
                 Kind::Schema,
@@ -360,6 +451,20 @@ impl SqliteBackend {
     }
 
     fn with_writer_state<T>(&self, f: impl FnOnce(&mut Writer) -> CoreResult<T>) -> CoreResult<T> {
+        if self.config.access == Access::ReadOnly {
+            return Err(CoreError::new(
+                Kind::Store,
+                format!(
+                    "writing refused: the event store {} was opened read-only (?mode=ro); open it \
+                     without ?mode=ro to write",
+                    location_text(&self.config)
+                ),
+            ));
+        }
+        if let (Some(report), Location::File(path)) = (self.config.damaged.get(), &self.config.location) {
+            let place = path.display().to_string();
+            return Err(damaged_error(&place, report, "this store refuses every write to it"));
+        }
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
             Some(writer) => f(writer),
@@ -459,8 +564,20 @@ fn location_text(config: &SqliteConfig) -> String {
     }
 }
 
-fn check_path(path: &Path, create: bool) -> CoreResult<()> {
+fn check_path(path: &Path, create: bool, access: Access) -> CoreResult<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // A file where a directory of the path should be (`file.py/x.db`): say so, not "does not exist".
+    if let Some(file) = parent.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        return Err(CoreError::new(
+            Kind::StoreOpen,
+            format!(
+                "cannot open {}: {} is a file, not a directory; name a database file in an existing \
+                 directory",
+                path.display(),
+                file.display(),
+            ),
+        ));
+    }
     if !parent.is_dir() {
         return Err(CoreError::new(
             Kind::StoreOpen,
@@ -471,6 +588,12 @@ fn check_path(path: &Path, create: bool) -> CoreResult<()> {
         return Err(CoreError::new(
             Kind::StoreOpen,
             format!("cannot open {}: it is a directory", path.display()),
+        ));
+    }
+    if access == Access::ReadOnly && !path.exists() {
+        return Err(CoreError::new(
+            Kind::StoreOpen,
+            format!("{} does not exist (opened read-only with ?mode=ro, nothing is created)", path.display()),
         ));
     }
     if !create && !path.exists() {
@@ -903,8 +1026,50 @@ impl Backend for SqliteBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{abandoned, looks_like_url, Location};
-    use rusqlite::Connection;
+    use super::{abandoned, looks_like_url, sql_error, Access, Location, SqliteConfig, Synchronous};
+    use crate::errors::Kind;
+    use rusqlite::{ffi, Connection};
+
+    fn file_config() -> SqliteConfig {
+        SqliteConfig {
+            location: Location::File("/data/events.db".into()),
+            create_tables: true,
+            synchronous: Synchronous::Normal,
+            busy_timeout: std::time::Duration::from_secs(1),
+            page_size: super::DEFAULT_PAGE_SIZE,
+            damaged: Default::default(),
+            access: Access::ReadWrite,
+        }
+    }
+
+    fn failure(code: i32, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message.to_owned()))
+    }
+
+    #[test]
+    fn read_only_file_errors_say_what_to_do() {
+        let err = sql_error(
+            failure(ffi::SQLITE_READONLY, "attempt to write a readonly database"),
+            "appending",
+            &file_config(),
+        );
+        assert!(err.message.contains("not writable by this process"), "{}", err.message);
+        assert!(err.message.contains("sqlite:////data/events.db?mode=ro"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported_first_and_remembered() {
+        let config = file_config();
+        let err =
+            sql_error(failure(ffi::SQLITE_CORRUPT, "database disk image is malformed"), "appending", &config);
+        assert_eq!(err.kind, Kind::DatabaseDamaged);
+        assert!(err.message.starts_with("the database file /data/events.db is damaged"), "{}", err.message);
+        assert!(config.damaged.get().is_some_and(|r| r.contains("malformed")));
+        // Any other error leaves the flag as it was.
+        let other = file_config();
+        let _ = sql_error(failure(ffi::SQLITE_BUSY, "database is locked"), "appending", &other);
+        assert!(other.damaged.get().is_none());
+    }
 
     #[test]
     fn urls_and_plain_paths() {
@@ -923,9 +1088,15 @@ mod tests {
         for memory in ["sqlite:///:memory:", "sqlite://:memory:", ":memory:"] {
             assert_eq!(Location::parse(memory).unwrap(), Location::Memory, "{memory}");
         }
-        for bad in ["", "sqlite:///", "sqlite://", "dir/", "sqlite:///x.db?mode=ro", "a\0b", "file:///x.db"] {
+        for bad in ["", "sqlite:///", "sqlite://", "dir/", "sqlite:///x.db?mode=rw", "a\0b", "file:///x.db"] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(Location::parse("sqlite:///:memory:?mode=ro").is_err());
+        assert_eq!(
+            Location::parse_with_access("sqlite:///x.db?mode=ro").unwrap(),
+            (Location::File(here.join("x.db")), Access::ReadOnly)
+        );
+        assert_eq!(Location::parse_with_access("x.db?mode=ro").unwrap().1, Access::ReadWrite);
         assert!(
             looks_like_url("postgresql://u@h/db")
                 && looks_like_url("SQLITE:///x")

@@ -24,7 +24,12 @@ from stabilize_events.projections import (
 if TYPE_CHECKING:
     from stabilize_events.demo.context import DemoContext
 
-_WORKFLOW_ENDS = ("workflow.completed", "workflow.failed", "workflow.canceled")
+#: The status each workflow end leaves, for ends whose payload names none (a cancellation's).
+_WORKFLOW_ENDS = {
+    "workflow.completed": "SUCCEEDED",
+    "workflow.failed": "TERMINAL",
+    "workflow.canceled": "CANCELED",
+}
 
 
 def _duration(ms: Any) -> str:
@@ -43,17 +48,16 @@ def _entity(entry: TimelineEntry) -> str:
 
 def print_timelines(ctx: DemoContext) -> None:
     """For each workflow of the run: its timeline, with the status and duration of every step."""
-    ctx.line("Durations come from the events' duration_ms (the simulated clock). A step without one")
-    ctx.line("is measured between the timestamps of its start and end events, which this demo records")
-    ctx.line("within the same millisecond: hence the 0ms of failures.")
+    ctx.line("Durations come from the events' duration_ms, or for a step without one (a failure) from")
+    ctx.line("the timestamps of its start and end events; both follow the demo's simulated clock.")
     for recorded in ctx.recorded:
         projection = WorkflowTimelineProjection(recorded.workflow.id)
         projection.apply_all(ctx.store.get_events_for_workflow(recorded.workflow.id))
         timeline = projection.get_state()
         end = next((e for e in reversed(timeline.entries) if e.event_type in _WORKFLOW_ENDS), None)
-        took = _duration(end.duration_ms) if end is not None else ""
+        took = _duration(timeline.total_duration_ms) if end is not None else ""
         ctx.line()
-        outcome = "still running" if end is None else timeline.status or end.event_type
+        outcome = "still running" if end is None else timeline.status or _WORKFLOW_ENDS[end.event_type]
         failures = len(projection.get_failures())
         ctx.line(f"{recorded.workflow.name}: {outcome}" + (f" in {took}" if took else ""))
         ctx.line(

@@ -120,6 +120,25 @@ class CallerConnections:
             )
         rows = [self._core.sqlite_row(e) for e in events]
         batch = len(rows) > 1
+        if batch and sequences is not None:
+            # Known sequences: one executemany; on a collision, undone and redone row by row
+            # below, which names the row.
+            connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+            try:
+                connection.executemany(
+                    SQLITE_INSERT_ROW,
+                    [(at, *params) for at, (_e, params) in zip(sequences, rows, strict=True)],
+                )
+            except sqlite3.IntegrityError:
+                self._undo(connection, batch)
+            except BaseException:
+                self._undo(connection, batch)
+                raise
+            else:
+                connection.execute(f"RELEASE {_SAVEPOINT}")
+                return [
+                    self._core.stored_at(event, at) for at, (event, _p) in zip(sequences, rows, strict=True)
+                ]
         stored: list[Event] = []
         try:
             if batch:

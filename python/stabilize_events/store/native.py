@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from stabilize_events._core import Event, NativeStore
-from stabilize_events.canonical import state_hash
 from stabilize_events.errors import InvalidArgumentError
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.types import EntityType, EventType, parse_event_type
@@ -146,13 +145,14 @@ class NativeEventStore(EventStore):
     ) -> None:
         """Save ``state`` as the entity's state after event ``sequence``.
 
-        The SHA-256 of the canonical state is stored beside it (computed here
-        unless given) and checked before the snapshot is used. ``max_event_time_us``
+        The SHA-256 of the stored (encoded) state is kept beside it, as
+        ``sha256-msgpack:<hex>``, and checked before the snapshot is used; a
+        ``state_hash_hex`` given is stored instead (a legacy hash, the bare hex
+        SHA-256 of the canonical JSON, is checked that way). ``max_event_time_us``
         is the newest event time folded into ``state``, when known.
         """
-        digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
         self._core.save_snapshot(
-            entity_type, entity_id, workflow_id, version, sequence, state, digest, max_event_time_us
+            entity_type, entity_id, workflow_id, version, sequence, state, state_hash_hex, max_event_time_us
         )
 
     def get_snapshots(
@@ -166,7 +166,9 @@ class NativeEventStore(EventStore):
 
         Each is a dict with ``entity_type``, ``entity_id``, ``workflow_id``,
         ``version``, ``sequence``, ``state``, ``state_hash``, ``created_at`` and
-        ``state_error`` (why ``state`` could not be decoded, else None).
+        ``state_error`` (why ``state`` could not be decoded, else None) and
+        ``hash_ok`` (whether the stored bytes match ``state_hash``; None for a
+        legacy hash, which is over the canonical JSON of ``state``).
         """
         return self._core.snapshots(entity_type, entity_id, max_sequence, limit)
 

@@ -1,79 +1,18 @@
-"""The ``stabilize-events`` command line.
+"""``stabilize-events upgrade``: carry a Stabilize events database over to this package's tables.
 
-::
-
-    stabilize-events demo [--store URL]
-    stabilize-events upgrade URL [--apply] [--drop-old] [--chunk-size N]
-
-``demo`` records a few realistic workflows (parallel stages, a retried task, a
-skipped stage, a failed and a canceled workflow) into an event store and prints
-what was stored. The store defaults to the SQLite file ``./events.db``.
-
-``upgrade`` carries a Stabilize events database over to this package's tables
-(see `stabilize_events.upgrade`); without ``--apply`` it only reports what it
-would do. Its exit codes are in `UPGRADE_EPILOG`.
-
-Exit codes: 0 on success, 2 for bad arguments (including a store that cannot be
-opened), 1 if the command failed after starting.
+See `stabilize_events.upgrade`; without ``--apply`` it only reports what it would do. Its exit
+codes are in `UPGRADE_EPILOG`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from stabilize_events import EventStore, InMemoryEventStore, SqliteEventStore
+from stabilize_events.cli.common import PROG, UsageError, error
 from stabilize_events.errors import StabilizeEventsError
 from stabilize_events.upgrade import run as upgrade_run
-
-PROG = "stabilize-events"
-DEFAULT_STORE = "sqlite:///events.db"
-MEMORY_URL = "memory://"
-
-
-class UsageError(Exception):
-    """A bad command-line value: reported in one line, exit code 2."""
-
-
-def open_store(url: str) -> EventStore:
-    """Open the event store named by ``url``.
-
-    ``sqlite:///PATH`` (relative), ``sqlite:////PATH`` (absolute) and
-    ``sqlite:///:memory:`` open a `SqliteEventStore`, creating its tables;
-    ``memory://`` an `InMemoryEventStore`. Raises `UsageError` naming the URL and
-    the reason if the store cannot be opened.
-    """
-    if url == MEMORY_URL:
-        return InMemoryEventStore()
-    if not url.startswith("sqlite://"):
-        raise UsageError(
-            f"unsupported store URL {url!r}: use sqlite:///PATH, sqlite:///:memory: or {MEMORY_URL}"
-        )
-    try:
-        return SqliteEventStore(url, create_tables=True)
-    except (StabilizeEventsError, ValueError, OSError) as exc:
-        raise UsageError(f"cannot open store {url!r}: {exc}") from exc
-
-
-def _close(store: EventStore) -> None:
-    close: Callable[[], None] | None = getattr(store, "close", None)
-    if close is not None:
-        close()
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo on the store named by ``--store``."""
-    from stabilize_events.demo import run_demo
-
-    store = open_store(args.store)
-    try:
-        run_demo(store, args.store)
-    finally:
-        _close(store)
-    return 0
-
 
 UPGRADE_DESCRIPTION = """\
 Carry a Stabilize events database (tables events, snapshots, event_subscriptions, written by
@@ -242,7 +181,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             args.url, chunk_size=args.chunk_size, drop_old=args.drop_old, progress=bar or _Lines()
         )
     except KeyboardInterrupt:
-        _error("interrupted; what was copied so far is kept: run the same command again to resume")
+        error("interrupted; what was copied so far is kept: run the same command again to resume")
         return 130
     finally:
         if bar is not None:
@@ -260,7 +199,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             print(f"  ... and {result.mismatch_count - len(result.mismatches):,} more", file=sys.stderr)
         return 3
     if args.drop_old and not result.dropped:
-        _error(f"Stabilize's tables were not dropped: {result.not_dropped}")
+        error(f"Stabilize's tables were not dropped: {result.not_dropped}")
         return 1
     return 0
 
@@ -275,29 +214,8 @@ def _chunk_size(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, one subcommand per action."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Event sourcing for the Stabilize workflow engine, with its hot path in Rust.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="record a few realistic workflows and print what was stored",
-        description=(
-            "Simulate workflows (parallel stages, a retried task, a skipped stage, a failed and a "
-            "canceled workflow) through the event recorder, then print every stored event per "
-            "workflow and the totals."
-        ),
-    )
-    demo.add_argument(
-        "--store",
-        default=DEFAULT_STORE,
-        metavar="URL",
-        help=f"event store: sqlite:///PATH, sqlite:///:memory: or {MEMORY_URL} (default: {DEFAULT_STORE})",
-    )
-    demo.set_defaults(func=cmd_demo)
+def register(commands: Any) -> None:
+    """Add the ``upgrade`` subcommand to ``commands`` (argparse subparsers)."""
     upgrade = commands.add_parser(
         "upgrade",
         help="carry a Stabilize events database over to stabilize-events (dry run without --apply)",
@@ -328,25 +246,3 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"events copied per transaction (default: {upgrade_run.DEFAULT_CHUNK_SIZE})",
     )
     upgrade.set_defaults(func=cmd_upgrade)
-    return parser
-
-
-def _error(exc: BaseException | str) -> None:
-    """Report ``exc`` on one line of stderr, without a traceback."""
-    print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except UsageError as exc:
-        _error(exc)
-        return 2
-    except StabilizeEventsError as exc:
-        _error(exc)
-        return 1
-    except BrokenPipeError:
-        return 1
-    return code

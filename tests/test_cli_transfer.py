@@ -1,0 +1,294 @@
+"""``export`` / ``import``: exact round trips, importing twice, bad lines, interruption."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
+from stabilize_events._core import encode_payload
+from stabilize_events.cli import main
+from stabilize_events.cli.transfer import _Interrupt, event_record, export_events
+from stabilize_events.demo import run_demo
+
+PYTHON = str(Path(__file__).resolve().parents[1] / "python")
+BASE = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+#: Payloads JSON cannot carry as they are; the export keeps them exactly all the same.
+AWKWARD: list[dict[str, Any]] = [
+    {"blob": b"\x00\x01\xff", "when": datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC)},
+    {"nan": math.nan, "inf": -math.inf, "big": 2**80, "tiny": 5e-324},
+    {"nested": {"list": [1, "two", 3.5, None, True, {"deep": []}]}, "unicode": "é ✓ \u2028 \x00"},
+    {1: "int key", "tuple": (1, 2)},
+    {},
+]
+
+
+def _events() -> list[Event]:
+    out = []
+    for i, data in enumerate(AWKWARD * 3):
+        out.append(
+            Event(
+                event_type=EventType.TASK_COMPLETED if i % 2 else EventType.STAGE_STARTED,
+                entity_type=EntityType.TASK if i % 2 else EntityType.STAGE,
+                entity_id=f"entity-{i}",
+                workflow_id=f"wf-{i % 3}",
+                version=i + 1,
+                timestamp=BASE + timedelta(microseconds=7 * i, days=i),
+                data=data,
+                metadata=EventMetadata(
+                    correlation_id=f"wf-{i % 3}",
+                    causation_id=None if i % 2 else f"cause-{i}",
+                    actor="alice" if i % 4 == 0 else "system",
+                    source_handler=None if i % 3 == 0 else "SomeHandler",
+                ),
+                schema_version=1 + i % 2,
+            )
+        )
+    return out
+
+
+def _store(path: Path, events: list[Event] | None = None) -> str:
+    url = f"sqlite:///{path}"
+    store = SqliteEventStore(url)
+    try:
+        if events:
+            store.append_batch(events[:5])
+            for event in events[5:]:
+                store.append(event)
+    finally:
+        store.close()
+    return url
+
+
+def _all(url: str) -> list[Event]:
+    store = SqliteEventStore(url, create_tables=False)
+    try:
+        return store.get_events_since(0, 100_000)
+    finally:
+        store.close()
+
+
+def _same(a: Event, b: Event) -> None:
+    ra, rb = event_record(a), event_record(b)
+    ra.pop("data", None), rb.pop("data", None)
+    assert ra == rb
+    assert encode_payload(a.data) == encode_payload(b.data)
+    assert a.timestamp == b.timestamp and a.sequence == b.sequence
+
+
+def test_round_trip_keeps_every_field_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _store(tmp_path / "a.db", _events())
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    lines = dump.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 1 == len(AWKWARD) * 3
+    assert b"\xe2\x80\xa8" not in dump.read_bytes()  # U+2028 escaped: other tools split lines on it
+    assert b"data_msgpack" in lines[0] and b'"data":' in lines[2]  # exotic as msgpack, plain as JSON
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["import", str(dump), "--store", target]) == 0
+    before, after = _all(source), _all(target)
+    assert len(before) == len(after)
+    for a, b in zip(before, after, strict=True):
+        _same(a, b)
+    # A second export of the copy is byte for byte the first.
+    again = tmp_path / "again.jsonl"
+    assert main(["export", str(again), "--store", target]) == 0
+    assert again.read_bytes() == dump.read_bytes()
+
+
+def test_importing_twice_adds_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _store(tmp_path / "a.db", _events())
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["import", str(dump), "--store", target]) == 0
+    capsys.readouterr()
+    assert main(["import", str(dump), "--store", target]) == 0
+    assert (
+        f"imported 0 events into {target}; {len(AWKWARD) * 3} were already there" in capsys.readouterr().err
+    )
+    assert len(_all(target)) == len(AWKWARD) * 3
+
+
+def test_import_into_a_store_with_other_events_at_those_sequences_is_a_conflict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _store(tmp_path / "a.db", _events())
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    other = _store(tmp_path / "other.db", _events()[:2])  # different ids at sequences 1 and 2
+    capsys.readouterr()
+    assert main(["import", str(dump), "--store", other]) == 1
+    err = capsys.readouterr().err
+    assert "line 1: sequence 1 is held by another event" in err
+    assert len(_all(other)) == 2  # nothing of the chunk written
+
+
+def test_import_into_memory_gets_new_sequences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", _store(tmp_path / "a.db", _events())]) == 0
+    assert main(["import", str(dump), "--store", "memory://"]) == 0
+    assert "new sequences" in capsys.readouterr().err
+
+
+def _demo_dump(tmp_path: Path) -> tuple[Path, list[str]]:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    store = SqliteEventStore(url)
+    try:
+        run_demo(store, url, out=io.StringIO())
+    finally:
+        store.close()
+    dump = tmp_path / "demo.jsonl"
+    assert main(["export", str(dump), "--store", url]) == 0
+    return dump, dump.read_text().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ('{"sequence": 9, "event_id": "x", "event_t\n', "not JSON"),  # truncated
+        ("[1, 2, 3]\n", "not an event object"),
+        (None, "no 'workflow_id' field"),  # hand-edited: a field removed
+        (None, "'version' is '2', not a whole number"),  # hand-edited: a field retyped
+    ],
+)
+def test_a_bad_line_is_reported_by_number_and_not_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str | None, why: str
+) -> None:
+    dump, lines = _demo_dump(tmp_path)
+    record = json.loads(lines[40])
+    if "workflow_id" in why:
+        del record["workflow_id"]
+    elif "version" in why:
+        record["version"] = "2"
+    lines[40] = bad if bad is not None else json.dumps(record) + "\n"
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("".join(lines))
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    capsys.readouterr()
+    assert main(["import", str(broken), "--store", target]) == 1
+    err = capsys.readouterr().err
+    assert "line 41: " in err and why in err.split("line 41: ", 1)[1] and "--skip-bad" in err
+    assert [e.sequence for e in _all(target)] == list(range(1, 41))  # the lines before it
+    # --skip-bad: every good line, the bad one listed and left out.
+    assert main(["import", str(broken), "--store", target, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "line 41:" in err and "skipped 1 bad lines" in err
+    assert [e.sequence for e in _all(target)] == [s for s in range(1, 72) if s != 41]
+    # Fixed, the same command carries on and adds only what is missing.
+    broken.write_text("".join(dump.read_text().splitlines(keepends=True)))
+    assert main(["import", str(broken), "--store", target]) == 0
+    assert "imported 1 events" in capsys.readouterr().err
+    assert len(_all(target)) == 71
+
+
+def test_import_of_a_missing_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", str(tmp_path / "nope.jsonl"), "--store", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_export_stopped_between_pages_leaves_only_whole_lines(tmp_path: Path) -> None:
+    url = _store(tmp_path / "a.db")
+    store = SqliteEventStore(url)
+    event = _events()[2]
+    try:
+        store.append_batch(
+            [
+                Event(
+                    event_type=event.event_type,
+                    entity_type=event.entity_type,
+                    entity_id=f"e{i}",
+                    workflow_id="wf",
+                    version=1,
+                    data={"i": i},
+                    metadata=event.metadata,
+                )
+                for i in range(12_000)
+            ]
+        )
+        stop = _Interrupt()
+        stop.asked = True  # Ctrl-C before the first page is written
+        out = io.StringIO()
+        written = export_events(store, out, 0, stop)
+    finally:
+        store.close()
+    text = out.getvalue()
+    assert 0 < written < 12_000 and text.endswith("\n")
+    assert [json.loads(line)["data"]["i"] for line in text.splitlines()] == list(range(written))
+
+
+def test_ctrl_c_during_import_keeps_whole_chunks_and_resumes(tmp_path: Path) -> None:
+    source = _store(tmp_path / "a.db")
+    store = SqliteEventStore(source)
+    try:
+        store.append_batch(
+            [
+                Event(
+                    event_type=EventType.TASK_STARTED,
+                    entity_type=EntityType.TASK,
+                    entity_id=f"e{i}",
+                    workflow_id=f"wf{i % 50}",
+                    version=1,
+                    data={"i": i, "pad": "x" * 50},
+                    metadata=EventMetadata(correlation_id="c"),
+                )
+                for i in range(60_000)
+            ]
+        )
+    finally:
+        store.close()
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    env = {**os.environ, "PYTHONPATH": PYTHON}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stabilize_events", "import", str(dump), "--store", target],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    # Interrupt once the import has begun writing (or finished: both must leave whole chunks).
+    b = tmp_path / "b.db"
+    while proc.poll() is None and not (b.exists() and b.stat().st_size > 200_000):
+        pass
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    assert code in (0, 130), proc.stderr.read() if proc.stderr else ""
+    kept = _all(target)
+    assert len(kept) % 5000 == 0 or len(kept) == 60_000  # whole chunks only
+    assert [e.sequence for e in kept] == list(range(1, len(kept) + 1))
+    # Run again: it carries on, nothing twice.
+    assert main(["import", str(dump), "--store", target]) == 0
+    assert [e.sequence for e in _all(target)] == list(range(1, 60_001))
+
+
+def test_an_event_id_stored_at_another_sequence_is_a_conflict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _store(tmp_path / "a.db", _events())
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    lines = dump.read_text().splitlines(keepends=True)
+    moved = json.loads(lines[2])
+    moved["sequence"] = 1000
+    single = tmp_path / "moved.jsonl"
+    single.write_text(json.dumps(moved) + "\n")
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["import", str(single), "--store", target]) == 0
+    capsys.readouterr()
+    assert main(["import", str(dump), "--store", target]) == 1
+    err = capsys.readouterr().err
+    assert f"an event with event_id {moved['event_id']} is already stored" in err
+    assert [e.sequence for e in _all(target)] == [1000]  # nothing of the chunk written
