@@ -683,8 +683,13 @@ class PostgresEventStore(EventStore):
         if query.workflow_id is not None:
             parts.append("workflow_id = %s")
             params.append(_esc(query.workflow_id))
+        # The core checks the query as the other stores do (unknown type names, wrong types),
+        # over its empty in-memory store: the same errors, word for word.
+        self._codec.count(query)
         if query.event_types:
-            types = [parse_event_type(_value(t)) for t in query.event_types]
+            given = query.event_types
+            listed = [given] if isinstance(given, (str, EventType)) else list(given)
+            types = [parse_event_type(_value(t)) for t in listed]
             values = [t.value for t in types if t is not EventType.UNKNOWN]
             if EventType.UNKNOWN in types:
                 known = [t.value for t in EventType if t is not EventType.UNKNOWN]
