@@ -1,14 +1,18 @@
 """Shared fixtures: one `store` fixture run against every store, and event factories.
 
 ``store`` is parametrized over ``sqlite-file`` (a fresh file in ``tmp_path``),
-``sqlite-memory`` (``sqlite:///:memory:``) and ``in-memory``
-(`InMemoryEventStore`), so every test that takes it states the contract once
-and checks it on each backend.
+``sqlite-memory`` (``sqlite:///:memory:``), ``in-memory`` (`InMemoryEventStore`)
+and ``postgres`` (`PostgresEventStore` in a fresh schema of the server named by
+``STABILIZE_EVENTS_POSTGRES_URL``; skipped, naming the variable, when it is unset),
+so every test that takes it states the contract once and checks it on each backend.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +30,50 @@ from stabilize_events import (
     _core,
 )
 
-STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory")
+STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory", "postgres")
+
+#: The environment variable naming the PostgreSQL server the ``postgres`` store kind uses.
+POSTGRES_URL_VAR = "STABILIZE_EVENTS_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The test server's URL; skips the test (naming the variable) when it is not set."""
+    url = os.environ.get(POSTGRES_URL_VAR)
+    if not url:
+        pytest.skip(
+            f"{POSTGRES_URL_VAR} not set: no PostgreSQL server to test against "
+            f"(`source .ci/postgres && pg_setup` starts a throwaway one)"
+        )
+    return url
+
+
+def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> Any:
+    """A `PostgresEventStore` in a new, empty schema of its own (named after the test, ``name``
+    and a random suffix: hypothesis runs a test many times in one ``tmp_path``)."""
+    from stabilize_events import PostgresEventStore
+
+    tag = hashlib.sha1(str(tmp_path / name).encode()).hexdigest()[:12]
+    schema = f"t_{tag}_{uuid.uuid4().hex[:12]}"
+    _postgres_schemas.append(schema)
+    return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
+
+
+#: Schemas `open_postgres` created in this session, dropped when it ends.
+_postgres_schemas: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_schemas() -> Iterator[None]:
+    yield
+    url = os.environ.get(POSTGRES_URL_VAR)
+    if not url or not _postgres_schemas:
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for schema in _postgres_schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
 
 #: How a file store reads a large result (see split_read.rs): its payloads left for `data` to
 #: decode ("lazy"), or decoded as the rows come in from a second thread ("ahead"), which it
@@ -53,6 +100,9 @@ def open_store(kind: str, tmp_path: Path, name: str = "events.db") -> EventStore
         return SqliteEventStore("sqlite:///:memory:")
     if kind == "in-memory":
         return InMemoryEventStore()
+    if kind == "postgres":
+        store: EventStore = open_postgres(tmp_path, name)
+        return store
     raise AssertionError(f"unknown store kind {kind!r}")
 
 

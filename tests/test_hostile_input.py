@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import close_store, new_event, sqlite_url
+from conftest import close_store, new_event, open_postgres, sqlite_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stabilize_events import (
@@ -421,6 +421,9 @@ def limited(kind: str, tmp_path: Path, limit: int, name: str = "limited.db") -> 
         return SqliteEventStore(sqlite_url(tmp_path / name), max_payload_bytes=limit)
     if kind == "sqlite-memory":
         return SqliteEventStore("sqlite:///:memory:", max_payload_bytes=limit)
+    if kind == "postgres":
+        store: EventStore = open_postgres(tmp_path, name, max_payload_bytes=limit)
+        return store
     return InMemoryEventStore(max_payload_bytes=limit)
 
 

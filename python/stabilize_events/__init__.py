@@ -12,6 +12,8 @@ in-process `EventBus`::
 The names and behaviour follow ``stabilize.events`` (Stabilize 0.33).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from stabilize_events import errors
 from stabilize_events.bus import (
     EventBus,
@@ -61,6 +63,19 @@ from stabilize_events.store import (
 from stabilize_events.subscriptions import DurableSubscription, SubscriptionManager
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
 
+if TYPE_CHECKING:
+    from stabilize_events.store.postgres import PostgresEventStore
+
+
+def __getattr__(name: str) -> Any:
+    """`PostgresEventStore` is imported on first use: it needs the ``postgres`` extra (psycopg)."""
+    if name == "PostgresEventStore":
+        from stabilize_events.store.postgres import PostgresEventStore
+
+        return PostgresEventStore
+    raise AttributeError(f"module 'stabilize_events' has no attribute {name!r}")
+
+
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "AppendResult",
@@ -77,6 +92,7 @@ __all__ = [
     "EventStore",
     "EventType",
     "InMemoryEventStore",
+    "PostgresEventStore",
     "Projection",
     "ProjectionRunner",
     "ReplayResult",

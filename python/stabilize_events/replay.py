@@ -229,6 +229,20 @@ class EventReplayer:
                 CURRENT_SCHEMA_VERSION,
                 skip_corrupt,
             )
+        store_fold = getattr(self._event_store, "fold_workflow", None)
+        if callable(store_fold):
+            # A store that streams its rows into the Rust fold itself (PostgresEventStore).
+            folded_by_store: dict[str, Any] = store_fold(
+                workflow_id,
+                start,
+                as_of_sequence,
+                as_of_time,
+                initial_state,
+                upcast,
+                CURRENT_SCHEMA_VERSION,
+                skip_corrupt,
+            )
+            return folded_by_store
         # Any other EventStore: read its events, fold them in Rust all the same.
         events: Iterator[Event] = iter(self._event_store.get_events_for_workflow(workflow_id, start))
         if as_of_sequence is not None:

@@ -581,7 +581,37 @@ class SubscriptionManager:
         """Whether the polling thread runs."""
         return self._running
 
+    def _open_waiter(self) -> Any:
+        """The store's notification waiter (PostgreSQL: LISTEN), or None to poll only."""
+        opener = getattr(self._event_store, "open_notification_waiter", None)
+        if not callable(opener):
+            return None
+        try:
+            return opener()
+        except Exception as error:
+            logger.warning("subscription manager polls only: cannot listen for new events (%r)", error)
+            return None
+
+    def _idle(self, waiter: Any) -> None:
+        """Wait ``poll_interval`` seconds, or less when the store signals a new event or stop() runs."""
+        if waiter is None:
+            self._stop.wait(self._poll_interval)
+            return
+        deadline = time.monotonic() + self._poll_interval
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or waiter.wait(min(left, 0.1)):
+                return
+
     def _poll_loop(self) -> None:
+        waiter = self._open_waiter()
+        try:
+            self._poll_until_stopped(waiter)
+        finally:
+            if waiter is not None:
+                waiter.close()
+
+    def _poll_until_stopped(self, waiter: Any) -> None:
         while not self._stop.is_set():
             behind = False
             try:
@@ -598,7 +628,7 @@ class SubscriptionManager:
                 logger.exception("subscription poll failed")
                 behind = False
             if not behind:
-                self._stop.wait(self._poll_interval)
+                self._idle(waiter)
 
     def _snapshot(self) -> list[DurableSubscription]:
         with self._lock:

@@ -21,10 +21,11 @@ The bus must carry the events of this store (the recorder publishes each
 event after storing it). Events published with sequence 0 were never stored
 and cannot be placed in the order; the runner ignores them.
 
-The runner relies on the store making events visible in sequence order (true
-of the SQLite and in-memory stores, which assign sequences under the write
-lock). A store where a lower sequence can commit after a higher one would let
-a gap fill skip the late event.
+The runner relies on the store's reads never stepping over a sequence that may
+still commit (true of every store here: the SQLite and in-memory stores assign
+sequences under the write lock; PostgreSQL's reads stop below the lowest
+sequence of a transaction still open). A live event ahead of what the store
+can return yet is left for the next catch-up rather than applied out of order.
 """
 
 from __future__ import annotations
@@ -217,8 +218,10 @@ class ProjectionRunner:
                     # live: fill the gap from the store (it normally returns
                     # this event too, which then counts as applied).
                     self._catch_up_locked()
-                if sequence > self._position:
+                if sequence == self._position + 1:
                     self._apply_in_order([event])
+                # Still further ahead: a lower sequence is not committed yet (a store whose
+                # reads stop there, as PostgreSQL's does); the next catch-up applies both.
             except Exception as error:
                 self._last_error = error
                 logger.warning(
