@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stabilize_events
 from stabilize_events import (
     EntityType,
     Event,
@@ -84,6 +85,16 @@ READ_MODES = ("lazy", "ahead")
 BASE_TIME = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 _counter = itertools.count(1)
+
+
+def child_env(*extra_paths: Path) -> dict[str, str]:
+    """The environment of a child process that imports this very ``stabilize_events`` (an
+    editable checkout or an installed wheel alike), with ``extra_paths`` importable too."""
+    package_root = Path(stabilize_events.__file__).resolve().parents[1]
+    env = dict(os.environ)
+    paths = [str(package_root), *map(str, extra_paths), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
 
 
 def sqlite_url(path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import queue
 import signal
 import sqlite3
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import child_env
 from stabilize_events import (
     EntityType,
     Event,
@@ -25,8 +25,6 @@ from stabilize_events import (
 from stabilize_events.cli import build_parser, main
 from stabilize_events.cli.check import FAILED_BASE, INTEGRITY, PAYLOADS, SNAPSHOTS
 from stabilize_events.demo import run_demo
-
-PYTHON = str(Path(__file__).resolve().parents[1] / "python")
 
 
 @pytest.fixture
@@ -342,7 +340,7 @@ def test_events_follow_prints_events_appended_later(tmp_path: Path) -> None:
         )
 
     store.append(event(0))
-    env = {**os.environ, "PYTHONPATH": PYTHON}
+    env = child_env()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import child_env
 from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
 from stabilize_events._core import encode_payload
 from stabilize_events.cli import main
 from stabilize_events.cli.transfer import _Interrupt, event_record, export_events
 from stabilize_events.demo import run_demo
 
-PYTHON = str(Path(__file__).resolve().parents[1] / "python")
 BASE = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 #: Payloads JSON cannot carry as they are; the export keeps them exactly all the same.
@@ -252,7 +251,7 @@ def test_ctrl_c_during_import_keeps_whole_chunks_and_resumes(tmp_path: Path) -> 
     dump = tmp_path / "dump.jsonl"
     assert main(["export", str(dump), "--store", source]) == 0
     target = f"sqlite:///{tmp_path / 'b.db'}"
-    env = {**os.environ, "PYTHONPATH": PYTHON}
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "stabilize_events", "import", str(dump), "--store", target],
         stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import close_store, new_event, open_postgres, postgres_url
+from conftest import child_env, close_store, new_event, open_postgres, postgres_url
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from stabilize_events import (
     EntityType,
@@ -85,7 +85,7 @@ def test_a_rolled_back_caller_transaction_releases_the_readers(store: PostgresEv
 def _spawn_writer(
     store: PostgresEventStore, name: str, batches: int, size: int, hold_every: int
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "python"), str(HERE)])}
+    env = child_env(HERE)
     return subprocess.Popen(
         [
             sys.executable,

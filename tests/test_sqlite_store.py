@@ -799,11 +799,16 @@ def test_a_large_read_lets_other_threads_run(tmp_path: Path, mode: str) -> None:
             stop.set()
             spinner.join()
             sys.setswitchinterval(interval)
+        starved = []
         for start, end in windows:
             # The longest stretch of the read in which the other thread did not run.
             marks = [start, *(t for t in ran if start < t < end), end]
             gap = max(b - a for a, b in itertools.pairwise(marks))
             took = end - start
-            assert gap < took / 2, f"no run for {gap * 1e3:.1f} ms of a {took * 1e3:.1f} ms read"
+            if gap >= took / 2:
+                starved.append(f"no run for {gap * 1e3:.1f} ms of a {took * 1e3:.1f} ms read")
+        # A read that holds the GIL starves the thread in every read; the machine's own
+        # scheduling (other processes on two cores) may take the thread off in one.
+        assert len(starved) <= 1, starved
     finally:
         s.close()

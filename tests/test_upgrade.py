@@ -10,7 +10,6 @@ compared with what Stabilize's own store reads back.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,8 +23,7 @@ from typing import Any
 
 import pytest
 import stabilize.events as se
-import stabilize_events
-from conftest import sqlite_url
+from conftest import child_env, sqlite_url
 from stabilize import (
     Orchestrator,
     PythonTask,
@@ -377,14 +375,6 @@ def test_rerun_after_completion_adds_nothing(fresh: Path, capsys: pytest.Capture
     assert code == 0 and "Would copy 0 events" in out
 
 
-def _child_env() -> dict[str, str]:
-    """The environment of a child that imports this very stabilize_events."""
-    package_root = str(Path(stabilize_events.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return env
-
-
 def test_an_upgrade_killed_midway_resumes_to_a_correct_result(
     fresh: Path, source: Source, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -416,7 +406,7 @@ def test_an_upgrade_killed_midway_resumes_to_a_correct_result(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_child_env(),
+        env=child_env(),
     )
     assert child.stderr is not None
     chunks_seen = 0
