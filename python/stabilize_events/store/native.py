@@ -12,7 +12,8 @@ from typing import Any
 from stabilize_events._core import Event, NativeStore
 from stabilize_events.errors import InvalidArgumentError
 from stabilize_events.store.interface import EventQuery, EventStore
-from stabilize_events.types import EntityType, EventType, parse_event_type
+from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
+from stabilize_events.types import EntityType, EventType
 
 
 def _as_given(given: Any, stored: Event) -> Event:
@@ -189,12 +190,7 @@ class NativeEventStore(EventStore):
         **settings: Any,
     ) -> None:
         """Create or replace a durable subscription and its position."""
-        config = {
-            "event_types": [t.value for t in event_types] if event_types else None,
-            "entity_filter": entity_filter,
-            "webhook_url": webhook_url,
-            **settings,
-        }
+        config = subscription_config(event_types, entity_filter, webhook_url, settings)
         self._core.put_subscription(subscription_id, config, last_sequence)
 
     def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
@@ -204,18 +200,7 @@ class NativeEventStore(EventStore):
         row = self._core.subscription(subscription_id)
         if row is None:
             return None
-        config: dict[str, Any] = dict(row["config"] or {})
-        types = config.pop("event_types", None)
-        return {
-            **config,
-            "id": row["id"],
-            "event_types": [parse_event_type(t) for t in types] if types else None,
-            "entity_filter": config.get("entity_filter"),
-            "webhook_url": config.get("webhook_url"),
-            "last_sequence": row["last_sequence"],
-            "last_commit_cursor": str(row["last_sequence"]),
-            "updated_at": row["updated_at"],
-        }
+        return subscription_from_row(row["id"], row["config"], row["last_sequence"], row["updated_at"])
 
     def update_subscription_sequence(self, subscription_id: str, last_sequence: int) -> None:
         """Persist how far a subscription has delivered."""

@@ -66,6 +66,7 @@ from stabilize_events.errors import (
     StoreOpenError,
 )
 from stabilize_events.store.interface import EventQuery, EventStore
+from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
 
 #: The version of the table layout this build reads and writes (in ``event_store_meta``).
@@ -960,12 +961,9 @@ class PostgresEventStore(EventStore):
         **settings: Any,
     ) -> None:
         """Create or replace a durable subscription and its position."""
-        config = {
-            "event_types": [_value(t) for t in event_types] if event_types else None,
-            "entity_filter": entity_filter,
-            "webhook_url": webhook_url,
-            **settings,
-        }
+        for t in event_types or ():
+            _value(t)  # a clear error for a member of no enum, before anything is written
+        config = subscription_config(event_types, entity_filter, webhook_url, settings)
         self._check_open()
         with self._connection() as conn:
             conn.execute(
@@ -994,18 +992,12 @@ class PostgresEventStore(EventStore):
                 row = cur.fetchone()
         if row is None:
             return None
-        config: dict[str, Any] = dict(_core.decode_payload(bytes(row[0])) or {})
-        types = config.pop("event_types", None)
-        return {
-            **config,
-            "id": subscription_id,
-            "event_types": [parse_event_type(t) for t in types] if types else None,
-            "entity_filter": config.get("entity_filter"),
-            "webhook_url": config.get("webhook_url"),
-            "last_sequence": row[1],
-            "last_commit_cursor": str(row[1]),
-            "updated_at": _EPOCH + timedelta(microseconds=row[2]),
-        }
+        return subscription_from_row(
+            subscription_id,
+            _core.decode_payload(bytes(row[0])),
+            row[1],
+            _EPOCH + timedelta(microseconds=row[2]),
+        )
 
     def update_subscription_sequence(self, subscription_id: str, last_sequence: int) -> None:
         """Persist how far a subscription has delivered."""
