@@ -233,20 +233,8 @@ def styled_status(status: str | None) -> str:
 
 
 def event_row(event: Event) -> dict[str, Any]:
-    """The fields of ``event`` for ``--json`` output (the payload decoded)."""
-    return {
-        "sequence": event.sequence,
-        "event_id": event.event_id,
-        "event_type": event.event_type.value,
-        "timestamp": event.timestamp.isoformat(),
-        "entity_type": event.entity_type.value,
-        "entity_id": event.entity_id,
-        "workflow_id": event.workflow_id,
-        "version": event.version,
-        "data": event.data,
-        "metadata": event.metadata.to_dict(),
-        "schema_version": event.schema_version,
-    }
+    """The fields of ``event`` for ``--json`` output (the payload decoded): `Event.to_dict`."""
+    return event.to_dict()
 
 
 def all_events(store: EventStore, after: int = 0, page: int = 10_000) -> Iterator[list[Event]]:

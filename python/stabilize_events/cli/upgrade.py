@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from stabilize_events.cli.common import PROG, UsageError, error
+from stabilize_events.cli.common import PROG, UsageError, error, positive_int
 from stabilize_events.errors import StabilizeEventsError
 from stabilize_events.upgrade import run as upgrade_run
 
@@ -204,16 +204,6 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chunk_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def register(commands: Any) -> None:
     """Add the ``upgrade`` subcommand to ``commands`` (argparse subparsers)."""
     upgrade = commands.add_parser(
@@ -240,7 +230,7 @@ def register(commands: Any) -> None:
     )
     upgrade.add_argument(
         "--chunk-size",
-        type=_chunk_size,
+        type=positive_int,
         default=upgrade_run.DEFAULT_CHUNK_SIZE,
         metavar="N",
         help=f"events copied per transaction (default: {upgrade_run.DEFAULT_CHUNK_SIZE})",
