@@ -78,6 +78,12 @@ _ONE_US = timedelta(microseconds=1)
 #: The savepoint that makes an append through a caller's connection all or nothing.
 _SAVEPOINT = "stabilize_events_append"
 
+#: An append whose rows carry more bytes than this is sent statement by statement rather than
+#: pipelined: libpq's pipeline can stop with part of a large message still in its buffer while
+#: it waits for the server's answer, and the server waits for the rest of the message (a hang).
+#: Above this size the round trips saved are nothing beside the transfer.
+_PIPELINE_MAX_BYTES = 256 * 1024
+
 #: Advisory lock keys are ``(namespace << 40) | sequence``: 2**40 sequences per store.
 _SEQUENCE_BITS = 40
 
@@ -466,7 +472,7 @@ class PostgresEventStore(EventStore):
         st = self._sql
         reserve = None
         try:
-            with conn.pipeline() as pipe:
+            with _round_trips(conn, rows) as pipe:
                 conn.execute("BEGIN")
                 if checks:
                     self._check_versions(conn, checks)
@@ -587,7 +593,7 @@ class PostgresEventStore(EventStore):
         )
         reserve = None
         try:
-            with connection.pipeline() as pipe:
+            with _round_trips(connection, rows) as pipe:
                 if own:
                     connection.execute("BEGIN")
                 connection.execute(f"SAVEPOINT {_SAVEPOINT}")
@@ -1253,6 +1259,30 @@ def _event(row: Sequence[Any]) -> Event:
         metadata=EventMetadata(corr, cause, actor, src),
         schema_version=sv,
     )
+
+
+class _Unpipelined:
+    """Stands in for ``conn.pipeline()`` when statements go one round trip each."""
+
+    def __enter__(self) -> _Unpipelined:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def sync(self) -> None:
+        """Nothing to send: each statement already had its answer."""
+
+
+def _round_trips(conn: psycopg.Connection[Any], rows: list[tuple[Event, tuple[Any, ...]]]) -> Any:
+    """A pipeline for an ordinary append, one statement at a time for one carrying large payloads
+    (see `_PIPELINE_MAX_BYTES`)."""
+    size = 0
+    for _, row in rows:
+        for value in row:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                size += len(value)
+    return conn.pipeline() if size <= _PIPELINE_MAX_BYTES else _Unpipelined()
 
 
 def _first_reserved(reserve: Any) -> int | None:
