@@ -6,14 +6,21 @@ their constructors differ. Argument checks, encoding and I/O happen in Rust.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
-from stabilize_events._core import Event, NativeStore
+from stabilize_events._core import Event, NativeStore, StoredSnapshot
 from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.store.capabilities import (
+    FoldsWorkflows,
+    KeepsSnapshots,
+    KeepsSubscriptions,
+    ServesStoredSnapshots,
+)
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
-from stabilize_events.types import EntityType, EventType
+from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType
 
 
 def _as_given(given: Any, stored: Event) -> Event:
@@ -25,8 +32,12 @@ def _as_given(given: Any, stored: Event) -> Event:
     return with_sequence(stored.sequence) if with_sequence is not None else stored
 
 
-class NativeEventStore(EventStore):
-    """An `EventStore` backed by the Rust core. Safe to share between threads."""
+class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredSnapshots, KeepsSubscriptions):
+    """An `EventStore` backed by the Rust core. Safe to share between threads.
+
+    Besides the contract it folds workflows, keeps snapshots (and serves them as stored) and
+    keeps durable subscriptions; see `stabilize_events.store.capabilities`.
+    """
 
     _core: NativeStore
 
@@ -131,6 +142,32 @@ class NativeEventStore(EventStore):
         """How many events match ``query`` (every filter; limit and offset ignored)."""
         return self._core.count(query)
 
+    # -- replay ------------------------------------------------------------------
+
+    def fold_workflow(
+        self,
+        workflow_id: str,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        to_timestamp: datetime | None = None,
+        initial_state: dict[str, Any] | StoredSnapshot | None = None,
+        upcast: Callable[[Event], Event] | None = None,
+        current_schema_version: int = CURRENT_SCHEMA_VERSION,
+        skip_corrupt: bool = False,
+    ) -> dict[str, Any]:
+        """Fold a workflow's rows into its state in Rust, building no `Event` objects (only
+        those ``upcast`` is given); see `FoldsWorkflows.fold_workflow`."""
+        return self._core.fold_workflow(
+            workflow_id,
+            from_sequence,
+            to_sequence,
+            to_timestamp,
+            initial_state,
+            upcast,
+            current_schema_version,
+            skip_corrupt,
+        )
+
     # -- snapshots (kept in the same database as the events) -------------------
 
     def save_snapshot(
@@ -177,6 +214,18 @@ class NativeEventStore(EventStore):
         """The newest snapshot of an entity, as a dict, or None."""
         found = self.get_snapshots(entity_type, entity_id, None, 1)
         return found[0] if found else None
+
+    def latest_stored_snapshot(
+        self,
+        entity_type: EntityType,
+        entity_id: str,
+        max_sequence: int | None = None,
+        max_event_time_us: int | None = None,
+        limit: int = 50,
+    ) -> tuple[StoredSnapshot | None, list[str]]:
+        """The newest intact snapshot, its state left as the stored bytes, and why newer ones
+        were passed over; see `ServesStoredSnapshots.latest_stored_snapshot`."""
+        return self._core.latest_snapshot(entity_type, entity_id, max_sequence, max_event_time_us, limit)
 
     # -- durable subscription positions -----------------------------------------
 

@@ -65,6 +65,12 @@ from stabilize_events.errors import (
     StoreError,
     StoreOpenError,
 )
+from stabilize_events.store.capabilities import (
+    FoldsWorkflows,
+    KeepsSnapshots,
+    KeepsSubscriptions,
+    WaitsForEvents,
+)
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
@@ -202,8 +208,11 @@ def _redact(connection_string: str) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{db}"
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscriptions, WaitsForEvents):
     """An event store in a PostgreSQL database (psycopg 3, pooled connections).
+
+    Besides the contract it folds workflows, keeps snapshots and durable subscriptions, and
+    wakes waiting readers on commits; see `stabilize_events.store.capabilities`.
 
     ``connection_string`` is a libpq URL or key=value string
     (``postgresql://user:password@host:5432/dbname``). With ``create_tables``
@@ -796,7 +805,7 @@ class PostgresEventStore(EventStore):
         from_sequence: int = 0,
         to_sequence: int | None = None,
         to_timestamp: datetime | None = None,
-        initial_state: dict[str, Any] | None = None,
+        initial_state: dict[str, Any] | _core.StoredSnapshot | None = None,
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
