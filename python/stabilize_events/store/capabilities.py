@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.types import CURRENT_SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class KeepsSubscriptions(ABC):
         """Every subscription's ``id`` and ``last_sequence``, by id."""
 
     @abstractmethod
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor``, in commit order, and the cursor to resume from."""
 
     @abstractmethod

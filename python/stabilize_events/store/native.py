@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from stabilize_events._core import Event, NativeStore, StoredSnapshot
+from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.errors import InvalidArgumentError
 from stabilize_events.store.capabilities import (
     FoldsWorkflows,
@@ -130,7 +131,7 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         """The highest sequence stored, or 0."""
         return self._core.current_sequence()
 
-    def get_events_since(self, sequence: int, limit: int = 1000) -> list[Event]:
+    def get_events_since(self, sequence: int, limit: int = READ_LIMIT) -> list[Event]:
         """At most ``limit`` events after ``sequence``, by sequence."""
         return self._core.events_since(sequence, limit)
 
@@ -269,7 +270,7 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         """Every subscription's ``id`` and ``last_sequence``, by id."""
         return [{"id": r["id"], "last_sequence": r["last_sequence"]} for r in self._core.subscriptions()]
 
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor`` and the cursor to resume from.
 
         Sequences are assigned under the database's write lock, so commit order

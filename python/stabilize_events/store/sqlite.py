@@ -25,6 +25,12 @@ from typing import Any
 
 from stabilize_events import stabilize_bridge
 from stabilize_events._core import Event, NativeStore
+from stabilize_events.defaults import (
+    MAX_PAYLOAD_BYTES,
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_PAGE_SIZE,
+    SQLITE_SYNCHRONOUS,
+)
 from stabilize_events.store.caller_connection import CallerConnections
 from stabilize_events.store.native import NativeEventStore
 from stabilize_events.upgrade.source import refuse_unupgraded
@@ -33,7 +39,7 @@ from stabilize_events.upgrade.source import refuse_unupgraded
 def _check_upgraded(url: Any, busy_timeout_ms: Any) -> None:
     """Refuse a Stabilize events database not upgraded yet (`refuse_unupgraded`)."""
     ok = isinstance(busy_timeout_ms, int) and not isinstance(busy_timeout_ms, bool) and busy_timeout_ms >= 0
-    refuse_unupgraded(url, busy_timeout_ms / 1000 if ok else 5.0)
+    refuse_unupgraded(url, (busy_timeout_ms if ok else SQLITE_BUSY_TIMEOUT_MS) / 1000)
 
 
 class SqliteEventStore(NativeEventStore):
@@ -60,10 +66,10 @@ class SqliteEventStore(NativeEventStore):
         connection_string: str | os.PathLike[str],
         create_tables: bool = True,
         *,
-        synchronous: str = "NORMAL",
-        busy_timeout_ms: int = 5000,
-        page_size: int = 2048,
-        max_payload_bytes: int = 16 << 20,
+        synchronous: str = SQLITE_SYNCHRONOUS,
+        busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        page_size: int = SQLITE_PAGE_SIZE,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         # A Path becomes its text; how the text is read is decided in one place (Location::parse).
         if isinstance(connection_string, os.PathLike):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.errors import ArgumentTypeError
 from stabilize_events.store.capabilities import KeepsSubscriptions
 from stabilize_events.types import EventType
@@ -58,7 +59,7 @@ class StabilizeSubscriptionStore(Protocol):
         """Every subscription's id and position."""
         ...
 
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor`` and the cursor to resume from."""
         ...
 
@@ -109,7 +110,7 @@ class _StabilizeStore(KeepsSubscriptions):
         """Every subscription's id and position."""
         return self._store.list_subscriptions()
 
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor`` and the cursor to resume from."""
         return self._store.get_events_since_committed(cursor, limit=limit)
 
