@@ -117,6 +117,39 @@ def open_store(kind: str, tmp_path: Path, name: str = "events.db") -> EventStore
     raise AssertionError(f"unknown store kind {kind!r}")
 
 
+#: `STORE_KINDS` and ``"list-store"``: the plain Python `ListStore` of tests/helpers/replay_oracle.py,
+#: a store with no capability beyond the `EventStore` contract.
+KINDS_WITH_LIST_STORE = (*STORE_KINDS, "list-store")
+
+
+def open_unique(kind: str, tmp_path: Path) -> EventStore:
+    """A fresh, empty store of ``kind`` (one of `KINDS_WITH_LIST_STORE`); a ``sqlite-file``
+    store gets a new file on every call (hypothesis runs a test many times in one ``tmp_path``)."""
+    if kind == "list-store":
+        from helpers.replay_oracle import ListStore
+
+        return ListStore()
+    if kind == "sqlite-file":
+        return SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
+    return open_store(kind, tmp_path)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[EventStore]]:
+    """A list for the stores a test opens; every one is closed at its end."""
+    stores: list[EventStore] = []
+    yield stores
+    for s in stores:
+        close_store(s)
+
+
+def new_store(kind: str, tmp_path: Path, opened: list[EventStore]) -> EventStore:
+    """`open_unique`, the store added to the test's ``opened`` list (closed at its end)."""
+    store = open_unique(kind, tmp_path)
+    opened.append(store)
+    return store
+
+
 def close_store(store: Any) -> None:
     close = getattr(store, "close", None)
     if close is not None:

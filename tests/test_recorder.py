@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from models import PausedDetails, Stage, Task, Trigger, Workflow, WorkflowStatus, sample_workflow
+from helpers.models import PausedDetails, Stage, Task, Trigger, Workflow, WorkflowStatus, sample_workflow
 from stabilize_events import EntityType, Event, EventMetadata, EventType, InMemoryEventStore
 from stabilize_events.bus import get_event_bus, reset_event_bus
 from stabilize_events.recorder import (

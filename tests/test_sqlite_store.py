@@ -522,7 +522,7 @@ def test_create_tables_false_on_memory_is_schema_error() -> None:
 # --- several processes --------------------------------------------------------------------------
 
 # The writer child of the concurrency tests: singles and batches, one line per stored event.
-WRITER = Path(__file__).with_name("concurrency_writer.py")
+WRITER = Path(__file__).parent / "helpers" / "concurrency_writer.py"
 
 
 def _spawn(url: str, go: Path, n: int, tag: str) -> subprocess.Popen[str]:

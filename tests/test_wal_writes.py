@@ -21,7 +21,7 @@ from pathlib import Path
 from conftest import close_store, new_event, sqlite_url
 from stabilize_events import Event, SqliteEventStore
 
-LIMITED_WRITER = Path(__file__).with_name("limited_writer.py")
+LIMITED_WRITER = Path(__file__).parent / "helpers" / "limited_writer.py"
 
 
 def _foreign(path: Path) -> sqlite3.Connection:
