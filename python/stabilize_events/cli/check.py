@@ -43,6 +43,7 @@ class CheckResult:
     problem_count: int = 0
 
     def add(self, text: str) -> None:
+        """Count one more problem; keep its text while fewer than ``SHOWN`` are kept."""
         self.problem_count += 1
         if len(self.problems) < SHOWN:
             self.problems.append(text)
