@@ -197,9 +197,8 @@ def _can_join(store: EventStore, scope: TransactionScope) -> bool:
     """Whether ``store`` can write inside ``scope``'s transaction. A store of another package
     (Stabilize's own) has no `EventStore.can_join`: it joins, as Stabilize decides, when its
     URL is the one the scope's database was opened with."""
-    can_join = getattr(store, "can_join", None)
-    if can_join is not None:
-        return bool(can_join(scope.connection))
+    if isinstance(store, EventStore):
+        return store.can_join(scope.connection)
     url = getattr(store, "_connection_string", None)
     return url is not None and url == scope.url
 

@@ -6,8 +6,7 @@ their constructors differ. Argument checks, encoding and I/O happen in Rust.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from typing import Any
 
 from stabilize_events._core import Event, NativeStore, StoredSnapshot
@@ -21,7 +20,7 @@ from stabilize_events.store.capabilities import (
 )
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
-from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType
+from stabilize_events.types import EntityType, EventType
 
 
 def _as_given(given: Any, stored: Event) -> Event:
@@ -145,29 +144,10 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
 
     # -- replay ------------------------------------------------------------------
 
-    def fold_workflow(
-        self,
-        workflow_id: str,
-        from_sequence: int = 0,
-        to_sequence: int | None = None,
-        to_timestamp: datetime | None = None,
-        initial_state: dict[str, Any] | StoredSnapshot | None = None,
-        upcast: Callable[[Event], Event] | None = None,
-        current_schema_version: int = CURRENT_SCHEMA_VERSION,
-        skip_corrupt: bool = False,
-    ) -> dict[str, Any]:
+    def fold_workflow(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Fold a workflow's rows into its state in Rust, building no `Event` objects (only
-        those ``upcast`` is given); see `FoldsWorkflows.fold_workflow`."""
-        return self._core.fold_workflow(
-            workflow_id,
-            from_sequence,
-            to_sequence,
-            to_timestamp,
-            initial_state,
-            upcast,
-            current_schema_version,
-            skip_corrupt,
-        )
+        those an ``upcast`` is given); arguments and result as `FoldsWorkflows.fold_workflow`."""
+        return self._core.fold_workflow(*args, **kwargs)
 
     # -- snapshots (kept in the same database as the events) -------------------
 
@@ -216,17 +196,10 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         found = self.get_snapshots(entity_type, entity_id, None, 1)
         return found[0] if found else None
 
-    def latest_stored_snapshot(
-        self,
-        entity_type: EntityType,
-        entity_id: str,
-        max_sequence: int | None = None,
-        max_event_time_us: int | None = None,
-        limit: int = 50,
-    ) -> tuple[StoredSnapshot | None, list[str]]:
+    def latest_stored_snapshot(self, *args: Any, **kwargs: Any) -> tuple[StoredSnapshot | None, list[str]]:
         """The newest intact snapshot, its state left as the stored bytes, and why newer ones
-        were passed over; see `ServesStoredSnapshots.latest_stored_snapshot`."""
-        return self._core.latest_snapshot(entity_type, entity_id, max_sequence, max_event_time_us, limit)
+        were passed over; arguments as `ServesStoredSnapshots.latest_stored_snapshot`."""
+        return self._core.latest_snapshot(*args, **kwargs)
 
     # -- durable subscription positions -----------------------------------------
 

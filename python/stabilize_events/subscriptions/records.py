@@ -1,23 +1,22 @@
 """`SubscriptionRecords`: where a manager's subscriptions persist, and reading from their positions.
 
 The store keeps each subscription (`KeepsSubscriptions`). Every built-in store
-declares that capability. A store of Stabilize's own has the same methods
-without declaring them, and keeps only the filters, webhook and position (its
-``save_subscription`` takes no settings): it is recognised by the structural
-`StabilizeSubscriptionStore` protocol and adapted. Any other store is refused.
+declares that capability. A store of Stabilize's own (a ``stabilize.events``
+``EventStore``) has the same methods without declaring them, and keeps only the
+filters, webhook and position (its ``save_subscription`` takes no settings): it
+is adapted. Any other store is refused.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.errors import ArgumentTypeError
 from stabilize_events.store.capabilities import KeepsSubscriptions
-from stabilize_events.types import EventType
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
@@ -25,110 +24,70 @@ if TYPE_CHECKING:
     from stabilize_events.subscriptions.subscription import DurableSubscription
 
 
-@runtime_checkable
-class StabilizeSubscriptionStore(Protocol):
-    """The subscription methods of Stabilize's own stores (``stabilize.events``), which keep
-    a subscription's filters, webhook and position but none of its settings."""
-
-    def save_subscription(
-        self,
-        subscription_id: str,
-        event_types: list[EventType] | None,
-        entity_filter: dict[str, Any] | None,
-        last_sequence: int,
-        webhook_url: str | None = None,
-    ) -> None:
-        """Create or replace a subscription."""
-        ...
-
-    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        """The stored subscription, or None."""
-        ...
-
-    def update_subscription_cursor(
-        self, subscription_id: str, last_sequence: int, last_commit_cursor: str
-    ) -> None:
-        """Persist a subscription's position."""
-        ...
-
-    def delete_subscription(self, subscription_id: str) -> None:
-        """Remove a subscription."""
-        ...
-
-    def list_subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription's id and position."""
-        ...
-
-    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
-        """Committed events after ``cursor`` and the cursor to resume from."""
-        ...
-
-    def supports_commit_cursor(self) -> bool:
-        """Whether the commit cursor can be relied on."""
-        ...
-
-
 class _StabilizeStore(KeepsSubscriptions):
-    """A Stabilize store seen as `KeepsSubscriptions`: settings are not kept."""
+    """A store of Stabilize's own seen as `KeepsSubscriptions`. Its subscription methods take
+    the same arguments as ours, but ``save_subscription`` has no room for settings."""
 
-    def __init__(self, store: StabilizeSubscriptionStore) -> None:
+    def __init__(self, store: Any) -> None:
         self._store = store
 
-    def save_subscription(
-        self,
-        subscription_id: str,
-        event_types: list[EventType] | None,
-        entity_filter: dict[str, Any] | None,
-        last_sequence: int,
-        webhook_url: str | None = None,
-        **settings: Any,
-    ) -> None:
-        """Save the filters, webhook and position (Stabilize's store has no room for settings)."""
-        self._store.save_subscription(
-            subscription_id=subscription_id,
-            event_types=event_types,
-            entity_filter=entity_filter,
-            last_sequence=last_sequence,
-            webhook_url=webhook_url,
-        )
+    def save_subscription(self, *args: Any, **settings: Any) -> None:
+        """Save the filters, webhook and position; the settings are dropped."""
+        kept = {name: settings[name] for name in _STABILIZE_SAVE_ARGUMENTS if name in settings}
+        self._store.save_subscription(*args, **kept)
 
-    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+    def get_subscription(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """The stored subscription, or None."""
-        return self._store.get_subscription(subscription_id)
+        found: dict[str, Any] | None = self._store.get_subscription(*args, **kwargs)
+        return found
 
-    def update_subscription_cursor(
-        self, subscription_id: str, last_sequence: int, last_commit_cursor: str
-    ) -> None:
+    def update_subscription_cursor(self, *args: Any, **kwargs: Any) -> None:
         """Persist a subscription's position."""
-        self._store.update_subscription_cursor(subscription_id, last_sequence, last_commit_cursor)
+        self._store.update_subscription_cursor(*args, **kwargs)
 
-    def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, *args: Any, **kwargs: Any) -> None:
         """Remove a subscription."""
-        self._store.delete_subscription(subscription_id)
+        self._store.delete_subscription(*args, **kwargs)
 
     def list_subscriptions(self) -> list[dict[str, Any]]:
         """Every subscription's id and position."""
-        return self._store.list_subscriptions()
+        listed: list[dict[str, Any]] = self._store.list_subscriptions()
+        return listed
 
-    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
-        """Committed events after ``cursor`` and the cursor to resume from."""
-        return self._store.get_events_since_committed(cursor, limit=limit)
+    def get_events_since_committed(self, *args: Any, **kwargs: Any) -> tuple[list[Event], str]:
+        """Committed events after a cursor and the cursor to resume from."""
+        read: tuple[list[Event], str] = self._store.get_events_since_committed(*args, **kwargs)
+        return read
 
     def supports_commit_cursor(self) -> bool:
         """Whether the commit cursor can be relied on."""
-        return self._store.supports_commit_cursor()
+        return bool(self._store.supports_commit_cursor())
+
+
+#: The keyword arguments Stabilize's ``save_subscription`` takes.
+_STABILIZE_SAVE_ARGUMENTS = (
+    "subscription_id",
+    "event_types",
+    "entity_filter",
+    "last_sequence",
+    "webhook_url",
+)
+
+
+def _is_stabilize_store(store: object) -> bool:
+    """Whether ``store`` is one of Stabilize's own (its module is loaded if such a store exists)."""
+    interface = sys.modules.get("stabilize.events.store.interface")
+    return interface is not None and isinstance(store, interface.EventStore)
 
 
 def _keeper(store: object) -> KeepsSubscriptions:
     if isinstance(store, KeepsSubscriptions):
         return store
-    if isinstance(store, StabilizeSubscriptionStore):
+    if _is_stabilize_store(store):
         return _StabilizeStore(store)
     raise ArgumentTypeError(
-        f"{type(store).__name__} cannot persist subscriptions: it is not a KeepsSubscriptions store "
-        "(every built-in store is) and lacks the subscription methods of Stabilize's stores "
-        "(save_subscription, get_subscription, update_subscription_cursor, delete_subscription, "
-        "list_subscriptions, get_events_since_committed, supports_commit_cursor)"
+        f"{type(store).__name__} cannot persist subscriptions: it is neither a KeepsSubscriptions "
+        "store (every built-in store is) nor one of Stabilize's stores"
     )
 
 
@@ -205,4 +164,4 @@ class SubscriptionRecords:
         return events, str(events[-1].sequence) if events else subscription.last_commit_cursor
 
 
-__all__ = ["StabilizeSubscriptionStore", "SubscriptionRecords"]
+__all__ = ["SubscriptionRecords"]
