@@ -17,7 +17,8 @@ from conftest import child_env
 from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
 from stabilize_events._core import encode_payload
 from stabilize_events.cli import main
-from stabilize_events.cli.transfer import _Interrupt, event_record, export_events
+from jsonl_oracle import event_line, event_record
+from stabilize_events.cli.transfer import _Interrupt, export_events
 from stabilize_events.demo import run_demo
 
 BASE = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -219,11 +220,11 @@ def test_export_stopped_between_pages_leaves_only_whole_lines(tmp_path: Path) ->
         )
         stop = _Interrupt()
         stop.asked = True  # Ctrl-C before the first page is written
-        out = io.StringIO()
+        out = io.BytesIO()
         written = export_events(store, out, 0, stop)
     finally:
         store.close()
-    text = out.getvalue()
+    text = out.getvalue().decode()
     assert 0 < written < 12_000 and text.endswith("\n")
     assert [json.loads(line)["data"]["i"] for line in text.splitlines()] == list(range(written))
 

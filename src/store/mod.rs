@@ -6,7 +6,7 @@
 
 mod checkpoint;
 pub mod filter;
-mod index_key;
+pub(crate) mod index_key;
 pub mod memory_store;
 pub mod native;
 pub mod snapshot;

@@ -1,0 +1,141 @@
+//! Writing imported events into an SQLite event store's file with the
+//! sequences they had, one transaction per call, through a connection of its own
+//! (the store's own writer assigns sequences; an import keeps them).
+//!
+//! An event already there (same sequence, same id) is skipped, so importing
+//! a file twice adds nothing and an interrupted import carries on. An event
+//! whose sequence or id is held by a different event is a conflict: nothing of
+//! that call's events is written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{ffi, Connection, OpenFlags};
+use rustc_hash::FxHashMap;
+
+use crate::errors::{CoreError, CoreResult, Kind};
+use crate::event::EventRecord;
+use crate::store::index_key::index_key;
+use crate::store::sqlite_insert::row_insert_sql;
+
+/// How long a write waits for another writer of the file before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const FIX: &str = "Import into an empty store, or into the store this file came from";
+
+pub struct SqliteTarget {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteTarget {
+    /// A connection on the event store in the file `path` (its tables already made).
+    pub fn open(path: &Path) -> CoreResult<SqliteTarget> {
+        let failed = |e: rusqlite::Error| {
+            CoreError::new(Kind::StoreOpen, format!("cannot open {} to import into it: {e}", path.display()))
+        };
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(failed)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        // As the store itself writes (WAL): a crash loses at most the last chunks, which a
+        // second run of the import writes again.
+        conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(failed)?;
+        Ok(SqliteTarget { conn, path: path.to_path_buf() })
+    }
+
+    fn error(&self, e: rusqlite::Error, doing: &str) -> CoreError {
+        CoreError::new(Kind::Store, format!("{doing} in {} failed: {e}", self.path.display()))
+    }
+
+    /// Stores `events` (each with its line number) in one transaction; returns how
+    /// many were new. On a conflict nothing of them is written.
+    pub fn write(&mut self, events: &[(EventRecord, usize)]) -> CoreResult<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.error(e, "starting a transaction"))?;
+        let written = self.write_in_transaction(events);
+        let end = if written.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        if let Err(e) = self.conn.execute_batch(end) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(written.err().unwrap_or_else(|| self.error(e, "committing the import")));
+        }
+        written
+    }
+
+    fn write_in_transaction(&self, events: &[(EventRecord, usize)]) -> CoreResult<usize> {
+        let low = events.iter().map(|(r, _)| r.sequence).min().unwrap_or(0);
+        let high = events.iter().map(|(r, _)| r.sequence).max().unwrap_or(0);
+        let mut held: FxHashMap<i64, String> = FxHashMap::default();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT sequence, event_id FROM event_log WHERE sequence BETWEEN ?1 AND ?2")
+                .map_err(|e| self.error(e, "reading the sequences held"))?;
+            let rows = stmt
+                .query_map([low, high], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                .map_err(|e| self.error(e, "reading the sequences held"))?;
+            for row in rows {
+                let (sequence, id) = row.map_err(|e| self.error(e, "reading the sequences held"))?;
+                held.insert(sequence, id);
+            }
+        }
+        let mut insert =
+            self.conn.prepare_cached(&row_insert_sql()).map_err(|e| self.error(e, "preparing the insert"))?;
+        let mut fresh = 0;
+        for (r, line) in events {
+            match held.get(&r.sequence) {
+                Some(id) if id.as_str() == r.event_id.as_str() => continue,
+                Some(id) => {
+                    return Err(CoreError::new(
+                        Kind::DuplicateEvent,
+                        format!(
+                            "line {line}: sequence {} is held by another event ({id}, not {}); nothing of this \
+                             chunk was imported. {FIX}",
+                            r.sequence, r.event_id
+                        ),
+                    ))
+                }
+                None => {}
+            }
+            let inserted = insert.execute(rusqlite::params![
+                r.sequence,
+                r.event_id.as_str(),
+                r.event_type.as_str(),
+                r.timestamp_us,
+                r.entity_type.as_str(),
+                r.entity_id.as_str(),
+                r.workflow_id.as_str(),
+                r.version,
+                r.data.as_slice(),
+                r.correlation_id.as_str(),
+                r.causation_id.as_deref(),
+                r.actor.as_str(),
+                r.source_handler.as_deref(),
+                r.schema_version,
+                index_key(&r.workflow_id),
+            ]);
+            match inserted {
+                Ok(_) => fresh += 1,
+                Err(rusqlite::Error::SqliteFailure(e, message))
+                    if e.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                        || e.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
+                    let message = message.unwrap_or_default();
+                    let why = if message.contains("event_id") {
+                        format!("an event with event_id {} is already stored at another sequence", r.event_id)
+                    } else {
+                        format!("sequence {} appears twice in the file", r.sequence)
+                    };
+                    return Err(CoreError::new(
+                        Kind::DuplicateEvent,
+                        format!("line {line}: {why} (in {}); nothing of this chunk was imported. {FIX}", self.path.display()),
+                    ));
+                }
+                Err(e) => return Err(self.error(e, &format!("storing line {line}"))),
+            }
+            held.insert(r.sequence, r.event_id.to_string());
+        }
+        Ok(fresh)
+    }
+}
