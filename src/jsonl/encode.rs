@@ -1,6 +1,7 @@
 //! One stored event as one line of JSON (see the module doc of `jsonl`).
 
 use super::base64;
+use super::number::push_int;
 use super::payload_json::{push_payload, NotJson};
 use super::text::push_str;
 use crate::errors::{CoreError, Kind};
@@ -35,7 +36,7 @@ impl LineWriter {
             )
         };
         out.extend_from_slice(b"{\"sequence\":");
-        out.extend_from_slice(event.sequence.to_string().as_bytes());
+        push_int(out, i128::from(event.sequence));
         out.extend_from_slice(b",\"event_id\":");
         push_str(out, event.event_id);
         out.extend_from_slice(b",\"event_type\":");
@@ -53,7 +54,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"workflow_id\":");
         push_str(out, event.workflow_id);
         out.extend_from_slice(b",\"version\":");
-        out.extend_from_slice(event.version.to_string().as_bytes());
+        push_int(out, i128::from(event.version));
         out.extend_from_slice(b",\"data\":");
         let data_at = out.len();
         match push_payload(event.data, out) {
@@ -76,7 +77,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"source_handler\":");
         push_opt(out, event.source_handler);
         out.extend_from_slice(b"},\"schema_version\":");
-        out.extend_from_slice(event.schema_version.to_string().as_bytes());
+        push_int(out, i128::from(event.schema_version));
         out.extend_from_slice(b"}\n");
         Ok(())
     }

@@ -3,6 +3,26 @@
 //! any size (outside 64 bits the codec's `BIGINT` extension: little-endian
 //! two's complement, as `int.to_bytes(n, "little", signed=True)`).
 
+/// Appends the decimal digits of `v`.
+pub fn push_int(out: &mut Vec<u8>, v: i128) {
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
 /// `x` (finite) as Python's `repr(float)`: `1.0`, `0.0001`, `1e-05`, `1e+16`, `-0.0`.
 pub fn push_float(out: &mut Vec<u8>, x: f64) {
     // `{:e}` gives the shortest digits that read back as `x`: `d[.ddd]e[-]N`.
@@ -147,6 +167,15 @@ mod tests {
         let mut out = Vec::new();
         push_float(&mut out, x);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn integers_in_decimal() {
+        for v in [0i128, 7, -7, i128::from(i64::MIN), i128::from(u64::MAX)] {
+            let mut out = Vec::new();
+            push_int(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
     }
 
     #[test]

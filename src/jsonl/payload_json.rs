@@ -6,7 +6,7 @@
 
 use rmp::Marker;
 
-use super::number::{bigint_decimal, push_float};
+use super::number::{bigint_decimal, push_float, push_int};
 use super::text::push_str;
 use crate::codec::{ext, MAX_DEPTH};
 
@@ -75,7 +75,7 @@ fn value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize, key: bool) -> Resu
     if key {
         return Err(NotJson::NotPlain);
     }
-    let int = |v: i128, out: &mut Vec<u8>| out.extend_from_slice(v.to_string().as_bytes());
+    let int = |v: i128, out: &mut Vec<u8>| push_int(out, v);
     match marker {
         Marker::Null => out.extend_from_slice(b"null"),
         Marker::True => out.extend_from_slice(b"true"),

@@ -54,7 +54,7 @@ pub fn jsonl_export_page<'py>(
     }
     let backend = store.get().backend();
     let (out, count, last) = py.detach(|| -> CoreResult<(Vec<u8>, usize, i64)> {
-        let mut out = Vec::with_capacity(1 << 20);
+        let mut out = Vec::with_capacity(1 << 19);
         let mut writer = LineWriter::default();
         let (mut count, mut last) = export_range(backend, after, after.saturating_add(span), &mut writer, &mut out)?;
         if count == 0 {

@@ -64,8 +64,10 @@ from stabilize_events.cli.common import (
 )
 from stabilize_events.errors import StabilizeEventsError
 
-#: Events per export page, and lines per import transaction.
+#: Lines per import transaction.
 CHUNK = 5000
+#: Sequences per export page (a page's bytes stay small enough to be reused, not mapped anew).
+EXPORT_PAGE = 1000
 
 
 # -- Ctrl-C between whole units of work ---------------------------------------------------------
@@ -151,13 +153,13 @@ def _pages(store: EventStore, after: int) -> Iterator[tuple[bytes, int, int]]:
     core = getattr(store, "_core", None)
     if isinstance(core, NativeStore):
         while True:
-            page = jsonl_export_page(core, after, CHUNK)
+            page = jsonl_export_page(core, after, EXPORT_PAGE)
             if page[1] == 0:
                 return
             yield page
             after = page[2]
     else:
-        for events in all_events(store, after, CHUNK):
+        for events in all_events(store, after, EXPORT_PAGE):
             yield jsonl_encode_events(events), len(events), events[-1].sequence
 
 
