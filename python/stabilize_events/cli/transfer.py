@@ -60,6 +60,8 @@ from stabilize_events.cli.common import (
     database_file,
     error,
     open_store,
+    postgres_target,
+    shown_url,
     store_url,
 )
 from stabilize_events.errors import StabilizeEventsError
@@ -322,9 +324,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         progress.stop()
         target.close()
         close(store)
-    note = "" if path is not None else " (an in-memory store: new sequences, gone when this command ends)"
+    if path is not None:
+        note = ""
+    elif postgres_target(url) is not None:
+        note = " (new sequences, order kept)"
+    else:
+        note = " (an in-memory store: new sequences, gone when this command ends)"
     print(
-        f"imported {result.imported:,} events into {url}{note}; "
+        f"imported {result.imported:,} events into {shown_url(url)}{note}; "
         f"{result.already_present:,} were already there",
         file=sys.stderr,
     )
@@ -375,7 +382,8 @@ def register(commands: Any) -> None:
             "an interrupted import carries on when run again. A bad line (not JSON, a missing or "
             "mistyped field) is reported with its line number and nothing of it is imported: the "
             "import stops there (the lines before it are kept), or with --skip-bad goes on and lists "
-            "every bad line. Into memory:// or sqlite:///:memory: events get new sequences."
+            "every bad line. Into memory://, sqlite:///:memory: or PostgreSQL events get new "
+            "sequences (order kept)."
         ),
         epilog="example:\n  stabilize-events import backup.jsonl --store sqlite:///restored.db\n\n"
         "exit codes: 0 imported (with --skip-bad: bad lines listed); 1 stopped at a bad line or a "
