@@ -18,6 +18,8 @@ Import (target >= 200,000 ev/s):
 - ours: ``stabilize-events import FILE`` into a new SQLite file, sequences kept;
 - floor: Python's ``sqlite3`` inserting the same rows, read beforehand, into a new store's
   file with ``executemany``, 5,000 per transaction (no parsing at all);
+- the store's own write: `SqliteEventStore.append_batch` of the same events, read beforehand,
+  5,000 per call (nothing parsed; new sequences, here the same ones);
 - Python per line: ``json.loads`` of every line of the export (parsing only, nothing stored).
 
 Run: ``python -m pytest benches/test_cli_transfer_bench.py --benchmark-only -s``.
@@ -153,6 +155,9 @@ def test_import_beside_its_floors(benchmark: Any, source: Path, tmp_path: Path) 
     target = tmp_path / "target.db"
     rows = list(_rows(source))
     columns = len(rows[0])
+    reader = SqliteEventStore(f"sqlite:///{source}")
+    pages = [reader.get_events_since(at, 5000) for at in range(0, TOTAL, 5000)]
+    reader.close()
 
     def fresh_store() -> None:
         remove_db(target)
@@ -170,6 +175,14 @@ def test_import_beside_its_floors(benchmark: Any, source: Path, tmp_path: Path) 
         finally:
             conn.close()
 
+    def store_write() -> None:
+        store = SqliteEventStore(f"sqlite:///{target}")
+        try:
+            for page in pages:
+                store.append_batch(page)
+        finally:
+            store.close()
+
     def python_per_line() -> None:
         loads = json.loads
         with dump.open("rb") as f:
@@ -180,6 +193,7 @@ def test_import_beside_its_floors(benchmark: Any, source: Path, tmp_path: Path) 
         {
             "ours": lambda: _cli("import", str(dump), "--store", f"sqlite:///{target}"),
             "floor (sqlite3 executemany of the rows)": floor,
+            "the store's append_batch of the events": store_write,
             "Python (json.loads per line)": python_per_line,
         },
         before=fresh_store,

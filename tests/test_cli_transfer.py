@@ -300,7 +300,7 @@ def test_an_event_id_stored_at_another_sequence_is_a_conflict(
 EDGES: list[dict[str, Any]] = [
     {"floats": [0.0, -0.0, 1e16, 1e15, 1.5e-5, 0.0001, 123456.789, 1.7976931348623157e308, 0.1 + 0.2]},
     {"ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**64) - 1, -(2**200), 2**1000]},
-    {"text": "\"quoted\" \\ back\nslash\t\x7f\x1f \u2029 𝄞 \U0010ffff", "": None, "k\u2028": True},
+    {"text": '"quoted" \\ back\nslash\t\x7f\x1f \u2029 𝄞 \U0010ffff', "": None, "k\u2028": True},
     {"float32": 1.5, "nested": [[[[]]], {"a": {"b": {}}}]},
     {"uuid-like": "0" * 64, "empty": "", "list": list(range(40)), "map": {str(i): i for i in range(40)}},
     {"set": [1, 2], "tuple": (1, "a"), "bytes in list": [b"x"]},
@@ -352,18 +352,23 @@ def test_the_core_writes_each_event_as_the_python_oracle_does(tmp_path: Path) ->
     ],
 )
 def test_a_bad_line_names_what_is_wrong(line: bytes, why: str) -> None:
-    from stabilize_events._core import jsonl_read_events
+    from stabilize_events._core import jsonl_parse
 
-    events, bad = jsonl_read_events(b"\n\n" + line + b"\n", 7, False)
-    assert events == [] and len(bad) == 1
+    read = jsonl_parse(b"\n\n" + line + b"\n", 7, False)
+    bad = read.bad
+    assert read.events() == [] and len(bad) == 1
     number, reason = bad[0]
     assert number == 9 and why in reason, reason
 
 
 def test_a_hand_edited_field_names_itself(tmp_path: Path) -> None:
-    from stabilize_events._core import jsonl_read_events
+    from stabilize_events._core import jsonl_parse
 
-    dump, lines = _demo_dump(tmp_path)
+    def jsonl_read_events(block: bytes, first_line: int, skip_bad: bool) -> tuple[list[Event], Any]:
+        read = jsonl_parse(block, first_line, skip_bad)
+        return read.events(), read.bad
+
+    _dump, lines = _demo_dump(tmp_path)
     record = json.loads(lines[3])
     edits = [
         ("timestamp", "2024-03-01 12:00:00", "has no UTC offset"),
@@ -380,7 +385,8 @@ def test_a_hand_edited_field_names_itself(tmp_path: Path) -> None:
         assert len(bad) == 1 and why in bad[0][1], (field_name, bad)
     only_msgpack = {k: v for k, v in record.items() if k != "data"}
     for value, why in [("!!!!", "not base64"), ("kQE=", "is not a map"), ("wQ==", "not a stored payload")]:
-        _events, bad = jsonl_read_events(json.dumps({**only_msgpack, "data_msgpack": value}).encode(), 1, False)
+        line = json.dumps({**only_msgpack, "data_msgpack": value}).encode()
+        _events, bad = jsonl_read_events(line, 1, False)
         assert len(bad) == 1 and why in bad[0][1], (value, bad)
     # What the line says is what is read: every field, a newer writer's event type too.
     record["event_type"] = "workflow.teleported"

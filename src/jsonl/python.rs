@@ -1,7 +1,7 @@
 //! What Python calls: `jsonl_export_page` (a page of a native store as lines),
-//! `jsonl_encode_events` (events of any store as lines), `jsonl_read_events`
-//! (lines as events) and `SqliteJsonlImport` (lines written into an SQLite file
-//! with their sequences). The work runs with the GIL released.
+//! `jsonl_encode_events` (events of any store as lines), `jsonl_parse` (lines
+//! read, as `JsonlLines`) and `SqliteJsonlImport` (read lines written into an
+//! SQLite file with their sequences). The work runs with the GIL released.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +12,7 @@ use super::decode;
 use super::encode::LineWriter;
 use super::sqlite_target::SqliteTarget;
 use crate::errors::{CoreError, CoreResult, Kind};
-use crate::event::{coerce_event, Event};
+use crate::event::{coerce_event, Event, EventRecord};
 use crate::fold::EventView;
 use crate::store::native::NativeStore;
 use crate::store::{Backend, Filter};
@@ -82,18 +82,44 @@ pub fn jsonl_encode_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> 
     Ok(PyBytes::new(py, &out))
 }
 
-/// The events of the JSON Lines in `block` (its first line numbered `first_line`), and the
-/// bad lines as `(line number, why)`; without `skip_bad` reading stops at the first bad line.
+/// The lines of a block of JSON Lines, read: the events with their line numbers, and the
+/// bad lines.
+#[pyclass(frozen, module = "stabilize_events._core")]
+pub struct JsonlLines {
+    events: Vec<(EventRecord, usize)>,
+    bad: Vec<(usize, String)>,
+}
+
+#[pymethods]
+impl JsonlLines {
+    /// The bad lines as `(line number, why)`.
+    #[getter]
+    fn bad(&self) -> Vec<(usize, String)> {
+        self.bad.clone()
+    }
+
+    /// The events read, as `Event`s (with the sequences the lines give).
+    fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self
+            .events
+            .iter()
+            .map(|(r, _)| Event::read(py, Arc::new(r.clone())))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, events)
+    }
+
+    fn __len__(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// Reads the JSON Lines in `block` (its first line numbered `first_line`); without `skip_bad`
+/// reading stops at the first bad line. Runs with the GIL released, so the next block can be
+/// read while the last one is written.
 #[pyfunction]
-pub fn jsonl_read_events<'py>(
-    py: Python<'py>,
-    block: &[u8],
-    first_line: usize,
-    skip_bad: bool,
-) -> PyResult<(Bound<'py, PyList>, Vec<(usize, String)>)> {
+pub fn jsonl_parse(py: Python<'_>, block: &[u8], first_line: usize, skip_bad: bool) -> JsonlLines {
     let (events, bad) = py.detach(|| decode::lines(block, first_line, skip_bad));
-    let events = events.into_iter().map(|(r, _)| Event::read(py, Arc::new(r))).collect::<PyResult<Vec<_>>>()?;
-    Ok((PyList::new(py, events)?, bad))
+    JsonlLines { events, bad }
 }
 
 /// Imports JSON Lines into the SQLite event store in a file, keeping every event's
@@ -112,25 +138,18 @@ impl SqliteJsonlImport {
         Ok(SqliteJsonlImport { target: Mutex::new(Some(target)) })
     }
 
-    /// Import the lines in `block` (the first numbered `first_line`) in one transaction:
-    /// `(imported, already present, bad lines as (line number, why))`. Without `skip_bad`
-    /// the lines before the first bad one are imported and reading stops there. A conflict
-    /// (a sequence or id held by another event) raises `DuplicateEventError`, nothing written.
-    fn write(
-        &self,
-        py: Python<'_>,
-        block: &[u8],
-        first_line: usize,
-        skip_bad: bool,
-    ) -> PyResult<(usize, usize, Vec<(usize, String)>)> {
-        let result = py.detach(|| -> CoreResult<(usize, usize, Vec<(usize, String)>)> {
-            let (events, bad) = decode::lines(block, first_line, skip_bad);
+    /// Write the events of `lines` in one transaction: `(imported, already present)`. A
+    /// conflict (a sequence or id held by another event) raises `DuplicateEventError`, and
+    /// nothing of them is written.
+    fn write(&self, py: Python<'_>, lines: &Bound<'_, JsonlLines>) -> PyResult<(usize, usize)> {
+        let events = &lines.get().events;
+        let result = py.detach(|| -> CoreResult<(usize, usize)> {
             let mut target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
             let target = target
                 .as_mut()
                 .ok_or_else(|| CoreError::new(Kind::StoreClosed, "this import was closed; open another"))?;
-            let fresh = target.write(&events)?;
-            Ok((fresh, events.len() - fresh, bad))
+            let fresh = target.write(events)?;
+            Ok((fresh, events.len() - fresh))
         })?;
         Ok(result)
     }
@@ -145,7 +164,8 @@ impl SqliteJsonlImport {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jsonl_export_page, m)?)?;
     m.add_function(wrap_pyfunction!(jsonl_encode_events, m)?)?;
-    m.add_function(wrap_pyfunction!(jsonl_read_events, m)?)?;
+    m.add_function(wrap_pyfunction!(jsonl_parse, m)?)?;
+    m.add_class::<JsonlLines>()?;
     m.add_class::<SqliteJsonlImport>()?;
     Ok(())
 }

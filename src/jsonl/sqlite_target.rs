@@ -8,6 +8,7 @@
 //! that call's events is written.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{ffi, Connection, OpenFlags};
@@ -15,7 +16,9 @@ use rustc_hash::FxHashMap;
 
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
+use crate::store::checkpoint::Checkpointer;
 use crate::store::index_key::index_key;
+use crate::store::wal_vfs;
 use crate::store::sqlite_insert::row_insert_sql;
 
 /// How long a write waits for another writer of the file before giving up.
@@ -31,6 +34,8 @@ const PARAMS: usize = 15;
 
 pub struct SqliteTarget {
     conn: Connection,
+    /// Declared after `conn`, whose WAL hook points at it.
+    checkpointer: Arc<Checkpointer>,
     path: PathBuf,
     one_sql: String,
     many_sql: String,
@@ -49,16 +54,23 @@ impl SqliteTarget {
         let failed = |e: rusqlite::Error| {
             CoreError::new(Kind::StoreOpen, format!("cannot open {} to import into it: {e}", path.display()))
         };
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(failed)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = wal_vfs::open(path, flags).map_err(failed)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
-        // As the store itself writes (WAL): a crash loses at most the last chunks, which a
-        // second run of the import writes again.
-        // The store's own writer settings (`sqlite_store`): a cache that holds the hot index
-        // pages, and fewer, larger checkpoints.
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=4096")
-            .map_err(failed)?;
-        Ok(SqliteTarget { conn, path: path.to_path_buf(), one_sql: insert_sql(1), many_sql: insert_sql(ROWS) })
+        // As the store's own writer (`sqlite_store`): NORMAL sync in WAL (a crash loses at most
+        // the last chunks, which a second run writes again), a cache that holds the hot index
+        // pages, WAL frames written together (`wal_vfs`) and checkpoints on a thread of their
+        // own (`checkpoint`).
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4096").map_err(failed)?;
+        let checkpointer = Checkpointer::new(path.to_path_buf());
+        checkpointer.attach(&conn);
+        Ok(SqliteTarget {
+            conn,
+            checkpointer,
+            path: path.to_path_buf(),
+            one_sql: insert_sql(1),
+            many_sql: insert_sql(ROWS),
+        })
     }
 
     fn error(&self, e: rusqlite::Error, doing: &str) -> CoreError {
@@ -176,5 +188,12 @@ impl SqliteTarget {
             }
             Err(e) => Err(self.error(e, &format!("storing line {}", rows[0].1))),
         }
+    }
+}
+
+impl Drop for SqliteTarget {
+    fn drop(&mut self) {
+        // The thread's connection goes before ours, which then checkpoints the rest.
+        self.checkpointer.stop();
     }
 }

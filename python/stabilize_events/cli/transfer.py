@@ -34,6 +34,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -43,11 +44,12 @@ from typing import IO, Any
 
 from stabilize_events import EventStore
 from stabilize_events._core import (
+    JsonlLines,
     NativeStore,
     SqliteJsonlImport,
     jsonl_encode_events,
     jsonl_export_page,
-    jsonl_read_events,
+    jsonl_parse,
 )
 from stabilize_events.cli.common import (
     EXIT_FAILED,
@@ -237,8 +239,8 @@ class _SqliteTarget:
     def __init__(self, path: Path) -> None:
         self._import = SqliteJsonlImport(path)
 
-    def write(self, block: bytes, first_line: int, skip_bad: bool) -> tuple[int, int, list[tuple[int, str]]]:
-        return self._import.write(block, first_line, skip_bad)
+    def write(self, lines: JsonlLines) -> tuple[int, int]:
+        return self._import.write(lines)
 
     def close(self) -> None:
         self._import.close()
@@ -250,12 +252,12 @@ class _BatchTarget:
     def __init__(self, store: EventStore) -> None:
         self._store = store
 
-    def write(self, block: bytes, first_line: int, skip_bad: bool) -> tuple[int, int, list[tuple[int, str]]]:
-        events, bad = jsonl_read_events(block, first_line, skip_bad)
+    def write(self, lines: JsonlLines) -> tuple[int, int]:
+        events = lines.events()
         fresh = [e for e in events if self._store.get_event_by_id(e.event_id) is None]
         if fresh:
             self._store.append_batch(fresh)
-        return len(fresh), len(events) - len(fresh), bad
+        return len(fresh), len(events) - len(fresh)
 
     def close(self) -> None:
         pass
@@ -277,20 +279,38 @@ def import_lines(
     progress: _Progress | None = None,
 ) -> ImportResult:
     """Import JSON Lines from ``source``, a transaction per `CHUNK` lines; stops at the first bad
-    line (the lines before it imported) unless ``skip_bad``."""
+    line (the lines before it imported) unless ``skip_bad``.
+
+    The next chunk is read on a second thread while one is written (both let the GIL go).
+    """
     result = ImportResult()
-    for first_line, block in _blocks(source):
-        imported, present, bad = target.write(block, first_line, skip_bad)
-        result.imported += imported
-        result.already_present += present
-        result.bad_lines.extend(bad)
-        if progress is not None:
-            progress.advance(len(block))
-        if bad and not skip_bad:
-            return result
-        if stop is not None and stop.asked:
-            result.interrupted = True
-            return result
+    blocks = _blocks(source)
+
+    def read_next() -> Future[tuple[JsonlLines, int]] | None:
+        block = next(blocks, None)
+        if block is None:
+            return None
+        first_line, data = block
+        return reader.submit(lambda: (jsonl_parse(data, first_line, skip_bad), len(data)))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonl-import") as reader:
+        pending = read_next()
+        while pending is not None:
+            lines, size = pending.result()
+            pending = read_next() if skip_bad or not lines.bad else None
+            imported, present = target.write(lines)
+            result.imported += imported
+            result.already_present += present
+            result.bad_lines.extend(lines.bad)
+            if progress is not None:
+                progress.advance(size)
+            if lines.bad and not skip_bad:
+                break
+            if stop is not None and stop.asked:
+                result.interrupted = pending is not None
+                break
+        if pending is not None:
+            pending.cancel()
     return result
 
 
