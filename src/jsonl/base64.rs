@@ -30,7 +30,7 @@ fn value(c: u8) -> Option<u32> {
 
 /// The bytes `text` encodes, or why it is not base64.
 pub fn decode(text: &[u8]) -> Result<Vec<u8>, String> {
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return Err(format!("its length {} is not a multiple of 4", text.len()));
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
@@ -42,7 +42,8 @@ pub fn decode(text: &[u8]) -> Result<Vec<u8>, String> {
         }
         let mut n = 0u32;
         for (i, &c) in quad[..4 - pad].iter().enumerate() {
-            let v = value(c).ok_or_else(|| format!("{:?} at character {} is not base64", c as char, q * 4 + i + 1))?;
+            let v = value(c)
+                .ok_or_else(|| format!("{:?} at character {} is not base64", c as char, q * 4 + i + 1))?;
             n |= v << (18 - 6 * i);
         }
         let bytes = n.to_be_bytes();

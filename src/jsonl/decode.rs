@@ -7,37 +7,45 @@ use super::base64;
 use super::parser::{Parser, Scalar};
 use super::timestamp;
 use crate::codec::validate;
-use crate::event::{EventRecord, Text};
+use crate::event::{EventRecord, Text, FIELDS};
 
 /// The entity types an event may have.
 const ENTITY_TYPES: [&str; 3] = ["workflow", "stage", "task"];
 
-#[derive(Default)]
+/// The fields of `metadata`, in the order of `Fields::metadata`.
+const METADATA: [&str; 4] = ["correlation_id", "causation_id", "actor", "source_handler"];
+
+/// Values found for named fields, by their position in a list of names (the event's own
+/// `FIELDS`, or `METADATA`).
+struct Slots<'a, const N: usize> {
+    names: &'static [&'static str; N],
+    values: [Option<Scalar<'a>>; N],
+}
+
+impl<'a, const N: usize> Slots<'a, N> {
+    fn new(names: &'static [&'static str; N]) -> Self {
+        Slots { names, values: std::array::from_fn(|_| None) }
+    }
+
+    /// Reads the value of `key` into its slot (or past it, for a field not named).
+    fn read(&mut self, p: &mut Parser<'a>, key: &str) -> Result<(), String> {
+        let value = p.scalar()?;
+        if let Some(i) = self.names.iter().position(|n| *n == key) {
+            self.values[i] = Some(value);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, name: &str) -> Option<Scalar<'a>> {
+        self.names.iter().position(|n| *n == name).and_then(|i| self.values[i].take())
+    }
+}
+
 struct Fields<'a> {
-    sequence: Option<Scalar<'a>>,
-    event_id: Option<Scalar<'a>>,
-    event_type: Option<Scalar<'a>>,
-    timestamp: Option<Scalar<'a>>,
-    entity_type: Option<Scalar<'a>>,
-    entity_id: Option<Scalar<'a>>,
-    workflow_id: Option<Scalar<'a>>,
-    version: Option<Scalar<'a>>,
-    schema_version: Option<Scalar<'a>>,
+    scalars: Slots<'a, 11>,
     data: Option<Vec<u8>>,
     data_msgpack: Option<Scalar<'a>>,
-    metadata: Option<Metadata<'a>>,
-}
-
-#[derive(Default)]
-struct Metadata<'a> {
-    correlation_id: Option<Scalar<'a>>,
-    causation_id: Option<Scalar<'a>>,
-    actor: Option<Scalar<'a>>,
-    source_handler: Option<Scalar<'a>>,
-}
-
-fn required<'a>(value: Option<Scalar<'a>>, name: &str) -> Result<Scalar<'a>, String> {
-    value.ok_or_else(|| format!("no '{name}' field"))
+    metadata: Option<Slots<'a, 4>>,
 }
 
 fn whole(value: Scalar<'_>, name: &str) -> Result<i64, String> {
@@ -62,27 +70,14 @@ fn optional_text<'a>(value: Option<Scalar<'a>>, name: &str) -> Result<Option<Tex
     }
 }
 
-fn metadata<'a>(p: &mut Parser<'a>) -> Result<Metadata<'a>, String> {
+fn metadata<'a>(p: &mut Parser<'a>) -> Result<Slots<'a, 4>, String> {
     if p.peek() != Some(b'{') {
         let shown = p.scalar()?.shown();
         return Err(format!("'metadata' is {shown}, not an object"));
     }
     p.expect(b'{', "'{'")?;
-    let mut m = Metadata::default();
-    p.members(|p, key| {
-        let slot = match key.as_ref() {
-            "correlation_id" => &mut m.correlation_id,
-            "causation_id" => &mut m.causation_id,
-            "actor" => &mut m.actor,
-            "source_handler" => &mut m.source_handler,
-            _ => {
-                p.scalar()?;
-                return Ok(());
-            }
-        };
-        *slot = Some(p.scalar()?);
-        Ok(())
-    })?;
+    let mut m = Slots::new(&METADATA);
+    p.members(|p, key| m.read(p, &key))?;
     Ok(m)
 }
 
@@ -92,29 +87,22 @@ fn fields<'a>(line: &'a str) -> Result<Fields<'a>, String> {
     if p.peek() != Some(b'{') {
         let what = p.scalar().map_err(not_json)?;
         p.end().map_err(not_json)?;
-        return Err(format!("a JSON {}, not an event object", match what {
-            Scalar::List => "list".to_owned(),
-            Scalar::Str(_) => "string".to_owned(),
-            other => other.shown(),
-        }));
+        return Err(format!(
+            "a JSON {}, not an event object",
+            match what {
+                Scalar::List => "list".to_owned(),
+                Scalar::Str(_) => "string".to_owned(),
+                other => other.shown(),
+            }
+        ));
     }
     p.expect(b'{', "'{'").map_err(not_json)?;
-    let mut f = Fields::default();
+    let mut f = Fields { scalars: Slots::new(&FIELDS), data: None, data_msgpack: None, metadata: None };
     // A field's own problem (a wrong type, say) is kept while the rest of the line is
     // still checked as JSON: a line that is not JSON is reported as such first.
     let mut problem: Option<String> = None;
     p.members(|p, key| {
-        let slot = match key.as_ref() {
-            "sequence" => &mut f.sequence,
-            "event_id" => &mut f.event_id,
-            "event_type" => &mut f.event_type,
-            "timestamp" => &mut f.timestamp,
-            "entity_type" => &mut f.entity_type,
-            "entity_id" => &mut f.entity_id,
-            "workflow_id" => &mut f.workflow_id,
-            "version" => &mut f.version,
-            "schema_version" => &mut f.schema_version,
-            "data_msgpack" => &mut f.data_msgpack,
+        match key.as_ref() {
             "data" => {
                 if p.peek() == Some(b'{') {
                     let mut out = Vec::with_capacity(128);
@@ -127,24 +115,17 @@ fn fields<'a>(line: &'a str) -> Result<Fields<'a>, String> {
                     };
                     problem.get_or_insert(format!("the payload ('data') is {kind}, not an object"));
                 }
-                return Ok(());
             }
-            "metadata" => {
-                match metadata(p) {
-                    Ok(m) => f.metadata = Some(m),
-                    Err(why) if why.starts_with("expected") => return Err(why),
-                    Err(why) => {
-                        problem.get_or_insert(why);
-                    }
+            "metadata" => match metadata(p) {
+                Ok(m) => f.metadata = Some(m),
+                Err(why) if why.starts_with("expected") => return Err(why),
+                Err(why) => {
+                    problem.get_or_insert(why);
                 }
-                return Ok(());
-            }
-            _ => {
-                p.scalar()?;
-                return Ok(());
-            }
-        };
-        *slot = Some(p.scalar()?);
+            },
+            "data_msgpack" => f.data_msgpack = Some(p.scalar()?),
+            other => f.scalars.read(p, other)?,
+        }
         Ok(())
     })
     .map_err(not_json)?;
@@ -157,20 +138,21 @@ fn fields<'a>(line: &'a str) -> Result<Fields<'a>, String> {
 
 /// The event record `line` holds, or why it holds none.
 pub fn record(line: &str) -> Result<EventRecord, String> {
-    let f = fields(line)?;
-    let sequence = whole(required(f.sequence, "sequence")?, "sequence")?;
+    let mut f = fields(line)?;
+    let mut field = |name: &str| f.scalars.take(name).ok_or_else(|| format!("no '{name}' field"));
+    let sequence = whole(field("sequence")?, "sequence")?;
     if sequence < 1 {
         return Err(format!("'sequence' is {sequence}, must be 1 or more"));
     }
-    let event_id = text(required(f.event_id, "event_id")?, "event_id")?;
-    let event_type = text(required(f.event_type, "event_type")?, "event_type")?;
-    let stamp = text(required(f.timestamp, "timestamp")?, "timestamp")?;
-    let entity_type = text(required(f.entity_type, "entity_type")?, "entity_type")?;
-    let entity_id = text(required(f.entity_id, "entity_id")?, "entity_id")?;
-    let workflow_id = text(required(f.workflow_id, "workflow_id")?, "workflow_id")?;
-    let version = whole(required(f.version, "version")?, "version")?;
-    let meta = f.metadata.ok_or("no 'metadata' field")?;
-    let schema_version = whole(required(f.schema_version, "schema_version")?, "schema_version")?;
+    let event_id = text(field("event_id")?, "event_id")?;
+    let event_type = text(field("event_type")?, "event_type")?;
+    let stamp = text(field("timestamp")?, "timestamp")?;
+    let entity_type = text(field("entity_type")?, "entity_type")?;
+    let entity_id = text(field("entity_id")?, "entity_id")?;
+    let workflow_id = text(field("workflow_id")?, "workflow_id")?;
+    let version = whole(field("version")?, "version")?;
+    let mut meta = f.metadata.take().ok_or("no 'metadata' field")?;
+    let schema_version = whole(field("schema_version")?, "schema_version")?;
     if event_id.is_empty() {
         return Err("'event_id' is empty".into());
     }
@@ -178,24 +160,29 @@ pub fn record(line: &str) -> Result<EventRecord, String> {
         return Err(format!("'entity_type' is {:?}, not one of {}", entity_type, ENTITY_TYPES.join(", ")));
     }
     let timestamp_us = timestamp::parse(&stamp)?;
-    let data = match (f.data, f.data_msgpack) {
+    let data = match (f.data.take(), f.data_msgpack.take()) {
         (Some(data), None) => data,
         (None, Some(encoded)) => {
             let encoded = text(encoded, "data_msgpack")?;
-            let bytes = base64::decode(encoded.as_bytes()).map_err(|why| format!("'data_msgpack' is not base64: {why}"))?;
-            validate::validate(&bytes).map_err(|e| format!("'data_msgpack' is not a stored payload: {}", e.0))?;
-            if !matches!(rmp::Marker::from_u8(bytes[0]), rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32) {
+            let bytes = base64::decode(encoded.as_bytes())
+                .map_err(|why| format!("'data_msgpack' is not base64: {why}"))?;
+            validate::validate(&bytes)
+                .map_err(|e| format!("'data_msgpack' is not a stored payload: {}", e.0))?;
+            if !matches!(
+                rmp::Marker::from_u8(bytes[0]),
+                rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32
+            ) {
                 return Err("the payload ('data_msgpack') is not a map".into());
             }
             bytes
         }
         _ => return Err("needs exactly one of 'data' and 'data_msgpack'".into()),
     };
-    let correlation_id = match meta.correlation_id {
+    let correlation_id = match meta.take("correlation_id") {
         None => return Err("no 'correlation_id' in 'metadata'".into()),
         Some(v) => text(v, "correlation_id")?,
     };
-    let actor = match meta.actor {
+    let actor = match meta.take("actor") {
         None => Text::from("system"),
         Some(v) => Text::from(text(v, "actor")?.as_ref()),
     };
@@ -210,22 +197,30 @@ pub fn record(line: &str) -> Result<EventRecord, String> {
         version,
         data,
         correlation_id: Text::from(correlation_id.as_ref()),
-        causation_id: optional_text(meta.causation_id, "causation_id")?,
+        causation_id: optional_text(meta.take("causation_id"), "causation_id")?,
         actor,
-        source_handler: optional_text(meta.source_handler, "source_handler")?,
+        source_handler: optional_text(meta.take("source_handler"), "source_handler")?,
         schema_version,
     })
 }
 
-/// The events of the lines in `block` (the first being line `first_line`), each with
-/// its line number, and the bad lines with why. Blank lines are passed over. Without
-/// `skip_bad` reading stops at the first bad line.
-pub fn lines(block: &[u8], first_line: usize, skip_bad: bool) -> (Vec<(EventRecord, usize)>, Vec<(usize, String)>) {
-    let mut events = Vec::new();
-    let mut bad = Vec::new();
+/// What a block of lines held.
+#[derive(Default)]
+pub struct ReadLines {
+    /// The events, each with its line number.
+    pub events: Vec<(EventRecord, usize)>,
+    /// The bad lines: line number, and why.
+    pub bad: Vec<(usize, String)>,
+}
+
+/// The events of the lines in `block` (the first being line `first_line`) and the bad
+/// lines. Blank lines are passed over. Without `skip_bad` reading stops at the first bad line.
+pub fn lines(block: &[u8], first_line: usize, skip_bad: bool) -> ReadLines {
+    let mut read = ReadLines::default();
+    let (events, bad) = (&mut read.events, &mut read.bad);
     let block = block.strip_suffix(b"\n").unwrap_or(block);
     if block.is_empty() {
-        return (events, bad);
+        return read;
     }
     for (i, raw) in block.split(|&b| b == b'\n').enumerate() {
         let number = first_line + i;
@@ -250,5 +245,5 @@ pub fn lines(block: &[u8], first_line: usize, skip_bad: bool) -> (Vec<(EventReco
             }
         }
     }
-    (events, bad)
+    read
 }

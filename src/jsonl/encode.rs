@@ -35,24 +35,32 @@ impl LineWriter {
                 ),
             )
         };
+        let texts = |out: &mut Vec<u8>, fields: &[(&[u8], Option<&str>)]| {
+            for (key, value) in fields {
+                out.extend_from_slice(key);
+                push_opt(out, *value);
+            }
+        };
         out.extend_from_slice(b"{\"sequence\":");
         push_int(out, i128::from(event.sequence));
-        out.extend_from_slice(b",\"event_id\":");
-        push_str(out, event.event_id);
-        out.extend_from_slice(b",\"event_type\":");
-        push_str(out, event.event_type);
+        texts(
+            out,
+            &[(b",\"event_id\":", Some(event.event_id)), (b",\"event_type\":", Some(event.event_type))],
+        );
         out.extend_from_slice(b",\"timestamp\":\"");
-        let time = self
-            .iso
-            .format(event.timestamp_us)
-            .ok_or_else(|| unreadable(format!("its time ({} us) is outside the years 1 to 9999", event.timestamp_us)))?;
+        let time = self.iso.format(event.timestamp_us).ok_or_else(|| {
+            unreadable(format!("its time ({} us) is outside the years 1 to 9999", event.timestamp_us))
+        })?;
         out.extend_from_slice(time.as_bytes());
-        out.extend_from_slice(b"\",\"entity_type\":");
-        push_str(out, event.entity_type);
-        out.extend_from_slice(b",\"entity_id\":");
-        push_str(out, event.entity_id);
-        out.extend_from_slice(b",\"workflow_id\":");
-        push_str(out, event.workflow_id);
+        out.push(b'"');
+        texts(
+            out,
+            &[
+                (b",\"entity_type\":", Some(event.entity_type)),
+                (b",\"entity_id\":", Some(event.entity_id)),
+                (b",\"workflow_id\":", Some(event.workflow_id)),
+            ],
+        );
         out.extend_from_slice(b",\"version\":");
         push_int(out, i128::from(event.version));
         out.extend_from_slice(b",\"data\":");
@@ -68,14 +76,15 @@ impl LineWriter {
             }
             Err(NotJson::Corrupt(why)) => return Err(unreadable(why)),
         }
-        out.extend_from_slice(b",\"metadata\":{\"correlation_id\":");
-        push_str(out, event.correlation_id);
-        out.extend_from_slice(b",\"causation_id\":");
-        push_opt(out, event.causation_id);
-        out.extend_from_slice(b",\"actor\":");
-        push_str(out, event.actor);
-        out.extend_from_slice(b",\"source_handler\":");
-        push_opt(out, event.source_handler);
+        texts(
+            out,
+            &[
+                (b",\"metadata\":{\"correlation_id\":", Some(event.correlation_id)),
+                (b",\"causation_id\":", event.causation_id),
+                (b",\"actor\":", Some(event.actor)),
+                (b",\"source_handler\":", event.source_handler),
+            ],
+        );
         out.extend_from_slice(b"},\"schema_version\":");
         push_int(out, i128::from(event.schema_version));
         out.extend_from_slice(b"}\n");

@@ -76,26 +76,28 @@ fn div_small(limbs: &mut [u32], d: u32) -> u32 {
     rem as u32
 }
 
+/// Negates the little-endian two's complement integer in `bytes`: invert, add one.
+fn negate(bytes: &mut [u8]) {
+    let mut carry = true;
+    for b in bytes {
+        *b = !*b;
+        if carry {
+            let (v, c) = b.overflowing_add(1);
+            *b = v;
+            carry = c;
+        }
+    }
+}
+
 /// The decimal digits of the two's complement integer in `bytes` (little-endian).
 pub fn bigint_decimal(bytes: &[u8]) -> String {
     let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
     let mut magnitude: Vec<u8> = bytes.to_vec();
     if negative {
-        // Two's complement: invert and add one.
-        let mut carry = true;
-        for b in &mut magnitude {
-            *b = !*b;
-            if carry {
-                let (v, c) = b.overflowing_add(1);
-                *b = v;
-                carry = c;
-            }
-        }
+        negate(&mut magnitude);
     }
-    let mut limbs: Vec<u32> = magnitude
-        .chunks(4)
-        .map(|c| c.iter().rev().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
-        .collect();
+    let mut limbs: Vec<u32> =
+        magnitude.chunks(4).map(|c| c.iter().rev().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))).collect();
     let mut groups = Vec::new();
     while limbs.iter().any(|&l| l != 0) {
         groups.push(div_small(&mut limbs, 1_000_000_000));
@@ -146,15 +148,7 @@ pub fn decimal_bigint(text: &str) -> Vec<u8> {
     let bits = (bytes.len() - 1) * 8 + (8 - top.leading_zeros() as usize);
     bytes.resize(bits / 8 + 1, 0);
     if negative {
-        let mut carry = true;
-        for b in &mut bytes {
-            *b = !*b;
-            if carry {
-                let (v, c) = b.overflowing_add(1);
-                *b = v;
-                carry = c;
-            }
-        }
+        negate(&mut bytes);
     }
     bytes
 }

@@ -97,7 +97,10 @@ impl<'a> Parser<'a> {
 
     /// Reads the members of an object (its `{` already read), calling `member` with each
     /// key, the parser then standing at the value, which `member` must read.
-    pub fn members(&mut self, mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), String>) -> Result<usize, String> {
+    pub fn members(
+        &mut self,
+        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), String>,
+    ) -> Result<usize, String> {
         let mut n = 0;
         if self.peek() == Some(b'}') {
             self.at += 1;
@@ -164,7 +167,9 @@ impl<'a> Parser<'a> {
                         Some(b'u') => self.unicode_escape()?,
                         _ => {
                             self.at -= 1;
-                            return Err(self.expected("an escape (\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)"));
+                            return Err(
+                                self.expected("an escape (\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)")
+                            );
                         }
                     };
                     owned.push(c);
@@ -192,18 +197,22 @@ impl<'a> Parser<'a> {
 
     fn unicode_escape(&mut self) -> Result<char, String> {
         let first = self.hex4()?;
-        let code = if (0xd800..0xdc00).contains(&first) && self.bytes().get(self.at..self.at + 2) == Some(b"\\u") {
-            self.at += 2;
-            let second = self.hex4()?;
-            if !(0xdc00..0xe000).contains(&second) {
-                return Err(format!("\\u{first:04x} is half of a character (a lone surrogate), which text cannot hold"));
-            }
-            0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
-        } else {
-            first
-        };
-        char::from_u32(code)
-            .ok_or_else(|| format!("\\u{code:04x} is half of a character (a lone surrogate), which text cannot hold"))
+        let code =
+            if (0xd800..0xdc00).contains(&first) && self.bytes().get(self.at..self.at + 2) == Some(b"\\u") {
+                self.at += 2;
+                let second = self.hex4()?;
+                if !(0xdc00..0xe000).contains(&second) {
+                    return Err(format!(
+                        "\\u{first:04x} is half of a character (a lone surrogate), which text cannot hold"
+                    ));
+                }
+                0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
+            } else {
+                first
+            };
+        char::from_u32(code).ok_or_else(|| {
+            format!("\\u{code:04x} is half of a character (a lone surrogate), which text cannot hold")
+        })
     }
 
     fn number(&mut self) -> Result<Scalar<'a>, String> {

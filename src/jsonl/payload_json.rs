@@ -27,7 +27,11 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], NotJson> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            NotJson::Corrupt(format!("the payload ends inside a value (byte {} of {})", self.at, self.bytes.len()))
+            NotJson::Corrupt(format!(
+                "the payload ends inside a value (byte {} of {})",
+                self.at,
+                self.bytes.len()
+            ))
         })?;
         let out = &self.bytes[self.at..end];
         self.at = end;
@@ -41,7 +45,8 @@ impl<'a> Reader<'a> {
     fn text(&mut self, n: usize) -> Result<&'a str, NotJson> {
         let at = self.at;
         let raw = self.take(n)?;
-        crate::codec::utf8(raw).map_err(|_| NotJson::Corrupt(format!("text at byte {at} of the payload is not UTF-8")))
+        crate::codec::utf8(raw)
+            .map_err(|_| NotJson::Corrupt(format!("text at byte {at} of the payload is not UTF-8")))
     }
 }
 
@@ -101,37 +106,30 @@ fn value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize, key: bool) -> Resu
             }
             push_float(out, x);
         }
-        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+        Marker::FixArray(_)
+        | Marker::Array16
+        | Marker::Array32
+        | Marker::FixMap(_)
+        | Marker::Map16
+        | Marker::Map32 => {
+            let map = matches!(marker, Marker::FixMap(_) | Marker::Map16 | Marker::Map32);
             let n = match marker {
-                Marker::FixArray(n) => n as usize,
-                Marker::Array16 => r.uint(2)? as usize,
+                Marker::FixArray(n) | Marker::FixMap(n) => n as usize,
+                Marker::Array16 | Marker::Map16 => r.uint(2)? as usize,
                 _ => r.uint(4)? as usize,
             };
-            out.push(b'[');
+            out.push(if map { b'{' } else { b'[' });
             for i in 0..n {
                 if i > 0 {
                     out.push(b',');
                 }
-                value(r, out, depth + 1, false)?;
-            }
-            out.push(b']');
-        }
-        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
-            let n = match marker {
-                Marker::FixMap(n) => n as usize,
-                Marker::Map16 => r.uint(2)? as usize,
-                _ => r.uint(4)? as usize,
-            };
-            out.push(b'{');
-            for i in 0..n {
-                if i > 0 {
-                    out.push(b',');
+                if map {
+                    value(r, out, depth + 1, true)?;
+                    out.push(b':');
                 }
-                value(r, out, depth + 1, true)?;
-                out.push(b':');
                 value(r, out, depth + 1, false)?;
             }
-            out.push(b'}');
+            out.push(if map { b'}' } else { b']' });
         }
         Marker::FixExt1
         | Marker::FixExt2

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use super::decode;
+use super::decode::{self, ReadLines};
 use super::encode::LineWriter;
 use super::sqlite_target::SqliteTarget;
 use crate::errors::{CoreError, CoreResult, Kind};
-use crate::event::{coerce_event, Event, EventRecord};
+use crate::event::{coerce_event, Event};
 use crate::fold::EventView;
 use crate::store::native::NativeStore;
 use crate::store::{Backend, Filter};
@@ -50,18 +50,22 @@ pub fn jsonl_export_page<'py>(
     span: i64,
 ) -> PyResult<(Bound<'py, PyBytes>, usize, i64)> {
     if span < 1 {
-        return Err(CoreError::new(Kind::InvalidArgument, format!("span must be 1 or more, not {span}")).into());
+        return Err(
+            CoreError::new(Kind::InvalidArgument, format!("span must be 1 or more, not {span}")).into()
+        );
     }
     let backend = store.get().backend();
     let (out, count, last) = py.detach(|| -> CoreResult<(Vec<u8>, usize, i64)> {
         let mut out = Vec::with_capacity(1 << 19);
         let mut writer = LineWriter::default();
-        let (mut count, mut last) = export_range(backend, after, after.saturating_add(span), &mut writer, &mut out)?;
+        let (mut count, mut last) =
+            export_range(backend, after, after.saturating_add(span), &mut writer, &mut out)?;
         if count == 0 {
             // A gap of more than `span` sequences: go on from the next event, if any.
             let next = Filter { from_sequence: Some(after), limit: Some(1), ..Filter::all() };
             if let Some(r) = backend.query(&next)?.first() {
-                (count, last) = export_range(backend, after, r.sequence.saturating_add(span - 1), &mut writer, &mut out)?;
+                (count, last) =
+                    export_range(backend, after, r.sequence.saturating_add(span - 1), &mut writer, &mut out)?;
             }
         }
         Ok((out, count, last))
@@ -71,7 +75,10 @@ pub fn jsonl_export_page<'py>(
 
 /// `events` (`Event`s of any store) as JSON Lines.
 #[pyfunction]
-pub fn jsonl_encode_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+pub fn jsonl_encode_events<'py>(
+    py: Python<'py>,
+    events: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(1 << 16);
     let mut writer = LineWriter::default();
     for (i, item) in events.try_iter()?.enumerate() {
@@ -86,8 +93,7 @@ pub fn jsonl_encode_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> 
 /// bad lines.
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct JsonlLines {
-    events: Vec<(EventRecord, usize)>,
-    bad: Vec<(usize, String)>,
+    read: ReadLines,
 }
 
 #[pymethods]
@@ -95,12 +101,13 @@ impl JsonlLines {
     /// The bad lines as `(line number, why)`.
     #[getter]
     fn bad(&self) -> Vec<(usize, String)> {
-        self.bad.clone()
+        self.read.bad.clone()
     }
 
     /// The events read, as `Event`s (with the sequences the lines give).
     fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self
+            .read
             .events
             .iter()
             .map(|(r, _)| Event::read(py, Arc::new(r.clone())))
@@ -109,7 +116,7 @@ impl JsonlLines {
     }
 
     fn __len__(&self) -> usize {
-        self.events.len()
+        self.read.events.len()
     }
 }
 
@@ -118,8 +125,7 @@ impl JsonlLines {
 /// read while the last one is written.
 #[pyfunction]
 pub fn jsonl_parse(py: Python<'_>, block: &[u8], first_line: usize, skip_bad: bool) -> JsonlLines {
-    let (events, bad) = py.detach(|| decode::lines(block, first_line, skip_bad));
-    JsonlLines { events, bad }
+    JsonlLines { read: py.detach(|| decode::lines(block, first_line, skip_bad)) }
 }
 
 /// Imports JSON Lines into the SQLite event store in a file, keeping every event's
@@ -142,7 +148,7 @@ impl SqliteJsonlImport {
     /// conflict (a sequence or id held by another event) raises `DuplicateEventError`, and
     /// nothing of them is written.
     fn write(&self, py: Python<'_>, lines: &Bound<'_, JsonlLines>) -> PyResult<(usize, usize)> {
-        let events = &lines.get().events;
+        let events = &lines.get().read.events;
         let result = py.detach(|| -> CoreResult<(usize, usize)> {
             let mut target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
             let target = target

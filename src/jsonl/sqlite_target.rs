@@ -18,8 +18,8 @@ use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::index_key::index_key;
-use crate::store::wal_vfs;
 use crate::store::sqlite_insert::row_insert_sql;
+use crate::store::wal_vfs;
 
 /// How long a write waits for another writer of the file before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,10 +119,10 @@ impl SqliteTarget {
                     return Err(CoreError::new(
                         Kind::DuplicateEvent,
                         format!(
-                            "line {line}: sequence {} is held by another event ({id}, not {}); nothing of this \
+                        "line {line}: sequence {} is held by another event ({id}, not {}); nothing of this \
                              chunk was imported. {FIX}",
-                            r.sequence, r.event_id
-                        ),
+                        r.sequence, r.event_id
+                    ),
                     ))
                 }
                 None => {}
@@ -183,7 +183,10 @@ impl SqliteTarget {
                 };
                 Err(CoreError::new(
                     Kind::DuplicateEvent,
-                    format!("line {line}: {why} (in {}); nothing of this chunk was imported. {FIX}", self.path.display()),
+                    format!(
+                        "line {line}: {why} (in {}); nothing of this chunk was imported. {FIX}",
+                        self.path.display()
+                    ),
                 ))
             }
             Err(e) => Err(self.error(e, &format!("storing line {}", rows[0].1))),

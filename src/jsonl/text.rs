@@ -41,7 +41,14 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
                 start = i + 3;
             }
             0xe2 => out.push(b),
-            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]),
         }
     }
     out.extend_from_slice(&bytes[start..]);

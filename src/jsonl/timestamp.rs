@@ -6,7 +6,9 @@ use crate::time::{days_from_civil, DATETIME_MICROS, MICROS_PER_SEC};
 
 fn digits(text: &[u8], at: usize, n: usize) -> Option<i64> {
     let part = text.get(at..at + n)?;
-    part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0i64, |acc, &b| acc * 10 + i64::from(b - b'0')))
+    part.iter()
+        .all(u8::is_ascii_digit)
+        .then(|| part.iter().fold(0i64, |acc, &b| acc * 10 + i64::from(b - b'0')))
 }
 
 /// `YYYY-MM-DD[T ]HH:MM[:SS[.f{1,6}]]` then `Z` or `±HH:MM[:SS]` (or `±HHMM`), as UTC
@@ -64,7 +66,11 @@ pub fn parse(text: &str) -> Result<i64, String> {
                 return Err(bad());
             }
             let s = hours * 3600 + minutes * 60 + seconds;
-            if sign == b'-' { -s } else { s }
+            if sign == b'-' {
+                -s
+            } else {
+                s
+            }
         }
         _ => return Err(bad()),
     };
