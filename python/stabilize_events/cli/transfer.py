@@ -66,7 +66,7 @@ from stabilize_events.cli.common import (
     shown_url,
     store_url,
 )
-from stabilize_events.errors import StabilizeEventsError
+from stabilize_events.errors import DuplicateEventError, StabilizeEventsError
 
 #: Lines per import transaction.
 CHUNK = 5000
@@ -254,6 +254,13 @@ class _BatchTarget:
 
     def write(self, lines: JsonlLines) -> tuple[int, int]:
         events = lines.events()
+        if not events:
+            return 0, 0
+        try:  # one round trip when none is there yet (a first import)
+            self._store.append_batch(events)
+            return len(events), 0
+        except DuplicateEventError:  # some are there (nothing of the batch was written)
+            pass
         fresh = [e for e in events if self._store.get_event_by_id(e.event_id) is None]
         if fresh:
             self._store.append_batch(fresh)
