@@ -396,3 +396,15 @@ def test_a_hand_edited_field_names_itself(tmp_path: Path) -> None:
     assert event.event_type == EventType.UNKNOWN  # read as an unknown type is, its name kept:
     assert event.data == {**record["data"], "_raw_event_type": "workflow.teleported"}
     assert event.timestamp.isoformat() == record["timestamp"]
+
+
+def test_export_to_a_text_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import contextlib
+
+    source = _store(tmp_path / "a.db", _events())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # a StringIO has no binary buffer
+        assert main(["export", "--store", source]) == 0
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    assert out.getvalue().encode() == dump.read_bytes()

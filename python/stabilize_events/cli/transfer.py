@@ -31,6 +31,7 @@ with `append_batch`, which assigns new sequences (order kept).
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 from collections.abc import Iterator
@@ -167,6 +168,30 @@ def _pages(store: EventStore, after: int) -> Iterator[tuple[bytes, int, int]]:
             yield jsonl_encode_events(events), len(events), events[-1].sequence
 
 
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream without a binary buffer (``sys.stdout`` replaced by a
+    ``StringIO``, say), decoded as UTF-8."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._text.write(bytes(data).decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+
+def _stdout_bytes() -> IO[bytes]:
+    """Standard output as a binary stream."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else _TextSink(sys.stdout)  # type: ignore[return-value]
+
+
 def export_events(
     store: EventStore,
     out: IO[bytes],
@@ -197,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         total = store.count_events()
         with _deferred_interrupt() as stop:
-            out: IO[bytes] = sys.stdout.buffer if to_stdout else open(args.file, "wb")
+            out: IO[bytes] = _stdout_bytes() if to_stdout else open(args.file, "wb")
             progress = _Progress("exporting", total) if not to_stdout else None
             try:
                 written = export_events(store, out, args.after_seq, stop, progress)
