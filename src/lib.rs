@@ -2,6 +2,7 @@
 //!
 //! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
 //! - `codec/`: payload msgpack encoding and decoding.
+//! - `jsonl/`: events as JSON Lines (`export` and `import`).
 //! - `store/`: the SQLite and in-memory backends behind `NativeStore`.
 //! - `allocator`: mimalloc, and its settings.
 
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod errors;
 pub mod event;
 pub mod fold;
+pub mod jsonl;
 pub mod pyrefs;
 pub mod store;
 pub mod time;
@@ -122,5 +124,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
     m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
+    jsonl::python::register(m)?;
     Ok(())
 }

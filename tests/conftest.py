@@ -59,6 +59,16 @@ def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> An
     return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
 
 
+def postgres_cli_url() -> str:
+    """The command line's URL (``postgresql://...?schema=NAME``) of a new schema on the test
+    server, dropped when the session ends; its tables are made by the first command that
+    writes. Skips the test when there is no server."""
+    url = postgres_url()
+    schema = f"t_cli_{uuid.uuid4().hex[:16]}"
+    _postgres_schemas.append(schema)
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
 #: Schemas `open_postgres` created in this session, dropped when it ends.
 _postgres_schemas: list[str] = []
 

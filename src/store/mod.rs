@@ -4,9 +4,9 @@
 //! Backends work on plain `EventRecord`s without the GIL; everything Python
 //! (encoding payloads, building `Event`s, raising errors) happens in `native`.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod filter;
-mod index_key;
+pub(crate) mod index_key;
 pub mod memory_store;
 pub mod native;
 pub mod snapshot;
@@ -16,7 +16,7 @@ pub mod sqlite_library;
 mod sqlite_scan;
 pub mod sqlite_store;
 mod sqlite_write;
-mod wal_vfs;
+pub(crate) mod wal_vfs;
 
 use std::sync::Arc;
 

@@ -131,6 +131,11 @@ fn subscription_dict<'py>(py: Python<'py>, s: &SubscriptionRecord) -> PyResult<B
 }
 
 impl NativeStore {
+    /// The backend this store runs on (for the JSON Lines export, `jsonl::python`).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     fn run<T: Send>(
         &self,
         py: Python<'_>,
