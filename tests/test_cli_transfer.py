@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import child_env
-from jsonl_oracle import event_line, event_record
+from helpers.jsonl_oracle import event_line, event_record
 from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
 from stabilize_events._core import encode_payload
 from stabilize_events.cli import main
