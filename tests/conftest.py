@@ -59,6 +59,19 @@ def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> An
     return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
 
 
+def postgres_schema_url() -> tuple[str, str]:
+    """A new, empty schema of the test server and a URL whose search_path is that schema
+    (as a deployment of Stabilize's `PostgresEventStore` names its schema); dropped at the end."""
+    import psycopg
+
+    schema = f"s_{uuid.uuid4().hex[:16]}"
+    _postgres_schemas.append(schema)
+    url = postgres_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return schema, f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
 #: Schemas `open_postgres` created in this session, dropped when it ends.
 _postgres_schemas: list[str] = []
 

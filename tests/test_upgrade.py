@@ -508,7 +508,7 @@ def bad_inputs(tmp_path: Path) -> Iterator[dict[str, str]]:
         "missing file": sqlite_url(tmp_path / "missing.db"),
         "not SQLite": sqlite_url(text),
         "no Stabilize tables": sqlite_url(ours),
-        "not an SQLite URL": "postgresql://localhost/app",
+        "not an SQLite URL": "mysql://localhost/app",
         "in memory": "sqlite:///:memory:",
     }
 

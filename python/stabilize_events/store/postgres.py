@@ -68,6 +68,7 @@ from stabilize_events.errors import (
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
+from stabilize_events.upgrade.postgres_source import refuse_unupgraded
 
 #: The version of the table layout this build reads and writes (in ``event_store_meta``).
 POSTGRES_SCHEMA_VERSION = 1
@@ -153,6 +154,13 @@ def setup_ddl(schema: str | None = None) -> str:
     return _DDL.format(s=prefix, version=POSTGRES_SCHEMA_VERSION).strip()
 
 
+def allocation_key(schema: str) -> int:
+    """The advisory lock key under which appends to the event log in ``schema`` reserve their
+    sequences (and above which they tag them, see the module doc); also names the channel."""
+    namespace = zlib.crc32(f"{schema}.event_log".encode()) & 0x7FFFFF
+    return namespace << _SEQUENCE_BITS
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -167,10 +175,10 @@ def _now_us() -> int:
     return _micros(datetime.now(UTC))
 
 
-def _open_error(connection_string: str, error: BaseException) -> StoreOpenError:
+def open_error(connection_string: str, error: BaseException) -> StoreOpenError:
     """A `StoreOpenError` naming why the server refused or could not be reached."""
     text = " ".join(str(error).split())
-    where = _redact(connection_string)
+    where = redact(connection_string)
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         hint = "check the user and password in the connection string (or PGPASSWORD / ~/.pgpass)"
@@ -185,7 +193,7 @@ def _open_error(connection_string: str, error: BaseException) -> StoreOpenError:
     return StoreOpenError(f"cannot connect to PostgreSQL at {where}: {text} ({hint})")
 
 
-def _redact(connection_string: str) -> str:
+def redact(connection_string: str) -> str:
     """The connection string without its password."""
     try:
         from psycopg.conninfo import conninfo_to_dict
@@ -257,9 +265,11 @@ class PostgresEventStore(EventStore):
         try:
             probe = psycopg.connect(connection_string, connect_timeout=max(1, round(connect_timeout)))
         except psycopg.Error as error:
-            raise _open_error(connection_string, error) from None
+            raise open_error(connection_string, error) from None
         try:
             with probe:
+                # Before anything is created: a Stabilize history not carried over would look empty.
+                refuse_unupgraded(probe, schema, redact(connection_string))
                 if create_tables:
                     self._create_tables(probe)
                 self._resolved_schema = self._verify_schema(probe)
@@ -267,14 +277,13 @@ class PostgresEventStore(EventStore):
                 self._identity = self._identity_of(probe, prefix)
         except psycopg.Error as error:
             raise StoreOpenError(
-                f"cannot open the event store at {_redact(connection_string)}: {error} "
+                f"cannot open the event store at {redact(connection_string)}: {error} "
                 f"(check that this user may read and write the event tables)"
             ) from None
         self._prefix = prefix
-        namespace = zlib.crc32(f"{self._resolved_schema}.event_log".encode()) & 0x7FFFFF
-        self._alloc_key = namespace << _SEQUENCE_BITS
-        self._channel = f"stabilize_events_{namespace}"
-        self._sql = _Statements(prefix, self._alloc_key)
+        self._alloc_key = allocation_key(self._resolved_schema)
+        self._channel = f"stabilize_events_{self._alloc_key >> _SEQUENCE_BITS}"
+        self._sql = Statements(prefix, self._alloc_key)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             connection_string,
             min_size=min_pool_size,
@@ -282,7 +291,7 @@ class PostgresEventStore(EventStore):
             timeout=pool_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             open=True,
-            name=f"stabilize-events {_redact(connection_string)}",
+            name=f"stabilize-events {redact(connection_string)}",
         )
 
     # -- opening -----------------------------------------------------------------
@@ -373,16 +382,7 @@ class PostgresEventStore(EventStore):
     # -- appends -------------------------------------------------------------------
 
     def _rows(self, events: Iterable[Any]) -> list[tuple[Event, tuple[Any, ...]]]:
-        if isinstance(events, (str, bytes, dict)):
-            raise ArgumentTypeError(f"events must be a list of events, not {type(events).__qualname__}")
-        rows = []
-        for event in events:
-            stored, row = self._codec.sqlite_row(event)
-            values = row[:13]
-            if any(isinstance(values[i], str) and _NEEDS_ESCAPE.search(values[i]) for i in _TEXT_FIELDS):
-                values = tuple(_esc(v) if i in _TEXT_FIELDS else v for i, v in enumerate(values))
-            rows.append((stored, values))
-        return rows
+        return encode_rows(self._codec, events)
 
     def append(
         self, event: Event, connection: Any | None = None, *, expected_version: int | None = None
@@ -579,7 +579,7 @@ class PostgresEventStore(EventStore):
             )
         if not self.can_join(connection):
             raise InvalidArgumentError(
-                f"connection is not on this store's database ({_redact(self._connection_string)}, schema "
+                f"connection is not on this store's database ({redact(self._connection_string)}, schema "
                 f"{self._resolved_schema!r}); nothing was written. Open the event store on the "
                 f"connection's database, or pass connection=None"
             )
@@ -1046,7 +1046,7 @@ class PostgresEventStore(EventStore):
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreError(
-                f"PostgreSQL at {_redact(self._connection_string)} did not answer: "
+                f"PostgreSQL at {redact(self._connection_string)} did not answer: "
                 f"{' '.join(str(error).split())} (the pool reconnects once the server is back; retry then)"
             ) from None
 
@@ -1068,7 +1068,7 @@ class PostgresEventStore(EventStore):
 
     def __repr__(self) -> str:
         schema = getattr(self, "_resolved_schema", self._schema)
-        return f"PostgresEventStore({_redact(self._connection_string)!r}, schema={schema!r})"
+        return f"PostgresEventStore({redact(self._connection_string)!r}, schema={schema!r})"
 
 
 class NotificationWaiter:
@@ -1112,7 +1112,39 @@ class NotificationWaiter:
             self._conn = None
 
 
-class _Statements:
+def encode_rows(codec: NativeStore, events: Iterable[Any]) -> list[tuple[Event, tuple[Any, ...]]]:
+    """Each event checked and encoded by the core (``codec``), with the values of its
+    ``event_log`` row in `Statements.names` order (text escaped, see `_esc`)."""
+    if isinstance(events, (str, bytes, dict)):
+        raise ArgumentTypeError(f"events must be a list of events, not {type(events).__qualname__}")
+    rows = []
+    for event in events:
+        stored, row = codec.sqlite_row(event)
+        values = row[:13]
+        if any(isinstance(values[i], str) and _NEEDS_ESCAPE.search(values[i]) for i in _TEXT_FIELDS):
+            values = tuple(_esc(v) if i in _TEXT_FIELDS else v for i, v in enumerate(values))
+        rows.append((stored, values))
+    return rows
+
+
+def write_at_sequences(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    rows: list[tuple[Event, tuple[Any, ...]]],
+    sequences: list[int],
+) -> None:
+    """Insert encoded ``rows`` (`encode_rows`) with the given sequences, inside ``conn``'s open
+    transaction, and move the store's sequence past them. Holds the allocation lock until that
+    transaction ends: appends and readers wait, so none sees the moved sequence before the
+    rows are committed (or rolled back)."""
+    st = Statements(f"{_quote_ident(schema)}.", allocation_key(schema))
+    columns = [list(c) for c in zip(*(row for _, row in rows), strict=True)]
+    conn.execute(st.lock_alloc_xact)
+    conn.execute(st.insert_at, {"sequence": sequences, **dict(zip(st.names, columns, strict=True))})
+    conn.execute(st.advance_to, {"last": max(sequences)})
+
+
+class Statements:
     """The SQL text of the hot paths, built once per store."""
 
     names = (
@@ -1155,6 +1187,7 @@ class _Statements:
             f"AND pid = pg_backend_pid() AND objsubid = 1 AND mode = 'ExclusiveLock' "
             f"AND ((classid::bigint << 32) | objid::bigint) = {alloc_key}"
         ).encode()
+        self.lock_alloc_xact = f"SELECT pg_advisory_xact_lock({alloc_key})".encode()
         self.lock_alloc_shared = f"SELECT pg_advisory_lock_shared({alloc_key})".encode()
         self.unlock_alloc_shared = f"SELECT pg_advisory_unlock_shared({alloc_key})".encode()
         # Reserve n consecutive sequences and tag the first until this transaction ends.
@@ -1167,6 +1200,14 @@ class _Statements:
             f"INSERT INTO {prefix}event_log (sequence, {', '.join(self.names)}) "
             f"SELECT currval({seq}) - %(n)s + u.ord, {', '.join('u.' + n for n in self.names)} "
             f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(self.names)}, ord)"
+        ).encode()
+        self.insert_at = (
+            f"INSERT INTO {prefix}event_log (sequence, {', '.join(self.names)}) "
+            f"SELECT * FROM unnest(%(sequence)b::int8[], {arrays})"
+        ).encode()
+        self.advance_to = (
+            f"SELECT setval({seq}, greatest(%(last)s, (SELECT CASE WHEN is_called THEN last_value "
+            f"ELSE 0 END FROM {prefix}event_log_sequence)))"
         ).encode()
         self.give_back = (
             f"SELECT setval({seq}, %(first)s, false) FROM {prefix}event_log_sequence "
@@ -1344,4 +1385,13 @@ def _moment(name: str, value: Any) -> datetime:
     return value
 
 
-__all__ = ["POSTGRES_SCHEMA_VERSION", "NotificationWaiter", "PostgresEventStore", "setup_ddl"]
+__all__ = [
+    "POSTGRES_SCHEMA_VERSION",
+    "NotificationWaiter",
+    "PostgresEventStore",
+    "Statements",
+    "allocation_key",
+    "encode_rows",
+    "setup_ddl",
+    "write_at_sequences",
+]
