@@ -9,9 +9,11 @@ reference through ``search_path`` in its URL), dropped afterwards.
 - W3: ``get_events_for_workflow`` of one 20,000-event workflow (``W8_W3_EVENTS``) in a store
   of 10 such workflows, reading ``e.data.get("status")`` of each.
 - W4: ``EventReplayer(store).rebuild_workflow_state`` of that workflow.
-- Ours only: 4 processes appending batches of 1,000 at once (total rate), and the delay from
+- Ours only: 4 processes appending batches of 1,000 at once (total rate); the delay from
   an ``append`` call in another process to a `NotificationWaiter` here waking and reading the
-  event (median and p99 over ``W8_NOTIFY_EVENTS``, default 200).
+  event; and the delay from an append's commit in another process to a `ProjectionRunner`
+  here (polling every 5 s, so woken by LISTEN/NOTIFY) applying it, and to a
+  `SubscriptionManager` handler (median and p99 over ``W8_NOTIFY_EVENTS``, default 200).
 
 Run: ``python -m pytest benches/test_w8_postgres.py --benchmark-only -s``.
 """
@@ -196,12 +198,18 @@ if mode == "batches":
     for i in range(0, len(events), 1000):
         store.append_batch(events[i : i + 1000])
     print(time.perf_counter() - t0, flush=True)
-else:
+elif mode == "single":
     events = standard_stream(ours_api(), 99, int(sys.argv[5]))
     for event in events:
         time.sleep(0.02)
         print(time.time(), flush=True)
         store.append(event)
+else:  # "committed": the time each append returned, i.e. its commit
+    events = standard_stream(ours_api(), 98, int(sys.argv[5]))
+    for event in events:
+        time.sleep(0.02)
+        store.append(event)
+        print(time.time(), flush=True)
 store.close()
 """
 
@@ -284,5 +292,90 @@ def test_w8_notify_delay(benchmark: Any) -> None:
             f"\nW8 append call -> delivery through LISTEN/NOTIFY [ours]: "
             f"median {median:.1f} ms, p99 {p99:.1f} ms"
         )
+    finally:
+        impl.cleanup()
+
+
+def _delivery_delays(store: Any, schema: str, start_follower: Any) -> list[float]:
+    """Seconds from each append's commit in a writer process to its delivery here, through
+    the follower ``start_follower(record)`` starts (``record(event)`` on each delivery; returns
+    a function that stops it)."""
+    delivered: dict[int, float] = {}
+    done = threading.Event()
+
+    def record(event: Any) -> None:
+        delivered[event.sequence] = time.time()
+        if len(delivered) >= NOTIFY_EVENTS:
+            done.set()
+
+    stop = start_follower(record)
+    try:
+        writer = _spawn([_url(), schema, str(Path(__file__).parent), "committed", str(NOTIFY_EVENTS)])
+        out, _ = writer.communicate(timeout=300)
+        assert writer.returncode == 0
+        assert done.wait(60)
+    finally:
+        stop()
+    commits = [float(x) for x in out.split()]
+    sequences = sorted(delivered)
+    return [delivered[s] - c for s, c in zip(sequences, commits, strict=True)]
+
+
+def _report_delays(benchmark: Any, label: str, delays: list[float]) -> None:
+    ms = sorted(d * 1000 for d in delays)
+    median, p99 = statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    benchmark.extra_info.update({"median_ms": median, "p99_ms": p99})
+    print(f"\nW8 commit in another process -> {label} [ours]: median {median:.1f} ms, p99 {p99:.1f} ms")
+
+
+def test_w8_runner_delivery_delay(benchmark: Any) -> None:
+    from stabilize_events import EventBus, ProjectionRunner
+    from stabilize_events.projections import Projection
+
+    impl = PgImpl("ours")
+    try:
+        store = impl.new()
+
+        def follow(record: Any) -> Any:
+            class Timing(Projection):
+                @property
+                def name(self) -> str:
+                    return "timing"
+
+                def apply(self, event: Any) -> None:
+                    record(event)
+
+                def get_state(self) -> Any:
+                    return None
+
+            runner = ProjectionRunner(store, Timing(), bus=EventBus(), poll_interval=5.0)
+            runner.start()
+            return runner.stop
+
+        delays = benchmark.pedantic(
+            _delivery_delays, args=(store, impl.schemas[-1], follow), rounds=1, iterations=1
+        )
+        _report_delays(benchmark, "ProjectionRunner.apply", delays)
+    finally:
+        impl.cleanup()
+
+
+def test_w8_subscription_delivery_delay(benchmark: Any) -> None:
+    from stabilize_events import SubscriptionManager
+
+    impl = PgImpl("ours")
+    try:
+        store = impl.new()
+
+        def follow(record: Any) -> Any:
+            manager = SubscriptionManager(store, poll_interval=5.0)
+            manager.create_subscription("timing", record, start_from="beginning")
+            manager.start()
+            return manager.stop
+
+        delays = benchmark.pedantic(
+            _delivery_delays, args=(store, impl.schemas[-1], follow), rounds=1, iterations=1
+        )
+        _report_delays(benchmark, "SubscriptionManager handler", delays)
     finally:
         impl.cleanup()

@@ -396,6 +396,50 @@ def test_subscription_manager_wakes_on_another_processes_commit(store: PostgresE
         manager.stop()
 
 
+def test_projection_runner_wakes_on_another_processes_commit_long_before_its_poll(
+    store: PostgresEventStore,
+) -> None:
+    """The runner polls every 10 minutes here, and the event is committed by another process
+    (so it never crosses this process's bus): it arrives within seconds only because the
+    commit's NOTIFY wakes the runner's follower."""
+    from stabilize_events import EventBus
+
+    arrived = threading.Event()
+    seen: list[int] = []
+
+    class Recorder(Projection):
+        @property
+        def name(self) -> str:
+            return "cross-process"
+
+        def apply(self, event: Any) -> None:
+            seen.append(event.sequence)
+            arrived.set()
+
+        def get_state(self) -> Any:
+            return list(seen)
+
+    store.append(new_event())
+    runner = ProjectionRunner(store, Recorder(), bus=EventBus(), poll_interval=600)
+    assert runner.start() == 1 and seen == [1]
+    try:
+        arrived.clear()
+        writer = _spawn_writer(store, "wake-runner", batches=1, size=3, hold_every=0)
+        _out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        committed = time.monotonic()
+        assert arrived.wait(60), "the runner did not wake on the other process's commit"
+        deadline = time.monotonic() + 10
+        while len(seen) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [1, 2, 3, 4] and runner.position == 4
+        assert time.monotonic() - committed < 30  # far below the 600 s poll
+        assert runner.last_follow_error is None
+    finally:
+        runner.stop()
+    assert runner._follower is None and not runner.running
+
+
 def test_projection_runner_leaves_a_live_event_ahead_of_an_open_transaction(
     store: PostgresEventStore,
 ) -> None:
