@@ -530,3 +530,74 @@ def test_server_restart_mid_stream_loses_no_acknowledged_event_and_halves_no_bat
         present = [i in stored for i in ids]
         assert all(present) or not any(present), f"a failed batch is half-written ({why})"
     assert len(stored) % 50 == 0
+
+
+# --- a connection dropped mid-batch ----------------------------------------------------------
+
+
+def _terminate_the_blocked_append(store: PostgresEventStore, append: Any) -> BaseException | None:
+    """Run ``append`` in a thread while this test holds a lock the batch's INSERT must wait for,
+    kill the appending backend (``pg_terminate_backend``) once it waits there (the batch sent,
+    its sequences reserved, its transaction open), then release the lock. Returns what the
+    append raised."""
+    table = f'"{store.resolved_schema()}".event_log'
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            append()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with psycopg.connect(postgres_url()) as blocker:
+        blocker.execute(f"LOCK TABLE {table} IN SHARE MODE")  # INSERT waits for it
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            row = blocker.execute(
+                "SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted", (table,)
+            ).fetchone()
+            victim = None if row is None else row[0]
+            time.sleep(0.005)
+        assert victim is not None, "the append never reached its INSERT"
+        blocker.execute("SELECT pg_terminate_backend(%s)", (victim,))
+        blocker.rollback()
+    thread.join(timeout=60)
+    assert outcome, "the append did not return"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("payload", [10, 20_000], ids=["pipelined", "large-unpipelined"])
+def test_a_connection_dropped_mid_batch_writes_nothing_and_the_store_goes_on(
+    store: PostgresEventStore, payload: int
+) -> None:
+    """The appending backend is killed while its batch is on the server (sent, sequences
+    reserved, transaction open): the append raises `StoreError`, nothing of the batch is
+    stored, and the same store appends and reads again at once."""
+    store.append(new_event(workflow_id="wf-drop"))
+    batch = [new_event(workflow_id="wf-drop", data={"blob": "x" * payload, "i": i}) for i in range(200)]
+    error = _terminate_the_blocked_append(store, lambda: store.append_batch(batch))
+    assert isinstance(error, errors.StoreError), repr(error)
+    assert "did not complete" in str(error) and "get_event_by_id" in str(error)
+    assert store.count_events() == 1
+    assert all(store.get_event_by_id(e.event_id) is None for e in batch[::50])
+    again = store.append_batch(batch)  # the pool replaced the dead connection; no lock was kept
+    assert [e.sequence for e in again] == list(range(again[0].sequence, again[0].sequence + 200))
+    assert store.count_events() == 201
+    assert [e.sequence for e in store.get_events_since(0, 1000)] == [1, *(e.sequence for e in again)]
+
+
+def test_a_caller_connection_dropped_mid_append_is_a_store_error(store: PostgresEventStore) -> None:
+    caller = psycopg.connect(postgres_url())
+    try:
+        batch = [new_event(workflow_id="wf-drop-caller") for _ in range(50)]
+        error = _terminate_the_blocked_append(store, lambda: store.append_batch(batch, connection=caller))
+        assert isinstance(error, errors.StoreError), repr(error)
+        assert "caller's transaction" in str(error)
+        assert store.count_events() == 0
+        assert len(store.append_batch(batch)) == 50
+    finally:
+        caller.close()

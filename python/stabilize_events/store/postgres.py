@@ -614,6 +614,18 @@ class PostgresEventStore(EventStore):
                 if first is not None:
                     self._give_back(connection, first, n)
                 raise _duplicate(error) from None
+            if isinstance(error, psycopg.OperationalError):
+                fate = (
+                    "nothing of it is stored unless the server committed it before the connection "
+                    "broke (look it up with get_event_by_id)"
+                    if own
+                    else "the caller's transaction is gone with its connection (the server rolled it "
+                    "back, this append included): open a new connection and redo the transaction"
+                )
+                raise StoreError(
+                    f"the append through the caller's connection did not complete: "
+                    f"{' '.join(str(error).split())}; {fate}"
+                ) from None
             raise
         assert row is not None
         first = int(row[0])
