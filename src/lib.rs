@@ -104,6 +104,13 @@ fn snapshot_bytes_intact(state: &[u8], state_hash: &str) -> Option<bool> {
         .then(|| store::snapshot::bytes_hash(state) == state_hash)
 }
 
+/// `sha256-msgpack:<hex>`, the hash a snapshot whose state is stored as `state` (bytes made by
+/// `encode_payload`) carries: stores that keep their own rows (PostgreSQL) hash with it.
+#[pyfunction]
+fn snapshot_hash(state: &[u8]) -> String {
+    store::snapshot::bytes_hash(state)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
@@ -117,6 +124,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot_hash, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;

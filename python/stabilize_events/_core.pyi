@@ -189,6 +189,10 @@ def snapshot_bytes_intact(state: bytes, state_hash: str) -> bool | None:
     """Whether a snapshot's stored ``state`` bytes match ``state_hash``; None for a legacy hash
     (over the canonical JSON of the decoded state: `snapshots.snapshot_row_intact` checks it)."""
 
+def snapshot_hash(state: bytes) -> str:
+    """``sha256-msgpack:<hex>``: the hash of a snapshot whose state is stored as ``state``
+    (bytes made by `encode_payload`), as `snapshot_bytes_intact` checks it."""
+
 def encode_payload(value: Any) -> bytes:
     """Encode a payload as the stores do (msgpack with extension types)."""
 

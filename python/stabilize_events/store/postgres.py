@@ -53,7 +53,6 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 
 from stabilize_events import _core
 from stabilize_events._core import Event, EventMetadata, NativeStore
-from stabilize_events.canonical import state_hash
 from stabilize_events.errors import (
     ArgumentTypeError,
     ConcurrencyError,
@@ -888,9 +887,13 @@ class PostgresEventStore(EventStore):
         max_event_time_us: int | None = None,
     ) -> None:
         """Save ``state`` as the entity's state after event ``sequence`` (replacing one saved at
-        the same sequence), with the SHA-256 of its canonical form (computed unless given)."""
-        digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
+        the same sequence), with the hash of the stored bytes (``sha256-msgpack:<hex>``, as the
+        SQLite store; computed unless given: a given legacy hash, the SHA-256 of the canonical
+        JSON, is kept and checked that way when read)."""
+        if not isinstance(state, dict):
+            raise ArgumentTypeError("state must be a dict")
         encoded = _core.encode_payload(state)
+        digest = state_hash_hex if state_hash_hex is not None else _core.snapshot_hash(encoded)
         self._check_open()
         with self._connection() as conn:
             conn.execute(
@@ -922,7 +925,9 @@ class PostgresEventStore(EventStore):
         limit: int = 10,
     ) -> list[dict[str, Any]]:
         """Snapshots of an entity at or before ``max_sequence``, newest first, as dicts (the
-        SQLite store's keys: ``state``, ``state_hash``, ``state_error``, ``created_at``, ...)."""
+        SQLite store's keys: ``state``, ``state_hash``, ``state_error``, ``created_at``, and
+        ``hash_ok``: whether the stored bytes match the hash, checked by the core; None for a
+        legacy hash, which `stabilize_events.snapshots` checks against the decoded state)."""
         self._check_open()
         with self._connection() as conn:
             with conn.cursor(binary=True) as cur:
@@ -942,10 +947,12 @@ class PostgresEventStore(EventStore):
         for et, eid, wf, version, seq, blob, digest, created, max_event in rows:
             state: Any = None
             error = None
+            stored = bytes(blob)
             try:
-                state = _core.decode_payload(bytes(blob))
+                state = _core.decode_payload(stored)
             except Exception as problem:
                 error = str(problem)
+            hash_ok = False if error is not None else _core.snapshot_bytes_intact(stored, digest)
             out.append(
                 {
                     "entity_type": et,
@@ -956,6 +963,7 @@ class PostgresEventStore(EventStore):
                     "state": state,
                     "state_error": error,
                     "state_hash": digest,
+                    "hash_ok": hash_ok,
                     "created_at": _EPOCH + timedelta(microseconds=created),
                     "max_event_time_us": max_event,
                 }
