@@ -601,3 +601,16 @@ def test_a_caller_connection_dropped_mid_append_is_a_store_error(store: Postgres
         assert len(store.append_batch(batch)) == 50
     finally:
         caller.close()
+
+
+def test_a_caller_connection_making_dict_rows_is_joined(store: PostgresEventStore) -> None:
+    """Stabilize's pools hand out connections with ``row_factory=dict_row``: they are joined
+    and appended through all the same."""
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(postgres_url(), row_factory=dict_row) as caller:
+        assert store.can_join(caller)
+        stored = store.append_batch([new_event(), new_event()], connection=caller)
+        assert store.count_events() == 0
+        caller.commit()
+    assert [e.sequence for e in stored] == [1, 2] and store.count_events() == 2

@@ -44,6 +44,7 @@ from typing import Any
 try:
     import psycopg
     from psycopg import sql
+    from psycopg.rows import tuple_row
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -354,10 +355,15 @@ class PostgresEventStore(EventStore):
 
     @staticmethod
     def _identity_of(conn: psycopg.Connection[Any], prefix: str) -> tuple[Any, ...]:
-        row = conn.execute(
-            f"SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), "
-            f"'{prefix}event_log'::regclass::oid"
-        ).fetchone()
+        # Plain tuples whatever row factory the connection has (Stabilize's pools use dict rows).
+        row = (
+            conn.cursor(row_factory=tuple_row)
+            .execute(
+                f"SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), "
+                f"'{prefix}event_log'::regclass::oid"
+            )
+            .fetchone()
+        )
         assert row is not None
         return tuple(row)
 
@@ -597,7 +603,8 @@ class PostgresEventStore(EventStore):
                     connection.execute("BEGIN")
                 connection.execute(f"SAVEPOINT {_SAVEPOINT}")
                 connection.execute(st.lock_alloc)
-                reserve = connection.execute(st.reserve, {"n": n})
+                reserve = connection.cursor(row_factory=tuple_row)  # the caller's may make dicts
+                reserve.execute(st.reserve, {"n": n})
                 connection.execute(st.unlock_alloc)
                 connection.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
                 connection.execute(st.notify, {"channel": self._channel})
