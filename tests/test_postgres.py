@@ -618,3 +618,23 @@ def test_a_caller_connection_making_dict_rows_is_joined(store: PostgresEventStor
         assert store.count_events() == 0
         caller.commit()
     assert [e.sequence for e in stored] == [1, 2] and store.count_events() == 2
+
+
+def test_a_payload_that_cannot_be_decoded_is_reported_by_its_event_as_on_sqlite(
+    store: PostgresEventStore,
+) -> None:
+    """Rows are read without decoding their payloads: the damaged one's event names itself when
+    its data is used, the other events read fine, and a fold skips it only when asked to."""
+    store.append_batch([new_event(workflow_id="wf-c") for _ in range(3)])
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{store.resolved_schema()}".event_log SET data = %s WHERE sequence = 2', (b"\xc1\xff",)
+        )
+    events = store.get_events_for_workflow("wf-c")
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert isinstance(events[0].data, dict) and isinstance(events[2].data, dict)
+    with pytest.raises(errors.CorruptEventError, match="sequence 2"):
+        _ = events[1].data
+    with pytest.raises(errors.CorruptEventError, match="sequence 2"):
+        store.fold_workflow("wf-c")
+    assert store.fold_workflow("wf-c", skip_corrupt=True)["last_sequence"] == 3

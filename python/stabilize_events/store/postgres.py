@@ -720,7 +720,7 @@ class PostgresEventStore(EventStore):
             return rows
 
     def _read(self, query: str, params: Any = None) -> list[Event]:
-        return [_event(row) for row in self._fetch(query, params)]
+        return _events(self._fetch(query, params))
 
     def _scalar(self, query: str, params: Any = None) -> Any:
         rows = self._fetch(query, params)
@@ -896,7 +896,7 @@ class PostgresEventStore(EventStore):
                     cur.execute(text, params)
                     folded = _core.fold_events(
                         workflow_id,
-                        (_event(row) for row in cur),
+                        _streamed(cur),
                         initial_state,
                         upcast,
                         current_schema_version,
@@ -1332,6 +1332,24 @@ def _unesc(value: Any) -> Any:
     if value is None or _ESCAPE not in value:
         return value
     return value.replace(_ESCAPE + "0", "\x00").replace(_ESCAPE + "1", _ESCAPE)
+
+
+#: The text columns of a row as `_COLUMNS` selects it.
+_row_text = itemgetter(1, 2, 4, 5, 6, 9, 10, 11, 12)
+
+
+def _events(rows: list[Any]) -> list[Event]:
+    """Events for rows as `_COLUMNS` selects them, built by the core (payloads decoded when
+    first used); rows holding escaped text (`_esc`, rare) are unescaped here first."""
+    if _ESCAPE in "".join(filter(None, chain.from_iterable(map(_row_text, rows)))):
+        return [_event(row) for row in rows]
+    return _core.events_from_rows(rows)
+
+
+def _streamed(cur: Any) -> Iterator[Event]:
+    """The events of a (server-side) cursor's rows, fetched a chunk at a time."""
+    while rows := cur.fetchmany(cur.itersize):
+        yield from _events(rows)
 
 
 def _event(row: Sequence[Any]) -> Event:
