@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from stabilize_events._core import Event
-from stabilize_events.errors import StoreError
+from stabilize_events.errors import PayloadError, StoreError
 from stabilize_events.snapshots import snapshot_row_intact
+from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType, parse_event_type
 from stabilize_events.upgrade import convert
-from stabilize_events.upgrade.outcome import Result
+from stabilize_events.upgrade.outcome import ProgressSink, Result
 from stabilize_events.upgrade.source import (
     EVENT_LOG,
     EVENT_SNAPSHOT,
@@ -32,6 +35,88 @@ from stabilize_events.upgrade.source import (
 
 #: A Stabilize snapshot row as the functions here take it: its id, then these columns.
 SNAPSHOT_COLUMNS = "id, entity_type, entity_id, workflow_id, version, sequence, state, state_hash"
+
+
+#: Our store for one step of the upgrade (opened for it, or one kept open).
+OpenStore = Callable[[], AbstractContextManager[Any]]
+
+
+def copy_event_chunks(
+    result: Result, progress: ProgressSink, pending: int, copy_chunk: Callable[[int], list[convert.SourceRow]]
+) -> None:
+    """Run ``copy_chunk(after)`` (copy the next chunk of Stabilize events after sequence
+    ``after`` that ours lack, in one transaction; return its rows) until it copies nothing."""
+    progress.start("copying events", pending)
+    after = 0
+    while rows := copy_chunk(after):
+        after = rows[-1].sequence
+        result.copied_events += len(rows)
+        progress.advance(len(rows), f"up to sequence {after:,}")
+    progress.finish()
+
+
+def stored_events(
+    rows: list[convert.SourceRow], encoder: Any, store: Callable[[list[Event]], object]
+) -> None:
+    """``store`` the events of ``rows``; a payload that cannot be stored names its row."""
+    events = [convert.event_from_row(r) for r in rows]
+    try:
+        store(events)
+    except PayloadError as exc:
+        # Name the row: the batch error only names the key path.
+        for row, event in zip(rows, events, strict=True):
+            try:
+                encoder.sqlite_row(event)
+            except PayloadError:
+                raise convert.bad_row(row, f"its data cannot be stored ({exc})") from None
+        raise
+
+
+def verify_event_batches(
+    result: Result,
+    progress: ProgressSink,
+    total: int,
+    last_sequence: int,
+    fetch: Callable[[int], list[convert.SourceRow]],
+    ours: OpenStore,
+) -> None:
+    """Compare the Stabilize rows ``fetch(after)`` gives (the next batch after sequence
+    ``after``, up to ``last_sequence``; ``total`` in all) with our events, field by field."""
+    progress.start("verifying events", total)
+    after = 0
+    while rows := fetch(after):
+        upto = rows[-1].sequence
+        with ours() as store:
+            query = EventQuery(from_sequence=after, to_sequence=upto, limit=len(rows) + 1)
+            compare_events(result, rows, {e.sequence: e for e in store.get_events(query)})
+        result.verified_events += len(rows)
+        progress.advance(len(rows), f"up to sequence {upto:,}")
+        after = upto
+    progress.finish()
+    with ours() as store:
+        ours_in_range = store.count_events(EventQuery(to_sequence=last_sequence))
+    if ours_in_range != total:
+        result.mismatch(
+            f"counts differ: Stabilize's {EVENTS} holds {total:,} events up to sequence "
+            f"{last_sequence:,}, {EVENT_LOG} {ours_in_range:,}"
+        )
+
+
+def copy_snapshot_batches(
+    result: Result,
+    progress: ProgressSink,
+    total: int,
+    batches: Iterable[list[tuple[tuple[Any, ...], int | None]]],
+    ours: OpenStore,
+) -> None:
+    """Copy each Stabilize snapshot row (with its newest event time) of ``batches``."""
+    progress.start("copying snapshots", total)
+    for batch in batches:
+        with ours() as store:
+            for row, newest in batch:
+                copy_snapshot(result, store, row, newest)
+        progress.advance(len(batch), "")
+    progress.finish()
 
 
 def compare_events(result: Result, rows: list[convert.SourceRow], ours: dict[int, Event]) -> None:
@@ -194,12 +279,17 @@ def subscription_record(
 
 __all__ = [
     "SNAPSHOT_COLUMNS",
+    "OpenStore",
     "compare_events",
     "compare_snapshot",
     "compare_subscriptions",
+    "copy_event_chunks",
     "copy_snapshot",
+    "copy_snapshot_batches",
     "copy_subscriptions",
     "our_snapshot",
     "snapshot_state",
+    "stored_events",
     "subscription_record",
+    "verify_event_batches",
 ]

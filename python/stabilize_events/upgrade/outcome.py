@@ -98,4 +98,34 @@ class Result:
             self.mismatches.append(text)
 
 
-__all__ = ["MAX_REPORTED", "ProgressSink", "Result", "Silent", "Survey"]
+def counted_survey(
+    path: Path | str,
+    span: tuple[int, int | None, int | None],
+    snapshots: int,
+    subscriptions: int,
+    ours: tuple[bool, int, int, int],
+    already_copied: int,
+    other_offsets: int,
+) -> Survey:
+    """A `Survey` from counts: ``span`` is Stabilize's event count, first and last sequence;
+    ``ours`` whether our tables exist and the events, snapshots and subscriptions they hold."""
+    events, first, last = span
+    created, ours_events, ours_snapshots, ours_subscriptions = ours
+    return Survey(
+        path=path,
+        events=int(events),
+        first_sequence=None if first is None else int(first),
+        last_sequence=None if last is None else int(last),
+        snapshots=snapshots,
+        subscriptions=subscriptions,
+        ours_created=created,
+        ours_events=ours_events,
+        ours_snapshots=ours_snapshots,
+        ours_subscriptions=ours_subscriptions,
+        already_copied=already_copied,
+        to_copy=int(events) - already_copied,
+        other_offsets=other_offsets,
+    )
+
+
+__all__ = ["MAX_REPORTED", "ProgressSink", "Result", "Silent", "Survey", "counted_survey"]

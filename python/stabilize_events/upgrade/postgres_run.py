@@ -20,15 +20,14 @@ subscription positions are carried by `stabilize_events.upgrade.carry`, through
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
 
 from stabilize_events._core import NativeStore
-from stabilize_events.errors import PayloadError, SchemaError, StoreError
+from stabilize_events.errors import SchemaError, StoreError
 from stabilize_events.snapshots import datetime_to_micros
-from stabilize_events.store.interface import EventQuery
 from stabilize_events.store.postgres import (
     PostgresEventStore,
     encode_rows,
@@ -40,14 +39,16 @@ from stabilize_events.store.postgres import (
 from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
     SNAPSHOT_COLUMNS,
-    compare_events,
     compare_snapshot,
     compare_subscriptions,
-    copy_snapshot,
+    copy_event_chunks,
+    copy_snapshot_batches,
     copy_subscriptions,
+    stored_events,
     subscription_record,
+    verify_event_batches,
 )
-from stabilize_events.upgrade.outcome import ProgressSink, Result, Silent, Survey
+from stabilize_events.upgrade.outcome import ProgressSink, Result, Silent, Survey, counted_survey
 from stabilize_events.upgrade.postgres_source import (
     StabilizeTables,
     find_stabilize_tables,
@@ -144,20 +145,14 @@ def _survey(conn: psycopg.Connection[Any], url: str) -> Survey:
         )
         ours_snapshots = _count(conn, f"SELECT count(*) FROM {tables.qualified(EVENT_SNAPSHOT)}")
         ours_subscriptions = _count(conn, f"SELECT count(*) FROM {tables.qualified(EVENT_SUBSCRIPTION)}")
-    return Survey(
-        path=where,
-        events=int(events),
-        first_sequence=None if first is None else int(first),
-        last_sequence=None if last is None else int(last),
-        snapshots=snapshots,
-        subscriptions=subscriptions,
-        ours_created=ours_created,
-        ours_events=ours_events,
-        ours_snapshots=ours_snapshots,
-        ours_subscriptions=ours_subscriptions,
-        already_copied=already,
-        to_copy=int(events) - already,
-        other_offsets=0,  # timestamptz holds instants: nothing to note
+    return counted_survey(
+        where,
+        (events, first, last),
+        snapshots,
+        subscriptions,
+        (ours_created, ours_events, ours_snapshots, ours_subscriptions),
+        already,
+        0,  # timestamptz holds instants: no offsets to note
     )
 
 
@@ -224,10 +219,9 @@ class _Upgrade:
             f"SELECT count(*) FROM {theirs} e WHERE NOT EXISTS "
             f"(SELECT 1 FROM {ours} l WHERE l.sequence = e.sequence)",
         )
-        self.progress.start("copying events", pending)
         columns = _source_columns(self.tables)
-        after = 0
-        while True:
+
+        def copy_chunk(after: int) -> list[convert.SourceRow]:
             with self._transaction():
                 rows = [
                     convert.SourceRow(*r)
@@ -240,26 +234,20 @@ class _Upgrade:
                 ]
                 if rows:
                     self._insert(rows)
-            if not rows:
-                break
-            after = rows[-1].sequence
-            self.result.copied_events += len(rows)
-            self.progress.advance(len(rows), f"up to sequence {after:,}")
-        self.progress.finish()
+            return rows
+
+        copy_event_chunks(self.result, self.progress, pending, copy_chunk)
         return _count(self.conn, f"SELECT coalesce(max(sequence), 0) FROM {theirs}")
 
     def _insert(self, rows: list[convert.SourceRow]) -> None:
-        events = [convert.event_from_row(r) for r in rows]
-        try:
-            encoded = encode_rows(self.codec, events)
-        except PayloadError as exc:
-            for row, event in zip(rows, events, strict=True):  # name the row
-                try:
-                    self.codec.sqlite_row(event)
-                except PayloadError:
-                    raise convert.bad_row(row, f"its data cannot be stored ({exc})") from None
-            raise
-        write_at_sequences(self.conn, self.tables.schema, encoded, [r.sequence for r in rows])
+        sequences = [r.sequence for r in rows]
+        stored_events(
+            rows,
+            self.codec,
+            lambda events: write_at_sequences(
+                self.conn, self.tables.schema, encode_rows(self.codec, events), sequences
+            ),
+        )
 
     # -- snapshots and subscriptions -----------------------------------------------
 
@@ -289,12 +277,13 @@ class _Upgrade:
 
     def copy_snapshots(self) -> None:
         """Copy the Stabilize snapshots our table lacks (each checked first, see `carry`)."""
-        self.progress.start("copying snapshots", self.survey.snapshots)
-        for batch in self._snapshot_rows():
-            for row in batch:
-                copy_snapshot(self.result, self.store, row, self._newest_event_us(row[3], row[5]))
-            self.progress.advance(len(batch), "")
-        self.progress.finish()
+        batches = (
+            [(row, self._newest_event_us(row[3], row[5])) for row in batch] for batch in self._snapshot_rows()
+        )
+        copy_snapshot_batches(self.result, self.progress, self.survey.snapshots, batches, self._ours)
+
+    def _ours(self) -> AbstractContextManager[PostgresEventStore]:
+        return nullcontext(self.store)
 
     def subscriptions(self) -> list[dict[str, Any]]:
         if not self.tables.has_subscriptions:
@@ -311,11 +300,10 @@ class _Upgrade:
         """Compare every Stabilize event up to ``last_sequence`` with ours, field by field."""
         theirs = self.tables.qualified(EVENTS)
         total = _count(self.conn, f"SELECT count(*) FROM {theirs} WHERE sequence <= %s", (last_sequence,))
-        self.progress.start("verifying events", total)
         columns = _source_columns(self.tables)
-        after = 0
-        while True:
-            rows = [
+
+        def fetch(after: int) -> list[convert.SourceRow]:
+            return [
                 convert.SourceRow(*r)
                 for r in self.conn.execute(
                     f"SELECT {columns} FROM {theirs} WHERE sequence > %s AND sequence <= %s "
@@ -323,21 +311,8 @@ class _Upgrade:
                     (after, last_sequence, self.batch),
                 )
             ]
-            if not rows:
-                break
-            upto = rows[-1].sequence
-            query = EventQuery(from_sequence=after, to_sequence=upto, limit=len(rows) + 1)
-            compare_events(self.result, rows, {e.sequence: e for e in self.store.get_events(query)})
-            self.result.verified_events += len(rows)
-            self.progress.advance(len(rows), f"up to sequence {upto:,}")
-            after = upto
-        self.progress.finish()
-        ours_in_range = self.store.count_events(EventQuery(to_sequence=last_sequence))
-        if ours_in_range != total:
-            self.result.mismatch(
-                f"counts differ: Stabilize's {EVENTS} holds {total:,} events up to sequence "
-                f"{last_sequence:,}, {EVENT_LOG} {ours_in_range:,}"
-            )
+
+        verify_event_batches(self.result, self.progress, total, last_sequence, fetch, self._ours)
         return total
 
     def verify_snapshots(self) -> None:

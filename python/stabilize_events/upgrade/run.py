@@ -26,25 +26,25 @@ from typing import Any
 from stabilize_events._core import NativeStore
 from stabilize_events.errors import (
     InvalidArgumentError,
-    PayloadError,
     SchemaError,
     StoreError,
 )
 from stabilize_events.snapshots import datetime_to_micros
 from stabilize_events.store.caller_connection import CallerConnections
-from stabilize_events.store.interface import EventQuery
 from stabilize_events.store.native import NativeEventStore
 from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
     SNAPSHOT_COLUMNS,
-    compare_events,
     compare_snapshot,
     compare_subscriptions,
-    copy_snapshot,
+    copy_event_chunks,
+    copy_snapshot_batches,
     copy_subscriptions,
+    stored_events,
     subscription_record,
+    verify_event_batches,
 )
-from stabilize_events.upgrade.outcome import ProgressSink, Result, Silent, Survey
+from stabilize_events.upgrade.outcome import ProgressSink, Result, Silent, Survey, counted_survey
 from stabilize_events.upgrade.postgres_source import is_postgres_url
 from stabilize_events.upgrade.source import (
     EVENT_LOG,
@@ -171,20 +171,14 @@ def _survey(conn: sqlite3.Connection) -> Survey:
             ours_snapshots = _count(conn, f"SELECT count(*) FROM {EVENT_SNAPSHOT}")
         if has_table(conn, EVENT_SUBSCRIPTION):
             ours_subscriptions = _count(conn, f"SELECT count(*) FROM {EVENT_SUBSCRIPTION}")
-    return Survey(
-        path=path,
-        events=int(events),
-        first_sequence=None if first is None else int(first),
-        last_sequence=None if last is None else int(last),
-        snapshots=snapshots,
-        subscriptions=subscriptions,
-        ours_created=ours_created,
-        ours_events=ours_events,
-        ours_snapshots=ours_snapshots,
-        ours_subscriptions=ours_subscriptions,
-        already_copied=already,
-        to_copy=int(events) - already,
-        other_offsets=other_offsets,
+    return counted_survey(
+        path,
+        (events, first, last),
+        snapshots,
+        subscriptions,
+        (ours_created, ours_events, ours_snapshots, ours_subscriptions),
+        already,
+        other_offsets,
     )
 
 
@@ -256,9 +250,8 @@ class _Upgrade:
                 f"SELECT count(*) FROM {EVENTS} e WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {EVENT_LOG} l WHERE l.sequence = e.sequence)",
             )
-            self.progress.start("copying events", pending)
-            after = 0
-            while True:
+
+            def copy_chunk(after: int) -> list[convert.SourceRow]:
                 with _transaction(conn):
                     rows = [
                         convert.SourceRow(*r)
@@ -271,27 +264,15 @@ class _Upgrade:
                     ]
                     if rows:
                         self._insert(conn, rows)
-                if not rows:
-                    break
-                after = rows[-1].sequence
-                self.result.copied_events += len(rows)
-                self.progress.advance(len(rows), f"up to sequence {after:,}")
-            self.progress.finish()
+                return rows
+
+            copy_event_chunks(self.result, self.progress, pending, copy_chunk)
             last = conn.execute(f"SELECT max(sequence) FROM {EVENTS}").fetchone()[0]
         return int(last or 0)
 
     def _insert(self, conn: sqlite3.Connection, rows: list[convert.SourceRow]) -> None:
-        events = [convert.event_from_row(r) for r in rows]
-        try:
-            self.callers.append(conn, events, [r.sequence for r in rows])
-        except PayloadError as exc:
-            # Name the row: the batch error only names the key path.
-            for row, event in zip(rows, events, strict=True):
-                try:
-                    self.encoder.sqlite_row(event)
-                except PayloadError:
-                    raise convert.bad_row(row, f"its data cannot be stored ({exc})") from None
-            raise
+        sequences = [r.sequence for r in rows]
+        stored_events(rows, self.encoder, lambda events: self.callers.append(conn, events, sequences))
 
     # -- snapshots -------------------------------------------------------------------
 
@@ -315,14 +296,9 @@ class _Upgrade:
             yield batch
 
     def copy_snapshots(self) -> None:
-        """Copy the Stabilize snapshots our table lacks (each checked first, see the module doc)."""
-        self.progress.start("copying snapshots", self.survey.snapshots)
-        for batch in self._snapshot_batches(with_newest=True):
-            with self.ours() as store:
-                for row, newest in batch:
-                    copy_snapshot(self.result, store, row, newest)
-            self.progress.advance(len(batch), "")
-        self.progress.finish()
+        """Copy the Stabilize snapshots our table lacks (each checked first, see `carry`)."""
+        batches = self._snapshot_batches(with_newest=True)
+        copy_snapshot_batches(self.result, self.progress, self.survey.snapshots, batches, self.ours)
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -351,11 +327,10 @@ class _Upgrade:
         decoded; return how many Stabilize holds up to there."""
         with self.source() as conn:
             total = _count(conn, f"SELECT count(*) FROM {EVENTS} WHERE sequence <= ?", (last_sequence,))
-        self.progress.start("verifying events", total)
-        after = 0
-        while True:
+
+        def fetch(after: int) -> list[convert.SourceRow]:
             with self.source() as conn:
-                rows = [
+                return [
                     convert.SourceRow(*r)
                     for r in conn.execute(
                         f"SELECT {self.source_columns} FROM {EVENTS} "
@@ -363,23 +338,8 @@ class _Upgrade:
                         (after, last_sequence, self.batch),
                     )
                 ]
-            if not rows:
-                break
-            upto = rows[-1].sequence
-            with self.ours() as store:
-                query = EventQuery(from_sequence=after, to_sequence=upto, limit=len(rows) + 1)
-                compare_events(self.result, rows, {e.sequence: e for e in store.get_events(query)})
-            self.result.verified_events += len(rows)
-            self.progress.advance(len(rows), f"up to sequence {upto:,}")
-            after = upto
-        self.progress.finish()
-        with self.ours() as store:
-            ours_in_range = store.count_events(EventQuery(to_sequence=last_sequence))
-        if ours_in_range != total:
-            self.result.mismatch(
-                f"counts differ: Stabilize's {EVENTS} holds {total:,} events up to sequence "
-                f"{last_sequence:,}, {EVENT_LOG} {ours_in_range:,}"
-            )
+
+        verify_event_batches(self.result, self.progress, total, last_sequence, fetch, self.ours)
         return total
 
     def verify_snapshots(self) -> None:
