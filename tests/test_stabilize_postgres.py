@@ -22,7 +22,7 @@ import pytest
 import stabilize.events as se
 import stabilize_events as ours
 from conftest import postgres_schema_url
-from stabilize import Orchestrator, QueueProcessor, TaskRegistry, WorkflowStatus
+from stabilize import Orchestrator, QueueProcessor, TaskRegistry, Workflow, WorkflowStatus
 from stabilize.persistence.postgres.store import PostgresWorkflowStore
 from stabilize.queue import dedup
 from stabilize.queue.postgres import PostgresQueue
@@ -100,17 +100,22 @@ def _spy(name: str) -> list[Any]:
     return seen
 
 
+def _stored_and_watched(app: PgApp) -> tuple[Workflow, list[Any], Any]:
+    """A stored one-stage workflow, what the bus delivers, and Stabilize's recorder (ours)."""
+    wf = workflow("txn", [stage("a")])
+    app.store.store(wf)
+    recorder = se.get_event_recorder()
+    assert recorder is not None
+    return wf, _spy("seen"), recorder
+
+
 class Refused(Exception):
     """Raised by the tests to roll a transaction back."""
 
 
 def test_event_commits_with_the_workflow_state_on_postgres() -> None:
     with pg_app() as app:
-        wf = workflow("txn", [stage("a")])
-        app.store.store(wf)
-        seen = _spy("seen")
-        recorder = se.get_event_recorder()
-        assert recorder is not None
+        wf, seen, recorder = _stored_and_watched(app)
         with app.store.transaction(app.queue) as txn:
             wf.status = WorkflowStatus.RUNNING
             wf.start_time = 1_700_000_000_000
@@ -128,11 +133,7 @@ def test_event_commits_with_the_workflow_state_on_postgres() -> None:
 
 def test_event_rolls_back_with_the_workflow_state_on_postgres() -> None:
     with pg_app() as app:
-        wf = workflow("txn", [stage("a")])
-        app.store.store(wf)
-        seen = _spy("seen")
-        recorder = se.get_event_recorder()
-        assert recorder is not None
+        wf, seen, recorder = _stored_and_watched(app)
         with pytest.raises(Refused), app.store.transaction(app.queue) as txn:
             wf.status = WorkflowStatus.RUNNING
             txn.update_workflow_status(wf)

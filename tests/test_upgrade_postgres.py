@@ -8,9 +8,6 @@ Runs against the server named by STABILIZE_EVENTS_POSTGRES_URL (skipped, naming 
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 import stabilize.events as se
-from conftest import child_env, postgres_schema_url
+from conftest import kill_upgrade_midway, postgres_schema_url
 from stabilize.events.store.postgres import PostgresEventStore as StabilizePostgresStore
 from stabilize_events import PostgresEventStore
 from stabilize_events.cli import main
@@ -171,27 +168,10 @@ def test_an_upgrade_killed_midway_resumes_to_a_correct_result(
     # One progress line (45 bytes or more) per chunk far exceeds a pipe's buffer (64 KiB), which
     # this test stops reading: the child is blocked mid-copy when it is killed.
     assert total // chunk * 45 > 2 * 65536
-    child = subprocess.Popen(
-        [sys.executable, "-m", "stabilize_events", "upgrade", url, "--apply", "--chunk-size", str(chunk)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    assert child.stderr is not None
-    seen = 0
-    for line in child.stderr:
-        if line.startswith("copying events:"):
-            seen += 1
-            if seen == 3:
-                break
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=60)
-    child.stderr.close()
-    assert seen == 3 and child.returncode == -signal.SIGKILL
+    kill_upgrade_midway(url, chunk)
 
     copied = _count(url, f'"{schema}".event_log')
-    assert seen * chunk <= copied < total
+    assert 3 * chunk <= copied < total
     assert copied % chunk == 0  # whole chunks only: the killed chunk's transaction rolled back
     with pytest.raises(SchemaError, match="stabilize-events upgrade"):
         PostgresEventStore(url)  # half an upgrade is refused too

@@ -490,12 +490,7 @@ class PostgresEventStore(EventStore):
         reserve = None
         try:
             with _round_trips(conn, rows) as pipe:
-                conn.execute("BEGIN")
-                if checks:
-                    self._check_versions(conn, checks)
-                conn.execute(st.lock_alloc)
-                reserve = conn.execute(st.reserve, {"n": n})
-                conn.execute(st.unlock_alloc)
+                reserve = self._begin_and_reserve(conn, n, checks)
                 conn.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
                 conn.execute(st.notify, {"channel": self._channel})
                 conn.execute("COMMIT")
@@ -509,6 +504,20 @@ class PostgresEventStore(EventStore):
             raise
         assert row is not None
         return int(row[0])
+
+    def _begin_and_reserve(
+        self, conn: psycopg.Connection[Any], n: int, checks: list[tuple[str | None, str, int]]
+    ) -> psycopg.Cursor[Any]:
+        """Queue the start of an append: BEGIN, the version checks, and the reservation of
+        ``n`` sequences (the returned cursor gives the first once the pipeline is synced)."""
+        st = self._sql
+        conn.execute("BEGIN")
+        if checks:
+            self._check_versions(conn, checks)
+        conn.execute(st.lock_alloc)
+        reserve = conn.execute(st.reserve, {"n": n})
+        conn.execute(st.unlock_alloc)
+        return reserve
 
     def _write_copy(
         self,
@@ -524,12 +533,7 @@ class PostgresEventStore(EventStore):
         first = None
         try:
             with conn.pipeline():
-                conn.execute("BEGIN")
-                if checks:
-                    self._check_versions(conn, checks)
-                conn.execute(st.lock_alloc)
-                reserve = conn.execute(st.reserve, {"n": n})
-                conn.execute(st.unlock_alloc)
+                reserve = self._begin_and_reserve(conn, n, checks)
             row = reserve.fetchone()
             assert row is not None
             first = int(row[0])

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from stabilize_events._core import Event
-from stabilize_events.errors import PayloadError, StoreError
+from stabilize_events.errors import PayloadError, SchemaError, StoreError
 from stabilize_events.snapshots import snapshot_row_intact
 from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType, parse_event_type
@@ -117,6 +117,27 @@ def copy_snapshot_batches(
                 copy_snapshot(result, store, row, newest)
         progress.advance(len(batch), "")
     progress.finish()
+
+
+def shared_sequence_error(where: str, clash: tuple[Any, ...], apart: str) -> SchemaError:
+    """The refusal of a database whose ``event_log`` holds an event that is not Stabilize's at
+    one of its sequences: ``clash`` is (sequence, our event id, Stabilize's or None); ``apart``
+    what to keep the histories in (files, schemas)."""
+    seq, mine, other = clash
+    what = f"Stabilize's event there is {other}" if other is not None else "Stabilize has none there"
+    return SchemaError(
+        f"{where}: {EVENT_LOG} already holds an event at sequence {seq} (event_id {mine}) that is not "
+        f"Stabilize's ({what}): the two histories share sequences and cannot be merged; nothing was "
+        f"written. Upgrade a copy of the database made before stabilize-events wrote to it, or keep "
+        f"the two histories in separate {apart}"
+    )
+
+
+#: Why ``--drop-old`` kept Stabilize's tables when they changed after the verification.
+CHANGED_DURING_UPGRADE = (
+    f"Stabilize's {EVENTS} table changed during the upgrade (something still writes to it); stop it "
+    f"and run the upgrade again"
+)
 
 
 def compare_events(result: Result, rows: list[convert.SourceRow], ours: dict[int, Event]) -> None:
@@ -278,6 +299,7 @@ def subscription_record(
 
 
 __all__ = [
+    "CHANGED_DURING_UPGRADE",
     "SNAPSHOT_COLUMNS",
     "OpenStore",
     "compare_events",
@@ -288,6 +310,7 @@ __all__ = [
     "copy_snapshot_batches",
     "copy_subscriptions",
     "our_snapshot",
+    "shared_sequence_error",
     "snapshot_state",
     "stored_events",
     "subscription_record",

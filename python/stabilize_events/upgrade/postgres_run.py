@@ -38,12 +38,14 @@ from stabilize_events.store.postgres import (
 )
 from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
+    CHANGED_DURING_UPGRADE,
     SNAPSHOT_COLUMNS,
     compare_snapshot,
     compare_subscriptions,
     copy_event_chunks,
     copy_snapshot_batches,
     copy_subscriptions,
+    shared_sequence_error,
     stored_events,
     subscription_record,
     verify_event_batches,
@@ -108,14 +110,7 @@ def _check_no_conflict(conn: psycopg.Connection[Any], where: str, tables: Stabil
         f"AND (e.event_id IS NULL OR e.event_id <> l.event_id) LIMIT 1"
     ).fetchone()
     if clash is not None:
-        seq, mine, other = clash
-        what = f"Stabilize's event there is {other}" if other is not None else "Stabilize has none there"
-        raise SchemaError(
-            f"{where}: {EVENT_LOG} already holds an event at sequence {seq} (event_id {mine}) that is not "
-            f"Stabilize's ({what}): the two histories share sequences and cannot be merged; nothing was "
-            f"written. Upgrade a copy of the database made before stabilize-events wrote to it, or keep "
-            f"the two histories in separate schemas"
-        )
+        raise shared_sequence_error(str(where), tuple(clash), "schemas")
 
 
 def _survey(conn: psycopg.Connection[Any], url: str) -> Survey:
@@ -330,10 +325,7 @@ class _Upgrade:
             self.conn.execute(f"LOCK TABLE {theirs} IN ACCESS EXCLUSIVE MODE")
             now = self.conn.execute(f"SELECT coalesce(max(sequence), 0), count(*) FROM {theirs}").fetchone()
             if now is None or tuple(now) != (last_sequence, events):
-                self.result.not_dropped = (
-                    f"Stabilize's {EVENTS} table changed during the upgrade (something still writes to "
-                    f"it); stop it and run the upgrade again"
-                )
+                self.result.not_dropped = CHANGED_DURING_UPGRADE
                 return
             for table in (EVENTS, SNAPSHOTS, SUBSCRIPTIONS):
                 self.conn.execute(f"DROP TABLE IF EXISTS {self.tables.qualified(table)}")

@@ -34,12 +34,14 @@ from stabilize_events.store.caller_connection import CallerConnections
 from stabilize_events.store.native import NativeEventStore
 from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
+    CHANGED_DURING_UPGRADE,
     SNAPSHOT_COLUMNS,
     compare_snapshot,
     compare_subscriptions,
     copy_event_chunks,
     copy_snapshot_batches,
     copy_subscriptions,
+    shared_sequence_error,
     stored_events,
     subscription_record,
     verify_event_batches,
@@ -100,14 +102,7 @@ def _check_no_conflict(conn: sqlite3.Connection, path: Path, last_sequence: int)
         (last_sequence,),
     ).fetchone()
     if clash is not None:
-        seq, ours, theirs = clash
-        what = f"Stabilize's event there is {theirs}" if theirs is not None else "Stabilize has none there"
-        raise SchemaError(
-            f"{path}: {EVENT_LOG} already holds an event at sequence {seq} (event_id {ours}) that is not "
-            f"Stabilize's ({what}): the two histories share sequences and cannot be merged; nothing was "
-            f"written. Upgrade a copy of the database made before stabilize-events wrote to it, or keep "
-            f"the two histories in separate files"
-        )
+        raise shared_sequence_error(str(path), tuple(clash), "files")
     moved = conn.execute(
         f"SELECT e.sequence, e.event_id, l.sequence FROM {EVENTS} e "
         f"JOIN {EVENT_LOG} l ON l.event_id = e.event_id WHERE l.sequence <> e.sequence LIMIT 1"
@@ -362,10 +357,7 @@ class _Upgrade:
         with self.source(write=True) as conn, _transaction(conn):
             now = conn.execute(f"SELECT coalesce(max(sequence), 0), count(*) FROM {EVENTS}").fetchone()
             if tuple(now) != (last_sequence, events):
-                self.result.not_dropped = (
-                    f"Stabilize's {EVENTS} table changed during the upgrade (something still writes to "
-                    f"it); stop it and run the upgrade again"
-                )
+                self.result.not_dropped = CHANGED_DURING_UPGRADE
                 return
             for table in (EVENTS, SNAPSHOTS, SUBSCRIPTIONS):
                 if has_table(conn, table):
