@@ -429,54 +429,55 @@ def _report_delays(benchmark: Any, label: str, delays: list[float]) -> None:
     print(f"\nW8 commit in another process -> {label} [ours]: median {median:.1f} ms, p99 {p99:.1f} ms")
 
 
-def test_w8_runner_delivery_delay(benchmark: Any) -> None:
+def _follow_with_runner(store: Any, record: Any) -> Any:
+    """A `ProjectionRunner` (polling every 5 s) whose projection calls ``record``; its stop."""
     from stabilize_events import EventBus, ProjectionRunner
     from stabilize_events.projections import Projection
 
-    impl = PgImpl("ours")
-    try:
-        store = impl.new()
+    class Timing(Projection):
+        @property
+        def name(self) -> str:
+            return "timing"
 
-        def follow(record: Any) -> Any:
-            class Timing(Projection):
-                @property
-                def name(self) -> str:
-                    return "timing"
+        def apply(self, event: Any) -> None:
+            record(event)
 
-                def apply(self, event: Any) -> None:
-                    record(event)
+        def get_state(self) -> Any:
+            return None
 
-                def get_state(self) -> Any:
-                    return None
-
-            runner = ProjectionRunner(store, Timing(), bus=EventBus(), poll_interval=5.0)
-            runner.start()
-            return runner.stop
-
-        delays = benchmark.pedantic(
-            _delivery_delays, args=(store, impl.schemas[-1], follow), rounds=1, iterations=1
-        )
-        _report_delays(benchmark, "ProjectionRunner.apply", delays)
-    finally:
-        impl.cleanup()
+    runner = ProjectionRunner(store, Timing(), bus=EventBus(), poll_interval=5.0)
+    runner.start()
+    return runner.stop
 
 
-def test_w8_subscription_delivery_delay(benchmark: Any) -> None:
+def _follow_with_subscription(store: Any, record: Any) -> Any:
+    """A `SubscriptionManager` (polling every 5 s) whose handler is ``record``; its stop."""
     from stabilize_events import SubscriptionManager
 
+    manager = SubscriptionManager(store, poll_interval=5.0)
+    manager.create_subscription("timing", record, start_from="beginning")
+    manager.start()
+    return manager.stop
+
+
+@pytest.mark.parametrize(
+    ("label", "follower"),
+    [
+        ("ProjectionRunner.apply", _follow_with_runner),
+        ("SubscriptionManager handler", _follow_with_subscription),
+    ],
+    ids=["runner", "subscription"],
+)
+def test_w8_delivery_delay(benchmark: Any, label: str, follower: Any) -> None:
     impl = PgImpl("ours")
     try:
         store = impl.new()
-
-        def follow(record: Any) -> Any:
-            manager = SubscriptionManager(store, poll_interval=5.0)
-            manager.create_subscription("timing", record, start_from="beginning")
-            manager.start()
-            return manager.stop
-
         delays = benchmark.pedantic(
-            _delivery_delays, args=(store, impl.schemas[-1], follow), rounds=1, iterations=1
+            _delivery_delays,
+            args=(store, impl.schemas[-1], lambda record: follower(store, record)),
+            rounds=1,
+            iterations=1,
         )
-        _report_delays(benchmark, "SubscriptionManager handler", delays)
+        _report_delays(benchmark, label, delays)
     finally:
         impl.cleanup()
