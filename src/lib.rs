@@ -106,6 +106,25 @@ fn snapshot_bytes_intact(state: &[u8], state_hash: &str) -> Option<bool> {
         .then(|| store::snapshot::bytes_hash(state) == state_hash)
 }
 
+/// `sha256-msgpack:<hex>`, the hash a snapshot whose state is stored as `state` (bytes made by
+/// `encode_payload`) carries: stores that keep their own rows (PostgreSQL) hash with it.
+#[pyfunction]
+fn snapshot_hash(state: &[u8]) -> String {
+    store::snapshot::bytes_hash(state)
+}
+
+/// `Event`s for rows a store read itself (PostgreSQL): tuples of sequence, event_id,
+/// event_type, timestamp_us, entity_type, entity_id, workflow_id, version, data (msgpack
+/// bytes, decoded when first used), correlation_id, causation_id, actor, source_handler,
+/// schema_version.
+#[pyfunction]
+fn events_from_rows<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    event::events_from_rows(py, rows)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
@@ -119,6 +138,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(events_from_rows, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;

@@ -69,6 +69,48 @@ def postgres_cli_url() -> str:
     return f"{url}{'&' if '?' in url else '?'}schema={schema}"
 
 
+def postgres_schema_url() -> tuple[str, str]:
+    """A new, empty schema of the test server and a URL whose search_path is that schema
+    (as a deployment of Stabilize's `PostgresEventStore` names its schema); dropped at the end."""
+    import psycopg
+
+    schema = f"s_{uuid.uuid4().hex[:16]}"
+    _postgres_schemas.append(schema)
+    url = postgres_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return schema, f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def kill_upgrade_midway(url: str, chunk: int, chunks: int = 3) -> None:
+    """Run ``stabilize-events upgrade URL --apply --chunk-size CHUNK`` in a child and kill it
+    (SIGKILL) once it has reported ``chunks`` chunks copied. The child reports each chunk on
+    its stderr, which is then no longer read: with enough chunks left to fill the pipe's
+    buffer (64 KiB, the caller makes sure), it is blocked mid-copy when killed."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stabilize_events", "upgrade", url, "--apply", "--chunk-size", str(chunk)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert child.stderr is not None
+    seen = 0
+    for line in child.stderr:
+        if line.startswith("copying events:"):
+            seen += 1
+            if seen == chunks:
+                break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    child.stderr.close()
+    assert seen == chunks and child.returncode == -signal.SIGKILL
+
+
 #: Schemas `open_postgres` created in this session, dropped when it ends.
 _postgres_schemas: list[str] = []
 

@@ -396,6 +396,50 @@ def test_subscription_manager_wakes_on_another_processes_commit(store: PostgresE
         manager.stop()
 
 
+def test_projection_runner_wakes_on_another_processes_commit_long_before_its_poll(
+    store: PostgresEventStore,
+) -> None:
+    """The runner polls every 10 minutes here, and the event is committed by another process
+    (so it never crosses this process's bus): it arrives within seconds only because the
+    commit's NOTIFY wakes the runner's follower."""
+    from stabilize_events import EventBus
+
+    arrived = threading.Event()
+    seen: list[int] = []
+
+    class Recorder(Projection):
+        @property
+        def name(self) -> str:
+            return "cross-process"
+
+        def apply(self, event: Any) -> None:
+            seen.append(event.sequence)
+            arrived.set()
+
+        def get_state(self) -> Any:
+            return list(seen)
+
+    store.append(new_event())
+    runner = ProjectionRunner(store, Recorder(), bus=EventBus(), poll_interval=600)
+    assert runner.start() == 1 and seen == [1]
+    try:
+        arrived.clear()
+        writer = _spawn_writer(store, "wake-runner", batches=1, size=3, hold_every=0)
+        _out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        committed = time.monotonic()
+        assert arrived.wait(60), "the runner did not wake on the other process's commit"
+        deadline = time.monotonic() + 10
+        while len(seen) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [1, 2, 3, 4] and runner.position == 4
+        assert time.monotonic() - committed < 30  # far below the 600 s poll
+        assert runner.last_follow_error is None
+    finally:
+        runner.stop()
+    assert runner._follower is None and not runner.running
+
+
 def test_projection_runner_leaves_a_live_event_ahead_of_an_open_transaction(
     store: PostgresEventStore,
 ) -> None:
@@ -486,3 +530,111 @@ def test_server_restart_mid_stream_loses_no_acknowledged_event_and_halves_no_bat
         present = [i in stored for i in ids]
         assert all(present) or not any(present), f"a failed batch is half-written ({why})"
     assert len(stored) % 50 == 0
+
+
+# --- a connection dropped mid-batch ----------------------------------------------------------
+
+
+def _terminate_the_blocked_append(store: PostgresEventStore, append: Any) -> BaseException | None:
+    """Run ``append`` in a thread while this test holds a lock the batch's INSERT must wait for,
+    kill the appending backend (``pg_terminate_backend``) once it waits there (the batch sent,
+    its sequences reserved, its transaction open), then release the lock. Returns what the
+    append raised."""
+    table = f'"{store.resolved_schema()}".event_log'
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            append()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with psycopg.connect(postgres_url()) as blocker:
+        blocker.execute(f"LOCK TABLE {table} IN SHARE MODE")  # INSERT waits for it
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            row = blocker.execute(
+                "SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted", (table,)
+            ).fetchone()
+            victim = None if row is None else row[0]
+            time.sleep(0.005)
+        assert victim is not None, "the append never reached its INSERT"
+        blocker.execute("SELECT pg_terminate_backend(%s)", (victim,))
+        blocker.rollback()
+    thread.join(timeout=60)
+    assert outcome, "the append did not return"
+    return outcome[0]
+
+
+@pytest.mark.parametrize(
+    ("count", "payload"),
+    [(10, 10), (200, 10), (10, 40_000)],
+    ids=["pipelined", "binary-copy", "large-unpipelined"],
+)
+def test_a_connection_dropped_mid_batch_writes_nothing_and_the_store_goes_on(
+    store: PostgresEventStore, count: int, payload: int
+) -> None:
+    """The appending backend is killed while its batch is on the server (sent, sequences
+    reserved, transaction open): the append raises `StoreError`, nothing of the batch is
+    stored, and the same store appends and reads again at once."""
+    store.append(new_event(workflow_id="wf-drop"))
+    batch = [new_event(workflow_id="wf-drop", data={"blob": "x" * payload, "i": i}) for i in range(count)]
+    error = _terminate_the_blocked_append(store, lambda: store.append_batch(batch))
+    assert isinstance(error, errors.StoreError), repr(error)
+    assert "did not complete" in str(error) and "get_event_by_id" in str(error)
+    assert store.count_events() == 1
+    assert all(store.get_event_by_id(e.event_id) is None for e in batch)
+    again = store.append_batch(batch)  # the pool replaced the dead connection; no lock was kept
+    assert [e.sequence for e in again] == list(range(again[0].sequence, again[0].sequence + count))
+    assert store.count_events() == count + 1
+    assert [e.sequence for e in store.get_events_since(0, 1000)] == [1, *(e.sequence for e in again)]
+
+
+def test_a_caller_connection_dropped_mid_append_is_a_store_error(store: PostgresEventStore) -> None:
+    caller = psycopg.connect(postgres_url())
+    try:
+        batch = [new_event(workflow_id="wf-drop-caller") for _ in range(50)]
+        error = _terminate_the_blocked_append(store, lambda: store.append_batch(batch, connection=caller))
+        assert isinstance(error, errors.StoreError), repr(error)
+        assert "caller's transaction" in str(error)
+        assert store.count_events() == 0
+        assert len(store.append_batch(batch)) == 50
+    finally:
+        caller.close()
+
+
+def test_a_caller_connection_making_dict_rows_is_joined(store: PostgresEventStore) -> None:
+    """Stabilize's pools hand out connections with ``row_factory=dict_row``: they are joined
+    and appended through all the same."""
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(postgres_url(), row_factory=dict_row) as caller:
+        assert store.can_join(caller)
+        stored = store.append_batch([new_event(), new_event()], connection=caller)
+        assert store.count_events() == 0
+        caller.commit()
+    assert [e.sequence for e in stored] == [1, 2] and store.count_events() == 2
+
+
+def test_a_payload_that_cannot_be_decoded_is_reported_by_its_event_as_on_sqlite(
+    store: PostgresEventStore,
+) -> None:
+    """Rows are read without decoding their payloads: the damaged one's event names itself when
+    its data is used, the other events read fine, and a fold skips it only when asked to."""
+    store.append_batch([new_event(workflow_id="wf-c") for _ in range(3)])
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{store.resolved_schema()}".event_log SET data = %s WHERE sequence = 2', (b"\xc1\xff",)
+        )
+    events = store.get_events_for_workflow("wf-c")
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert isinstance(events[0].data, dict) and isinstance(events[2].data, dict)
+    with pytest.raises(errors.CorruptEventError, match="sequence 2"):
+        _ = events[1].data
+    with pytest.raises(errors.CorruptEventError, match="sequence 2"):
+        store.fold_workflow("wf-c")
+    assert store.fold_workflow("wf-c", skip_corrupt=True)["last_sequence"] == 3

@@ -270,3 +270,27 @@ def test_bad_arguments(store: EventStore) -> None:
         ProjectionRunner(store, Recording(), from_sequence=-1)
     with pytest.raises(InvalidArgumentError):
         ProjectionRunner(store, Recording(), batch_size=0)
+
+
+def test_with_poll_interval_the_runner_follows_events_never_published_on_its_bus(
+    store: EventStore, bus: EventBus
+) -> None:
+    """As when another process writes: the events reach the store but not this bus. The
+    runner's follower reads them on the store's notification (PostgreSQL) or its next poll."""
+    import time
+
+    runner = ProjectionRunner(store, Recording(), bus, poll_interval=0.05)
+    runner.start()
+    try:
+        store.append_batch(make_events(5))
+        deadline = time.monotonic() + 10
+        while runner.position < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.position == 5 and runner.last_follow_error is None
+    finally:
+        runner.stop()
+    store.append_batch(make_events(2, start=5))
+    time.sleep(0.2)
+    assert runner.position == 5  # stopped: no follower reads any more
+    with pytest.raises(InvalidArgumentError, match="poll_interval"):
+        ProjectionRunner(store, Recording(), bus, poll_interval=0)

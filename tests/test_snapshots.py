@@ -21,7 +21,16 @@ from conftest import STORE_KINDS, close_store, new_store, open_store, sqlite_url
 from helpers.replay_oracle import ListStore, empty_state, fold, typed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stabilize_events import EntityType, Event, EventMetadata, EventStore, EventType, SqliteEventStore, errors
+from stabilize_events import (
+    EntityType,
+    Event,
+    EventMetadata,
+    EventStore,
+    EventType,
+    SqliteEventStore,
+    _core,
+    errors,
+)
 from stabilize_events._core import encode_payload
 from stabilize_events.canonical import canonical_json, state_hash
 from stabilize_events.replay import EventReplayer, ReplayResult
@@ -815,3 +824,71 @@ def test_hand_made_snapshot_state_is_folded_into_the_usual_shape(
     assert (result.from_snapshot, result.events_replayed) == (True, 0)
     assert "extra" not in result.final_state and result.final_state["tasks"] == {}
     assert result.final_state["stages"] == state["stages"]
+
+
+# --- hash formats over every store ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_every_store_hashes_the_stored_bytes_and_the_core_checks_them(
+    kind: str, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(200))
+    policy_replayer(store).replay(WF)  # saves a snapshot at 200
+    row = store.get_snapshots(EntityType.WORKFLOW, WF, None, 1)[0]  # type: ignore[attr-defined]
+    assert row["sequence"] == 200 and row["state_hash"].startswith("sha256-msgpack:")
+    assert row["hash_ok"] is True
+    # The hash is that of the bytes the core encodes the state as, checked by the core.
+    stored = _core.encode_payload(row["state"])
+    assert _core.snapshot_hash(stored) == row["state_hash"]
+    assert _core.snapshot_bytes_intact(stored, row["state_hash"]) is True
+    assert _core.snapshot_bytes_intact(stored + b"\x00", row["state_hash"]) is False
+    assert _core.snapshot_bytes_intact(stored, state_hash(row["state"])) is None  # legacy: not the core's
+    # A hash of the new kind that does not match: hash_ok False, and replay does not use it.
+    save = store.save_snapshot  # type: ignore[attr-defined]
+    save(EntityType.WORKFLOW, WF, WF, 200, 200, row["state"], state_hash_hex="sha256-msgpack:" + "0" * 64)
+    assert store.get_snapshots(EntityType.WORKFLOW, WF, None, 1)[0]["hash_ok"] is False  # type: ignore[attr-defined]
+    result = EventReplayer(store, SnapshotStore(store)).replay(WF)
+    assert (result.from_snapshot, result.events_replayed) == (False, 200)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_every_store_checks_legacy_hashes_the_old_way_and_a_policy_rewrites_them(
+    kind: str, tmp_path: Path, opened: list[EventStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(1000))
+    events = stored_workflow(store)
+    save = store.save_snapshot  # type: ignore[attr-defined]
+    for at in (500, 1000):
+        state = fold(WF, [e for e in events if e.sequence <= at])
+        save(EntityType.WORKFLOW, WF, WF, at, at, state, state_hash_hex=state_hash(state))
+    # A legacy hash that does not match its state: skipped, the older one used.
+    lie = {**fold(WF, events), "status": "CANCELED"}
+    save(EntityType.WORKFLOW, WF, WF, 1000, 1000, lie, state_hash_hex=state_hash(fold(WF, events)))
+    rows = store.get_snapshots(EntityType.WORKFLOW, WF, None, 10)  # type: ignore[attr-defined]
+    assert [(r["sequence"], r["hash_ok"]) for r in rows] == [(1000, None), (500, None)]
+    caplog.set_level(logging.WARNING)
+    plain = EventReplayer(store, SnapshotStore(store)).replay(WF)
+    assert (plain.from_snapshot, plain.snapshot_sequence, plain.events_replayed) == (True, 500, 500)
+    same_state(plain.final_state, fold(WF, events))
+    assert warnings_about(caplog, 1000)
+    # Put the honest legacy snapshot back: used as is without a policy ...
+    honest = fold(WF, events)
+    save(EntityType.WORKFLOW, WF, WF, 1000, 1000, honest, state_hash_hex=state_hash(honest))
+    used = EventReplayer(store, SnapshotStore(store)).replay(WF)
+    assert (used.from_snapshot, used.snapshot_sequence, used.events_replayed) == (True, 1000, 0)
+    newest = store.get_snapshots(EntityType.WORKFLOW, WF, None, 1)[0]  # type: ignore[attr-defined]
+    assert not newest["state_hash"].startswith("sha256-msgpack:")
+    # ... and replaced by one of the new kind by a replayer with a policy.
+    first = policy_replayer(store).replay(WF)
+    assert (first.from_snapshot, first.snapshot_sequence, first.events_replayed) == (True, 1000, 0)
+    hashes = {
+        r["sequence"]: r["state_hash"]
+        for r in store.get_snapshots(EntityType.WORKFLOW, WF, None, 10)  # type: ignore[attr-defined]
+    }
+    assert hashes[1000].startswith("sha256-msgpack:") and not hashes[500].startswith("sha256-msgpack:")
+    again = policy_replayer(store).replay(WF)
+    assert (again.from_snapshot, again.snapshot_sequence, again.events_replayed) == (True, 1000, 0)
+    same_state(again.final_state, fold(WF, events))

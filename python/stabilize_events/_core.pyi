@@ -189,6 +189,16 @@ def snapshot_bytes_intact(state: bytes, state_hash: str) -> bool | None:
     """Whether a snapshot's stored ``state`` bytes match ``state_hash``; None for a legacy hash
     (over the canonical JSON of the decoded state: `snapshots.snapshot_row_intact` checks it)."""
 
+def events_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+    """Events for rows a store read itself (PostgreSQL): tuples of sequence, event_id,
+    event_type, timestamp_us, entity_type, entity_id, workflow_id, version, data (the stored
+    msgpack bytes, decoded when first used), correlation_id, causation_id, actor,
+    source_handler, schema_version."""
+
+def snapshot_hash(state: bytes) -> str:
+    """``sha256-msgpack:<hex>``: the hash of a snapshot whose state is stored as ``state``
+    (bytes made by `encode_payload`), as `snapshot_bytes_intact` checks it."""
+
 def encode_payload(value: Any) -> bytes:
     """Encode a payload as the stores do (msgpack with extension types)."""
 

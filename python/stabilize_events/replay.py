@@ -254,7 +254,7 @@ class EventReplayer:
             # A snapshot would bake the gaps in and hide them from every later rebuild.
             return
         # A snapshot with a legacy hash (checked the slow way) is replaced by one of the new kind.
-        legacy = isinstance(used, _core.StoredSnapshot) and used.legacy
+        legacy = used is not None and used.legacy
         if not legacy and (
             result.events_replayed == 0 or not store.should_snapshot(result.entity_id, result.events_replayed)
         ):

@@ -59,6 +59,9 @@ class Snapshot:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: The latest event timestamp folded into ``state``, if known.
     max_event_time: datetime | None = None
+    #: Read from a store with a legacy hash (canonical JSON, see the module doc): a replayer
+    #: with a snapshot policy that starts from it saves one with a hash of the new kind.
+    legacy: bool = field(default=False, compare=False)
 
     @property
     def state_hash(self) -> str:
@@ -245,6 +248,7 @@ class SnapshotStore:
                 logger.warning("ignoring %s: its state does not match its SHA-256 hash", where)
                 continue
             snapshot = Snapshot.from_dict(row)
+            snapshot.legacy = row.get("hash_ok") is None
             if max_us is not None and (
                 snapshot.max_event_time is None or datetime_to_micros(snapshot.max_event_time) > max_us
             ):

@@ -5,8 +5,10 @@ mod lazy;
 mod metadata;
 mod py_event;
 mod record;
+mod rows;
 pub mod usage;
 
 pub use metadata::EventMetadata;
 pub use py_event::{coerce_event, Event, FIELDS};
 pub use record::{EventRecord, Text};
+pub use rows::events_from_rows;

@@ -16,7 +16,8 @@ from stabilize_events.upgrade import run as upgrade_run
 
 UPGRADE_DESCRIPTION = """\
 Carry a Stabilize events database (tables events, snapshots, event_subscriptions, written by
-stabilize.events.SqliteEventStore) over to the stabilize-events tables in the same file: events
+stabilize.events.SqliteEventStore or PostgresEventStore) over to the stabilize-events tables in
+the same file or PostgreSQL schema (the one on the URL's search_path): events
 keep their sequences, event ids and timestamps; snapshots and durable subscription positions
 come along. Without --apply this is a dry run that reports what it would copy and writes
 nothing.
@@ -42,7 +43,8 @@ exit codes:
 example:
   stabilize-events upgrade sqlite:///app.db                    # dry run: what would be copied
   stabilize-events upgrade sqlite:///app.db --apply            # copy and verify
-  stabilize-events upgrade sqlite:///app.db --apply --drop-old # then drop Stabilize's tables"""
+  stabilize-events upgrade sqlite:///app.db --apply --drop-old # then drop Stabilize's tables
+  stabilize-events upgrade postgresql://app:secret@db/app --apply  # the same on PostgreSQL"""
 
 
 class _Lines:
@@ -216,7 +218,8 @@ def register(commands: Any) -> None:
     upgrade.add_argument(
         "url",
         metavar="URL",
-        help="the database: sqlite:///relative/path.db or sqlite:////absolute/path.db",
+        help="the database: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+        "postgresql://user:password@host/dbname[?options=-csearch_path%%3Dschema]",
     )
     upgrade.add_argument(
         "--apply",

@@ -21,6 +21,13 @@ The bus must carry the events of this store (the recorder publishes each
 event after storing it). Events published with sequence 0 were never stored
 and cannot be placed in the order; the runner ignores them.
 
+Events committed by other processes never reach this process's bus. With
+``poll_interval`` the runner also follows the store itself, in a thread of its
+own: it catches up whenever the store signals a commit (PostgreSQL: its
+LISTEN/NOTIFY channel, so events from other processes and machines arrive
+within milliseconds) and at the latest every ``poll_interval`` seconds (the
+fallback, and the only wake-up on stores without notifications).
+
 The runner relies on the store's reads never stepping over a sequence that may
 still commit (true of every store here: the SQLite and in-memory stores assign
 sequences under the write lock; PostgreSQL's reads stop below the lowest
@@ -33,10 +40,12 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from stabilize_events.defaults import PROJECTION_BATCH_SIZE
 from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.store.capabilities import WaitsForEvents
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
@@ -62,7 +71,10 @@ class ProjectionRunner:
 
     ``bus`` defaults to the process-wide bus (`get_event_bus`). ``from_sequence``
     is the last sequence already folded into ``projection`` (0: none).
-    ``batch_size`` is how many events one store read returns.
+    ``batch_size`` is how many events one store read returns. ``poll_interval``
+    (seconds; default None: the bus only) makes the running runner also follow the
+    store, for events other processes commit: woken by the store's notifications
+    where it has them (`PostgresEventStore`), else by the interval.
 
     If ``apply`` raises during a catch-up, the error propagates to the caller of
     `start` or `catch_up` and the position stays at the last event applied. If
@@ -81,12 +93,19 @@ class ProjectionRunner:
         from_sequence: int = 0,
         batch_size: int = PROJECTION_BATCH_SIZE,
         subscription_id: str | None = None,
+        poll_interval: float | None = None,
     ) -> None:
         """Prepare a runner; nothing is read or subscribed until `start` or `catch_up`."""
         if from_sequence < 0:
             raise InvalidArgumentError(f"from_sequence must be >= 0, not {from_sequence}")
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be >= 1, not {batch_size}")
+        if poll_interval is not None and not poll_interval > 0:
+            raise InvalidArgumentError(f"poll_interval must be > 0 seconds or None, not {poll_interval}")
+        self._poll_interval = poll_interval
+        self._follower: threading.Thread | None = None
+        self._stop_following = threading.Event()
+        self._last_follow_error: Exception | None = None
         self._store = store
         self._projection = projection
         self._bus = bus
@@ -149,14 +168,25 @@ class ProjectionRunner:
                 # found by the read; the sequence check drops the overlap.
                 bus.subscribe(self._subscription_id, self._on_live)
                 self._running = True
+                if self._poll_interval is not None:
+                    self._stop_following.clear()
+                    self._follower = threading.Thread(
+                        target=self._follow, name=f"{self._subscription_id}-follower", daemon=True
+                    )
+                    self._follower.start()
             return self._catch_up_locked()
 
     def stop(self) -> None:
-        """Stop following the bus. The projection and `position` are kept for a later `start`."""
+        """Stop following the bus (and the store). The projection and `position` are kept for
+        a later `start`."""
         with self._lock:
             if self._running and self._bus is not None:
                 self._bus.unsubscribe(self._subscription_id)
             self._running = False
+            follower, self._follower = self._follower, None
+        self._stop_following.set()
+        if follower is not None and follower is not threading.current_thread():
+            follower.join(timeout=10)
 
     def catch_up(self) -> int:
         """Apply every stored event after `position`; return how many were read.
@@ -173,7 +203,52 @@ class ProjectionRunner:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def last_follow_error(self) -> Exception | None:
+        """The last error the thread following the store met (a store read or an ``apply``;
+        it retries after the next wake-up), or None."""
+        return self._last_follow_error
+
     # -- internals -------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """The follower thread: catch up on every store notification, or every poll interval."""
+        assert self._poll_interval is not None
+        waiter = None
+        if isinstance(self._store, WaitsForEvents):
+            try:
+                waiter = self._store.open_notification_waiter()
+            except Exception as error:
+                logger.warning("projection runner polls only: cannot listen for new events (%r)", error)
+        try:
+            while not self._stop_following.is_set():
+                self._wait_for_news(waiter, self._poll_interval)
+                if self._stop_following.is_set():
+                    return
+                try:
+                    with self._lock:
+                        if self._running:
+                            self._catch_up_locked()
+                    self._last_follow_error = None
+                except Exception as error:
+                    # Nothing was applied past the position: the next wake-up reads again.
+                    self._last_follow_error = error
+                    logger.warning("projection %s: catching up failed: %r", self._projection.name, error)
+        finally:
+            if waiter is not None:
+                waiter.close()
+
+    def _wait_for_news(self, waiter: Any, interval: float) -> None:
+        """Return after ``interval`` seconds, or sooner on a store notification or `stop`."""
+        if waiter is None:
+            self._stop_following.wait(interval)
+            return
+        deadline = time.monotonic() + interval
+        while not self._stop_following.is_set():
+            left = deadline - time.monotonic()
+            # Short waits: `stop` is noticed within a tenth of a second.
+            if left <= 0 or waiter.wait(min(left, 0.1)):
+                return
 
     def _catch_up_locked(self) -> int:
         read = self._store.get_events_since

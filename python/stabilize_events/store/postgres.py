@@ -39,11 +39,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 try:
     import psycopg
     from psycopg import sql
+    from psycopg.rows import tuple_row
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -53,7 +56,6 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 
 from stabilize_events import _core
 from stabilize_events._core import Event, EventMetadata, NativeStore
-from stabilize_events.canonical import state_hash
 from stabilize_events.defaults import (
     MAX_PAYLOAD_BYTES,
     POSTGRES_CONNECT_TIMEOUT,
@@ -82,6 +84,7 @@ from stabilize_events.store.capabilities import (
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
+from stabilize_events.upgrade.postgres_source import refuse_unupgraded
 
 #: The version of the table layout this build reads and writes (in ``event_store_meta``).
 POSTGRES_SCHEMA_VERSION = 1
@@ -97,6 +100,13 @@ _SAVEPOINT = "stabilize_events_append"
 #: it waits for the server's answer, and the server waits for the rest of the message (a hang).
 #: Above this size the round trips saved are nothing beside the transfer.
 _PIPELINE_MAX_BYTES = 256 * 1024
+
+#: Appends of at least this many events send their rows by binary COPY (two more round trips,
+#: a faster way in for the server); shorter ones are one pipelined round trip.
+_COPY_MIN_ROWS = 64
+
+#: Where the payload (bytes) is in a row as `encode_rows` gives it.
+_DATA_FIELD = 7
 
 #: Advisory lock keys are ``(namespace << 40) | sequence``: 2**40 sequences per store.
 _SEQUENCE_BITS = 40
@@ -167,6 +177,13 @@ def setup_ddl(schema: str | None = None) -> str:
     return _DDL.format(s=prefix, version=POSTGRES_SCHEMA_VERSION).strip()
 
 
+def allocation_key(schema: str) -> int:
+    """The advisory lock key under which appends to the event log in ``schema`` reserve their
+    sequences (and above which they tag them, see the module doc); also names the channel."""
+    namespace = zlib.crc32(f"{schema}.event_log".encode()) & 0x7FFFFF
+    return namespace << _SEQUENCE_BITS
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -181,10 +198,10 @@ def _now_us() -> int:
     return _micros(datetime.now(UTC))
 
 
-def _open_error(connection_string: str, error: BaseException) -> StoreOpenError:
+def open_error(connection_string: str, error: BaseException) -> StoreOpenError:
     """A `StoreOpenError` naming why the server refused or could not be reached."""
     text = " ".join(str(error).split())
-    where = _redact(connection_string)
+    where = redact(connection_string)
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         hint = "check the user and password in the connection string (or PGPASSWORD / ~/.pgpass)"
@@ -199,7 +216,7 @@ def _open_error(connection_string: str, error: BaseException) -> StoreOpenError:
     return StoreOpenError(f"cannot connect to PostgreSQL at {where}: {text} ({hint})")
 
 
-def _redact(connection_string: str) -> str:
+def redact(connection_string: str) -> str:
     """The connection string without its password."""
     try:
         from psycopg.conninfo import conninfo_to_dict
@@ -274,9 +291,11 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         try:
             probe = psycopg.connect(connection_string, connect_timeout=max(1, round(connect_timeout)))
         except psycopg.Error as error:
-            raise _open_error(connection_string, error) from None
+            raise open_error(connection_string, error) from None
         try:
             with probe:
+                # Before anything is created: a Stabilize history not carried over would look empty.
+                refuse_unupgraded(probe, schema, redact(connection_string))
                 if create_tables:
                     self._create_tables(probe)
                 self._resolved_schema = self._verify_schema(probe)
@@ -284,14 +303,13 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                 self._identity = self._identity_of(probe, prefix)
         except psycopg.Error as error:
             raise StoreOpenError(
-                f"cannot open the event store at {_redact(connection_string)}: {error} "
+                f"cannot open the event store at {redact(connection_string)}: {error} "
                 f"(check that this user may read and write the event tables)"
             ) from None
         self._prefix = prefix
-        namespace = zlib.crc32(f"{self._resolved_schema}.event_log".encode()) & 0x7FFFFF
-        self._alloc_key = namespace << _SEQUENCE_BITS
-        self._channel = f"stabilize_events_{namespace}"
-        self._sql = _Statements(prefix, self._alloc_key)
+        self._alloc_key = allocation_key(self._resolved_schema)
+        self._channel = f"stabilize_events_{self._alloc_key >> _SEQUENCE_BITS}"
+        self._sql = Statements(prefix, self._alloc_key)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             connection_string,
             min_size=min_pool_size,
@@ -299,7 +317,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             timeout=pool_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             open=True,
-            name=f"stabilize-events {_redact(connection_string)}",
+            name=f"stabilize-events {redact(connection_string)}",
         )
 
     # -- opening -----------------------------------------------------------------
@@ -363,10 +381,15 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
 
     @staticmethod
     def _identity_of(conn: psycopg.Connection[Any], prefix: str) -> tuple[Any, ...]:
-        row = conn.execute(
-            f"SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), "
-            f"'{prefix}event_log'::regclass::oid"
-        ).fetchone()
+        # Plain tuples whatever row factory the connection has (Stabilize's pools use dict rows).
+        row = (
+            conn.cursor(row_factory=tuple_row)
+            .execute(
+                f"SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), "
+                f"'{prefix}event_log'::regclass::oid"
+            )
+            .fetchone()
+        )
         assert row is not None
         return tuple(row)
 
@@ -390,16 +413,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
     # -- appends -------------------------------------------------------------------
 
     def _rows(self, events: Iterable[Any]) -> list[tuple[Event, tuple[Any, ...]]]:
-        if isinstance(events, (str, bytes, dict)):
-            raise ArgumentTypeError(f"events must be a list of events, not {type(events).__qualname__}")
-        rows = []
-        for event in events:
-            stored, row = self._codec.sqlite_row(event)
-            values = row[:13]
-            if any(isinstance(values[i], str) and _NEEDS_ESCAPE.search(values[i]) for i in _TEXT_FIELDS):
-                values = tuple(_esc(v) if i in _TEXT_FIELDS else v for i, v in enumerate(values))
-            rows.append((stored, values))
-        return rows
+        return encode_rows(self._codec, events)
 
     def append(
         self, event: Event, connection: Any | None = None, *, expected_version: int | None = None
@@ -447,11 +461,13 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                     "written (pass connection=None to append with expected versions)"
                 )
             return self._append_through(connection, rows)
-        columns = [list(c) for c in zip(*(row for _, row in rows), strict=True)]
         try:
             with self._pool.connection() as conn:
                 try:
-                    first = self._write(conn, rows, columns, checks)
+                    if len(rows) >= _COPY_MIN_ROWS:
+                        first = self._write_copy(conn, rows, checks)
+                    else:
+                        first = self._write(conn, rows, checks)
                 except BaseException:
                     self._recover(conn)
                     raise
@@ -482,20 +498,16 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         self,
         conn: psycopg.Connection[Any],
         rows: list[tuple[Event, tuple[Any, ...]]],
-        columns: list[list[Any]],
         checks: list[tuple[str | None, str, int]],
     ) -> int:
+        """A short append: every statement in one pipeline (one round trip); the first sequence."""
         n = len(rows)
         st = self._sql
+        columns = [list(c) for c in zip(*(row for _, row in rows), strict=True)]
         reserve = None
         try:
             with _round_trips(conn, rows) as pipe:
-                conn.execute("BEGIN")
-                if checks:
-                    self._check_versions(conn, checks)
-                conn.execute(st.lock_alloc)
-                reserve = conn.execute(st.reserve, {"n": n})
-                conn.execute(st.unlock_alloc)
+                reserve = self._begin_and_reserve(conn, n, checks)
                 conn.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
                 conn.execute(st.notify, {"channel": self._channel})
                 conn.execute("COMMIT")
@@ -509,6 +521,53 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             raise
         assert row is not None
         return int(row[0])
+
+    def _begin_and_reserve(
+        self, conn: psycopg.Connection[Any], n: int, checks: list[tuple[str | None, str, int]]
+    ) -> psycopg.Cursor[Any]:
+        """Queue the start of an append: BEGIN, the version checks, and the reservation of
+        ``n`` sequences (the returned cursor gives the first once the pipeline is synced)."""
+        st = self._sql
+        conn.execute("BEGIN")
+        if checks:
+            self._check_versions(conn, checks)
+        conn.execute(st.lock_alloc)
+        reserve = conn.execute(st.reserve, {"n": n})
+        conn.execute(st.unlock_alloc)
+        return reserve
+
+    def _write_copy(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: list[tuple[Event, tuple[Any, ...]]],
+        checks: list[tuple[str | None, str, int]],
+    ) -> int:
+        """A batch append: sequences reserved (one round trip), the rows sent by binary COPY,
+        then NOTIFY and COMMIT (one round trip); the first sequence. COPY is the server's
+        fastest way in, and streams however large the rows."""
+        n = len(rows)
+        st = self._sql
+        first = None
+        try:
+            with conn.pipeline():
+                reserve = self._begin_and_reserve(conn, n, checks)
+            row = reserve.fetchone()
+            assert row is not None
+            first = int(row[0])
+            with conn.cursor().copy(st.copy) as copy:
+                copy.set_types(st.copy_types)
+                write = copy.write_row
+                for i, (_, values) in enumerate(rows, first):
+                    write((i, *values))
+            with conn.pipeline():
+                conn.execute(st.notify, {"channel": self._channel})
+                conn.execute("COMMIT")
+        except psycopg.errors.UniqueViolation:
+            self._recover(conn)
+            if first is not None:
+                self._give_back(conn, first, n)
+            raise
+        return first
 
     def _give_back(self, conn: psycopg.Connection[Any], first: int, n: int) -> None:
         """Return the sequences of a failed append when no append reserved any after them, so
@@ -596,7 +655,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             )
         if not self.can_join(connection):
             raise InvalidArgumentError(
-                f"connection is not on this store's database ({_redact(self._connection_string)}, schema "
+                f"connection is not on this store's database ({redact(self._connection_string)}, schema "
                 f"{self._resolved_schema!r}); nothing was written. Open the event store on the "
                 f"connection's database, or pass connection=None"
             )
@@ -615,7 +674,8 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                     connection.execute("BEGIN")
                 connection.execute(f"SAVEPOINT {_SAVEPOINT}")
                 connection.execute(st.lock_alloc)
-                reserve = connection.execute(st.reserve, {"n": n})
+                reserve = connection.cursor(row_factory=tuple_row)  # the caller's may make dicts
+                reserve.execute(st.reserve, {"n": n})
                 connection.execute(st.unlock_alloc)
                 connection.execute(st.insert, {"n": n, **dict(zip(st.names, columns, strict=True))})
                 connection.execute(st.notify, {"channel": self._channel})
@@ -631,6 +691,18 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                 if first is not None:
                     self._give_back(connection, first, n)
                 raise _duplicate(error) from None
+            if isinstance(error, psycopg.OperationalError):
+                fate = (
+                    "nothing of it is stored unless the server committed it before the connection "
+                    "broke (look it up with get_event_by_id)"
+                    if own
+                    else "the caller's transaction is gone with its connection (the server rolled it "
+                    "back, this append included): open a new connection and redo the transaction"
+                )
+                raise StoreError(
+                    f"the append through the caller's connection did not complete: "
+                    f"{' '.join(str(error).split())}; {fate}"
+                ) from None
             raise
         assert row is not None
         first = int(row[0])
@@ -669,7 +741,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             return rows
 
     def _read(self, query: str, params: Any = None) -> list[Event]:
-        return [_event(row) for row in self._fetch(query, params)]
+        return _events(self._fetch(query, params))
 
     def _scalar(self, query: str, params: Any = None) -> Any:
         rows = self._fetch(query, params)
@@ -845,7 +917,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                     cur.execute(text, params)
                     folded = _core.fold_events(
                         workflow_id,
-                        (_event(row) for row in cur),
+                        _streamed(cur),
                         initial_state,
                         upcast,
                         current_schema_version,
@@ -893,9 +965,13 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         max_event_time_us: int | None = None,
     ) -> None:
         """Save ``state`` as the entity's state after event ``sequence`` (replacing one saved at
-        the same sequence), with the SHA-256 of its canonical form (computed unless given)."""
-        digest = state_hash_hex if state_hash_hex is not None else state_hash(state)
+        the same sequence), with the hash of the stored bytes (``sha256-msgpack:<hex>``, as the
+        SQLite store; computed unless given: a given legacy hash, the SHA-256 of the canonical
+        JSON, is kept and checked that way when read)."""
+        if not isinstance(state, dict):
+            raise ArgumentTypeError("state must be a dict")
         encoded = _core.encode_payload(state)
+        digest = state_hash_hex if state_hash_hex is not None else _core.snapshot_hash(encoded)
         self._check_open()
         with self._connection() as conn:
             conn.execute(
@@ -927,7 +1003,9 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         limit: int = 10,
     ) -> list[dict[str, Any]]:
         """Snapshots of an entity at or before ``max_sequence``, newest first, as dicts (the
-        SQLite store's keys: ``state``, ``state_hash``, ``state_error``, ``created_at``, ...)."""
+        SQLite store's keys: ``state``, ``state_hash``, ``state_error``, ``created_at``, and
+        ``hash_ok``: whether the stored bytes match the hash, checked by the core; None for a
+        legacy hash, which `stabilize_events.snapshots` checks against the decoded state)."""
         self._check_open()
         with self._connection() as conn:
             with conn.cursor(binary=True) as cur:
@@ -947,10 +1025,12 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         for et, eid, wf, version, seq, blob, digest, created, max_event in rows:
             state: Any = None
             error = None
+            stored = bytes(blob)
             try:
-                state = _core.decode_payload(bytes(blob))
+                state = _core.decode_payload(stored)
             except Exception as problem:
                 error = str(problem)
+            hash_ok = False if error is not None else _core.snapshot_bytes_intact(stored, digest)
             out.append(
                 {
                     "entity_type": et,
@@ -961,6 +1041,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                     "state": state,
                     "state_error": error,
                     "state_hash": digest,
+                    "hash_ok": hash_ok,
                     "created_at": _EPOCH + timedelta(microseconds=created),
                     "max_event_time_us": max_event,
                 }
@@ -1063,7 +1144,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreError(
-                f"PostgreSQL at {_redact(self._connection_string)} did not answer: "
+                f"PostgreSQL at {redact(self._connection_string)} did not answer: "
                 f"{' '.join(str(error).split())} (the pool reconnects once the server is back; retry then)"
             ) from None
 
@@ -1085,7 +1166,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
 
     def __repr__(self) -> str:
         schema = getattr(self, "_resolved_schema", self._schema)
-        return f"PostgresEventStore({_redact(self._connection_string)!r}, schema={schema!r})"
+        return f"PostgresEventStore({redact(self._connection_string)!r}, schema={schema!r})"
 
 
 class NotificationWaiter:
@@ -1129,7 +1210,40 @@ class NotificationWaiter:
             self._conn = None
 
 
-class _Statements:
+def encode_rows(codec: NativeStore, events: Iterable[Any]) -> list[tuple[Event, tuple[Any, ...]]]:
+    """Each event checked and encoded by the core (``codec``), with the values of its
+    ``event_log`` row in `Statements.names` order (text escaped, see `_esc`)."""
+    if isinstance(events, (str, bytes, dict)):
+        raise ArgumentTypeError(f"events must be a list of events, not {type(events).__qualname__}")
+    encoded = [codec.sqlite_row(event) for event in events]
+    rows = [(stored, row[:13]) for stored, row in encoded]
+    # One scan of every text value of the batch (C loops): escaping is rare.
+    if _NEEDS_ESCAPE.search("".join(filter(None, chain.from_iterable(map(_text_of, (r for _, r in rows)))))):
+        rows = [
+            (stored, tuple(_esc(v) if i in _TEXT_FIELDS else v for i, v in enumerate(values)))
+            for stored, values in rows
+        ]
+    return rows
+
+
+def write_at_sequences(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    rows: list[tuple[Event, tuple[Any, ...]]],
+    sequences: list[int],
+) -> None:
+    """Insert encoded ``rows`` (`encode_rows`) with the given sequences, inside ``conn``'s open
+    transaction, and move the store's sequence past them. Holds the allocation lock until that
+    transaction ends: appends and readers wait, so none sees the moved sequence before the
+    rows are committed (or rolled back)."""
+    st = Statements(f"{_quote_ident(schema)}.", allocation_key(schema))
+    columns = [list(c) for c in zip(*(row for _, row in rows), strict=True)]
+    conn.execute(st.lock_alloc_xact)
+    conn.execute(st.insert_at, {"sequence": sequences, **dict(zip(st.names, columns, strict=True))})
+    conn.execute(st.advance_to, {"last": max(sequences)})
+
+
+class Statements:
     """The SQL text of the hot paths, built once per store."""
 
     names = (
@@ -1172,6 +1286,7 @@ class _Statements:
             f"AND pid = pg_backend_pid() AND objsubid = 1 AND mode = 'ExclusiveLock' "
             f"AND ((classid::bigint << 32) | objid::bigint) = {alloc_key}"
         ).encode()
+        self.lock_alloc_xact = f"SELECT pg_advisory_xact_lock({alloc_key})".encode()
         self.lock_alloc_shared = f"SELECT pg_advisory_lock_shared({alloc_key})".encode()
         self.unlock_alloc_shared = f"SELECT pg_advisory_unlock_shared({alloc_key})".encode()
         # Reserve n consecutive sequences and tag the first until this transaction ends.
@@ -1184,6 +1299,16 @@ class _Statements:
             f"INSERT INTO {prefix}event_log (sequence, {', '.join(self.names)}) "
             f"SELECT currval({seq}) - %(n)s + u.ord, {', '.join('u.' + n for n in self.names)} "
             f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(self.names)}, ord)"
+        ).encode()
+        self.copy = f"COPY {prefix}event_log (sequence, {', '.join(self.names)}) FROM STDIN (FORMAT BINARY)"
+        self.copy_types = ["int8", *self._types]
+        self.insert_at = (
+            f"INSERT INTO {prefix}event_log (sequence, {', '.join(self.names)}) "
+            f"SELECT * FROM unnest(%(sequence)b::int8[], {arrays})"
+        ).encode()
+        self.advance_to = (
+            f"SELECT setval({seq}, greatest(%(last)s, (SELECT CASE WHEN is_called THEN last_value "
+            f"ELSE 0 END FROM {prefix}event_log_sequence)))"
         ).encode()
         self.give_back = (
             f"SELECT setval({seq}, %(first)s, false) FROM {prefix}event_log_sequence "
@@ -1212,6 +1337,7 @@ class _Statements:
 #: Text fields of a row (as `_rows` builds it) that may hold any str. PostgreSQL text cannot
 #: hold NUL, so a str holding NUL (or the escape character) is stored escaped (`_esc`).
 _TEXT_FIELDS = frozenset((0, 1, 3, 4, 5, 8, 9, 10, 11))
+_text_of = itemgetter(*sorted(_TEXT_FIELDS))
 _ESCAPE = "\ue000"
 _NEEDS_ESCAPE = re.compile("[\x00\ue000]")
 
@@ -1227,6 +1353,24 @@ def _unesc(value: Any) -> Any:
     if value is None or _ESCAPE not in value:
         return value
     return value.replace(_ESCAPE + "0", "\x00").replace(_ESCAPE + "1", _ESCAPE)
+
+
+#: The text columns of a row as `_COLUMNS` selects it.
+_row_text = itemgetter(1, 2, 4, 5, 6, 9, 10, 11, 12)
+
+
+def _events(rows: list[Any]) -> list[Event]:
+    """Events for rows as `_COLUMNS` selects them, built by the core (payloads decoded when
+    first used); rows holding escaped text (`_esc`, rare) are unescaped here first."""
+    if _ESCAPE in "".join(filter(None, chain.from_iterable(map(_row_text, rows)))):
+        return [_event(row) for row in rows]
+    return _core.events_from_rows(rows)
+
+
+def _streamed(cur: Any) -> Iterator[Event]:
+    """The events of a (server-side) cursor's rows, fetched a chunk at a time."""
+    while rows := cur.fetchmany(cur.itersize):
+        yield from _events(rows)
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -1294,11 +1438,7 @@ class _Unpipelined:
 def _round_trips(conn: psycopg.Connection[Any], rows: list[tuple[Event, tuple[Any, ...]]]) -> Any:
     """A pipeline for an ordinary append, one statement at a time for one carrying large payloads
     (see `_PIPELINE_MAX_BYTES`)."""
-    size = 0
-    for _, row in rows:
-        for value in row:
-            if isinstance(value, (bytes, bytearray, memoryview)):
-                size += len(value)
+    size = sum(len(row[_DATA_FIELD]) for _, row in rows)
     return conn.pipeline() if size <= _PIPELINE_MAX_BYTES else _Unpipelined()
 
 
@@ -1361,4 +1501,13 @@ def _moment(name: str, value: Any) -> datetime:
     return value
 
 
-__all__ = ["POSTGRES_SCHEMA_VERSION", "NotificationWaiter", "PostgresEventStore", "setup_ddl"]
+__all__ = [
+    "POSTGRES_SCHEMA_VERSION",
+    "NotificationWaiter",
+    "PostgresEventStore",
+    "Statements",
+    "allocation_key",
+    "encode_rows",
+    "setup_ddl",
+    "write_at_sequences",
+]

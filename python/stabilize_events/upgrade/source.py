@@ -29,7 +29,7 @@ EVENT_SUBSCRIPTION = "event_subscription"
 
 #: Columns that make a table named ``events`` Stabilize's (an application may
 #: have an unrelated table of that name; it is never touched).
-_EVENT_COLUMNS = frozenset(
+STABILIZE_EVENT_COLUMNS = frozenset(
     {
         "sequence",
         "event_id",
@@ -46,10 +46,12 @@ _EVENT_COLUMNS = frozenset(
         "source_handler",
     }
 )
-_SNAPSHOT_COLUMNS = frozenset(
+STABILIZE_SNAPSHOT_COLUMNS = frozenset(
     {"entity_type", "entity_id", "workflow_id", "version", "sequence", "state", "state_hash"}
 )
-_SUBSCRIPTION_COLUMNS = frozenset({"id", "event_types", "entity_filter", "last_sequence", "webhook_url"})
+STABILIZE_SUBSCRIPTION_COLUMNS = frozenset(
+    {"id", "event_types", "entity_filter", "last_sequence", "webhook_url"}
+)
 
 _URL_PREFIX = "sqlite:///"
 
@@ -104,17 +106,17 @@ def columns(conn: sqlite3.Connection, table: str) -> frozenset[str]:
 
 def has_stabilize_events(conn: sqlite3.Connection) -> bool:
     """Whether the database holds Stabilize's ``events`` table."""
-    return _EVENT_COLUMNS <= columns(conn, EVENTS)
+    return STABILIZE_EVENT_COLUMNS <= columns(conn, EVENTS)
 
 
 def has_stabilize_snapshots(conn: sqlite3.Connection) -> bool:
     """Whether the database holds Stabilize's ``snapshots`` table."""
-    return _SNAPSHOT_COLUMNS <= columns(conn, SNAPSHOTS)
+    return STABILIZE_SNAPSHOT_COLUMNS <= columns(conn, SNAPSHOTS)
 
 
 def has_stabilize_subscriptions(conn: sqlite3.Connection) -> bool:
     """Whether the database holds Stabilize's ``event_subscriptions`` table."""
-    return _SUBSCRIPTION_COLUMNS <= columns(conn, SUBSCRIPTIONS)
+    return STABILIZE_SUBSCRIPTION_COLUMNS <= columns(conn, SUBSCRIPTIONS)
 
 
 def has_table(conn: sqlite3.Connection, table: str) -> bool:
@@ -221,6 +223,9 @@ __all__ = [
     "EVENT_SNAPSHOT",
     "EVENT_SUBSCRIPTION",
     "SNAPSHOTS",
+    "STABILIZE_EVENT_COLUMNS",
+    "STABILIZE_SNAPSHOT_COLUMNS",
+    "STABILIZE_SUBSCRIPTION_COLUMNS",
     "SUBSCRIPTIONS",
     "Pending",
     "columns",
