@@ -22,11 +22,11 @@ import pytest
 import stabilize.events as se
 import stabilize_events as ours
 from conftest import postgres_schema_url
+from helpers.stabilize_app import DEDUP_CAPACITY, DRAIN_TIMEOUT, TASKS, reset_globals, stage, workflow
 from stabilize import Orchestrator, QueueProcessor, TaskRegistry, Workflow, WorkflowStatus
 from stabilize.persistence.postgres.store import PostgresWorkflowStore
 from stabilize.queue import dedup
 from stabilize.queue.postgres import PostgresQueue
-from stabilize_app import DEDUP_CAPACITY, DRAIN_TIMEOUT, TASKS, reset_globals, stage, workflow
 
 
 def _apply_stabilize_migrations(url: str) -> None:
