@@ -2,7 +2,8 @@
 //!
 //! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
 //! - `codec/`: payload msgpack encoding and decoding.
-//! - `store/`: the SQLite and in-memory backends behind `NativeStore`.
+//! - `store/`: the `Backend` trait and its SQLite and in-memory backends.
+//! - `py/`: `NativeStore`, the stores' Python face over a backend.
 //! - `allocator`: mimalloc, and its settings.
 
 use pyo3::prelude::*;
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod errors;
 pub mod event;
 pub mod fold;
+pub mod py;
 pub mod pyrefs;
 pub mod store;
 pub mod time;
@@ -73,17 +75,17 @@ fn payloads_wanted() -> bool {
 /// made absolute against the current directory), or None for an in-memory database.
 #[pyfunction]
 fn sqlite_database_path(url: &str) -> PyResult<Option<std::path::PathBuf>> {
-    Ok(match store::sqlite_store::Location::parse(url)? {
-        store::sqlite_store::Location::File(path) => Some(path),
-        store::sqlite_store::Location::Memory => None,
+    Ok(match store::sqlite::Location::parse(url)? {
+        store::sqlite::Location::File(path) => Some(path),
+        store::sqlite::Location::Memory => None,
     })
 }
 
 /// The path of the shared object holding the SQLite this core calls, as the
-/// dynamic loader names it (see `store::sqlite_library`).
+/// dynamic loader names it (see `store::sqlite::library`).
 #[pyfunction]
 fn sqlite_library() -> PyResult<String> {
-    let path = store::sqlite_library::library_path().ok_or_else(|| {
+    let path = store::sqlite::library::library_path().ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err("no loaded object holds this core's sqlite3_libversion")
     })?;
     Ok(path.to_string_lossy().into_owned())
@@ -92,7 +94,7 @@ fn sqlite_library() -> PyResult<String> {
 /// The version of the SQLite library this core calls (`sqlite3_libversion()`).
 #[pyfunction]
 fn sqlite_version() -> &'static str {
-    store::sqlite_library::version()
+    store::sqlite::library::version()
 }
 
 /// Whether `state` (a snapshot's stored bytes) matches `state_hash`; None for a legacy hash,
@@ -109,7 +111,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
     m.add_class::<event::Event>()?;
     m.add_class::<event::EventMetadata>()?;
-    m.add_class::<store::native::NativeStore>()?;
+    m.add_class::<py::native_store::NativeStore>()?;
     m.add_class::<store::snapshot::StoredSnapshot>()?;
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
@@ -120,7 +122,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
-    m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
-    m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
+    m.add("SQLITE_SCHEMA_VERSION", store::sqlite::SCHEMA_VERSION)?;
+    m.add("SQLITE_INSERT_ROW", store::sqlite::insert::row_insert_sql())?;
     Ok(())
 }

@@ -9,18 +9,17 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use super::index_key::index_key;
-
-use super::memory_store::MemoryBackend;
-use super::snapshot::{self, Integrity, StoredSnapshot};
-use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
-use super::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, usage, Event, EventRecord};
 use crate::fold::Folder;
+use crate::store::memory_store::MemoryBackend;
+use crate::store::snapshot::{self, Integrity, StoredSnapshot};
+use crate::store::sqlite::index_key::index_key;
+use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
+use crate::store::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).

@@ -88,7 +88,7 @@ impl Checkpointer {
     }
 
     fn run(&self) {
-        let flags = super::sqlite_store::connection_flags(false);
+        let flags = super::config::connection_flags(false);
         let Ok(conn) = super::wal_vfs::open(&self.path, flags) else { return };
         loop {
             {

@@ -14,12 +14,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::sqlite_insert::{InsertStatement, ROWS};
-use super::sqlite_scan::ScanStatements;
-use super::sqlite_store::{sql_error, SqliteConfig};
-use super::Expectation;
+use super::config::{sql_error, SqliteConfig};
+use super::insert::{InsertStatement, ROWS};
+use super::scan::ScanStatements;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
+use crate::store::Expectation;
 
 const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1 \
      AND (?2 IS NULL OR entity_type = ?2) ORDER BY sequence DESC LIMIT 1";
