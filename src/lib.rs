@@ -4,7 +4,7 @@
 //! - `codec/`: payload msgpack encoding and decoding.
 //! - `store/`: the `Backend` trait and its SQLite and in-memory backends.
 //! - `py/`: `NativeStore`, the stores' Python face over a backend.
-//! - `allocator`: mimalloc, and its settings.
+//! - `allocator`: mimalloc, and its settings; `tuning`: switching those and the string cache off.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -19,6 +19,7 @@ pub mod py;
 pub mod pyrefs;
 pub mod store;
 pub mod time;
+mod tuning;
 
 use errors::{CoreError, Kind};
 
@@ -62,13 +63,6 @@ fn fold_events<'py>(
         visited?;
     }
     folder.into_py(py)
-}
-
-/// Whether the next large read decodes its payloads ahead (the last large
-/// read's payloads were used; see `event::usage`). For tests and benches.
-#[pyfunction]
-fn payloads_wanted() -> bool {
-    event::usage::payloads_wanted()
 }
 
 /// The database file `url` names (a URL or plain path, read as `SqliteEventStore` reads it,
@@ -116,7 +110,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
-    m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
@@ -124,5 +117,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite::SCHEMA_VERSION)?;
     m.add("SQLITE_INSERT_ROW", store::sqlite::insert::row_insert_sql())?;
+    py::add_defaults(m)?;
     Ok(())
 }

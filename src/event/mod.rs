@@ -5,7 +5,6 @@ mod lazy;
 mod metadata;
 mod py_event;
 mod record;
-pub mod usage;
 
 pub use metadata::EventMetadata;
 pub use py_event::{coerce_event, Event, FIELDS};

@@ -170,7 +170,7 @@ fn settle(dict: &Bound<'_, PyDict>, acyclic: bool, holds_dict: bool) -> bool {
 /// shape a template dict (every key, values None) is kept and copied: a copy
 /// takes all the keys in one allocation, and setting a key already present
 /// only swaps its value, where building key by key allocated, grew and
-/// rehashed every dict (W4: a third of the time spent building the answer).
+/// rehashed every dict (a third of the time spent building a large state).
 #[derive(Default)]
 struct Shapes<'py> {
     shapes: Vec<Shape<'py>>,

@@ -13,12 +13,16 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{coerce_event, usage, Event, EventRecord};
+use crate::event::{coerce_event, Event, EventRecord};
 use crate::fold::Folder;
 use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, Integrity, StoredSnapshot};
+use crate::store::sqlite::config::{
+    DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_PAGE_SIZE, DEFAULT_SPLIT_READS,
+    DEFAULT_SYNCHRONOUS,
+};
 use crate::store::sqlite::index_key::index_key;
-use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
+use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
 use crate::store::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::time;
 
@@ -28,10 +32,27 @@ pub struct NativeStore {
     backend: Box<dyn Backend>,
     /// Largest encoded payload accepted by `append` (a guard against runaway events).
     max_payload_bytes: usize,
+    /// Whether a large read decodes its payloads as its rows arrive (see `read_events`).
+    decode_ahead: bool,
 }
 
 /// Default `max_payload_bytes`: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+
+/// Default `decode_ahead`: on. Decoding a large read's payloads while its later rows
+/// are still being read (on a second thread) hides most of the decoding behind the
+/// reading, for callers that use the payloads, as most do; a caller reading many
+/// events without their payloads reads faster with it off.
+pub const DEFAULT_DECODE_AHEAD: bool = true;
+
+/// A bool option: `default` when not given (or None).
+fn bool_option(value: Option<&Bound<'_, PyAny>>, name: &str, default: bool) -> PyResult<bool> {
+    match value.filter(|v| !v.is_none()) {
+        None => Ok(default),
+        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => v.is_truthy(),
+        Some(_) => raise(Kind::ArgumentType, format!("{name} must be a bool")),
+    }
+}
 
 fn payload_limit(value: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
     match value.filter(|v| !v.is_none()) {
@@ -141,41 +162,36 @@ impl NativeStore {
 
     /// The events matching `filter`, as a list, read with the GIL released.
     ///
-    /// While the last large read's payloads were used (see `usage`), a large
-    /// read is streamed and its payloads decoded here as its rows come in;
-    /// otherwise it is read in two halves and its payloads left to `data`.
+    /// With `decode_ahead`, a large read is streamed and its payloads decoded
+    /// here as its rows come in; otherwise it is read in two halves and its
+    /// payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
-        let (events, large) = if usage::payloads_wanted() {
+        let events = if self.decode_ahead {
             self.read_ahead(py, filter)?
         } else {
             let records = self.run(py, move |b| split_read::query(b, &filter))?;
-            let large = records.len() >= split_read::FIRST_PART as usize;
-            let events = records
+            records
                 .into_iter()
-                .map(|r| Event::read_of(py, r, large, false).map(Bound::unbind))
-                .collect::<PyResult<Vec<_>>>()?;
-            (events, large)
+                .map(|r| Event::read(py, r).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?
         };
-        if large {
-            usage::handed_out(events.len());
-        }
         PyList::new(py, events)
     }
 
-    /// Reads `filter`'s events decoding each payload as its row arrives, the rows of a
-    /// large read streamed from a second thread; returns them and whether the read was large.
-    fn read_ahead(&self, py: Python<'_>, filter: Filter) -> PyResult<(Vec<Py<Event>>, bool)> {
+    /// Reads `filter`'s events, the rows of a large read streamed from a second
+    /// thread and their payloads decoded as they arrive.
+    fn read_ahead(&self, py: Python<'_>, filter: Filter) -> PyResult<Vec<Py<Event>>> {
         let switch_interval = switch_interval(py)?;
         let mut events: Vec<Py<Event>> = Vec::new();
-        let mut large_read = false;
         let mut failed: Option<PyErr> = None;
         self.run(py, |b| {
             split_read::query_streamed(b, &filter, &mut |rows| {
-                large_read = rows.large;
                 Python::attach(|py| {
                     let mut build = |chunk: Vec<Arc<EventRecord>>| {
                         for r in chunk {
-                            match Event::read_of(py, r, rows.large, true) {
+                            let event =
+                                if rows.large { Event::read_decoded(py, r) } else { Event::read(py, r) };
+                            match event {
                                 Ok(event) => events.push(event.unbind()),
                                 Err(e) => {
                                     failed.get_or_insert(e);
@@ -216,7 +232,7 @@ impl NativeStore {
         })?;
         match failed {
             Some(e) => Err(e),
-            None => Ok((events, large_read)),
+            None => Ok(events),
         }
     }
 
@@ -262,8 +278,10 @@ impl NativeStore {
     /// Open an SQLite event store at `url` (see `SqliteEventStore`).
     #[staticmethod]
     #[pyo3(signature = (
-        url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None
+        url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None,
+        decode_ahead=None, split_reads=None, coalesce_wal_writes=None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn sqlite(
         py: Python<'_>,
         url: &Bound<'_, PyAny>,
@@ -272,6 +290,9 @@ impl NativeStore {
         busy_timeout_ms: Option<&Bound<'_, PyAny>>,
         page_size: Option<&Bound<'_, PyAny>>,
         max_payload_bytes: Option<&Bound<'_, PyAny>>,
+        decode_ahead: Option<&Bound<'_, PyAny>>,
+        split_reads: Option<&Bound<'_, PyAny>>,
+        coalesce_wal_writes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeStore> {
         let max_payload_bytes = payload_limit(max_payload_bytes)?;
         let page_size = match page_size {
@@ -287,20 +308,17 @@ impl NativeStore {
         let url = str_arg(url, "url")?;
         let synchronous = match synchronous {
             Some(s) => Synchronous::parse(&str_arg(s, "synchronous")?)?,
-            None => Synchronous::Normal,
+            None => DEFAULT_SYNCHRONOUS,
         };
         let busy_ms = match busy_timeout_ms {
             Some(b) => int_arg(b, "busy_timeout_ms")?,
-            None => 5000,
+            None => DEFAULT_BUSY_TIMEOUT_MS as i64,
         };
         if busy_ms < 0 {
             return raise(Kind::InvalidArgument, format!("busy_timeout_ms must be >= 0, not {busy_ms}"));
         }
-        let create_tables = match create_tables {
-            None => true,
-            Some(c) if c.is_instance_of::<pyo3::types::PyBool>() => c.is_truthy()?,
-            Some(_) => return raise(Kind::ArgumentType, "create_tables must be a bool"),
-        };
+        let create_tables = bool_option(create_tables, "create_tables", true)?;
+        let decode_ahead = bool_option(decode_ahead, "decode_ahead", DEFAULT_DECODE_AHEAD)?;
         let (location, access) = Location::parse_with_access(&url)?;
         let config = SqliteConfig {
             location,
@@ -310,9 +328,15 @@ impl NativeStore {
             busy_timeout: Duration::from_millis(busy_ms as u64),
             page_size: page_size as u32,
             damaged: Default::default(),
+            split_reads: bool_option(split_reads, "split_reads", DEFAULT_SPLIT_READS)?,
+            coalesce_wal_writes: bool_option(
+                coalesce_wal_writes,
+                "coalesce_wal_writes",
+                DEFAULT_COALESCE_WAL_WRITES,
+            )?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes })
+        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes, decode_ahead })
     }
 
     /// A new, empty in-memory store.
@@ -322,6 +346,8 @@ impl NativeStore {
         Ok(NativeStore {
             backend: Box::new(MemoryBackend::new()),
             max_payload_bytes: payload_limit(max_payload_bytes)?,
+            // Its reads are never large (see `Backend::parallel_reads_pay`): nothing to decode ahead.
+            decode_ahead: false,
         })
     }
 
@@ -394,6 +420,12 @@ impl NativeStore {
             ],
         )?;
         Ok((event, params))
+    }
+
+    /// Whether a large read decodes its payloads as its rows arrive (the store's `decode_ahead`).
+    #[getter]
+    fn decode_ahead(&self) -> bool {
+        self.decode_ahead
     }
 
     /// The database file this store keeps its events in, or None (memory).

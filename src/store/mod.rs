@@ -76,7 +76,7 @@ mod tests {
     //! The backend contract in Rust terms, run against both backends (the
     //! Python conformance suite covers the same ground through `NativeStore`).
     use super::memory_store::MemoryBackend;
-    use super::sqlite::{self, Location, SqliteBackend, SqliteConfig, Synchronous};
+    use super::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
     use super::*;
     use crate::errors::Kind;
     use crate::event::EventRecord;
@@ -100,13 +100,8 @@ mod tests {
     fn backends(dir: &std::path::Path) -> Vec<Box<dyn Backend>> {
         let sqlite = |location| {
             SqliteBackend::open(SqliteConfig {
-                location,
-                create_tables: true,
-                synchronous: Synchronous::Normal,
                 busy_timeout: std::time::Duration::from_secs(1),
-                page_size: sqlite::DEFAULT_PAGE_SIZE,
-                damaged: Default::default(),
-                access: Default::default(),
+                ..SqliteConfig::new(location)
             })
             .expect("open sqlite")
         };
@@ -148,13 +143,9 @@ mod tests {
         let path = dir.join("events.db");
         let open = |synchronous| {
             SqliteBackend::open(SqliteConfig {
-                location: Location::File(path.clone()),
-                create_tables: true,
                 synchronous,
                 busy_timeout: std::time::Duration::from_secs(1),
-                page_size: sqlite::DEFAULT_PAGE_SIZE,
-                damaged: Default::default(),
-                access: Default::default(),
+                ..SqliteConfig::new(Location::File(path.clone()))
             })
             .expect("open sqlite")
         };

@@ -52,7 +52,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 from stabilize_events import _core
-from stabilize_events._core import Event, EventMetadata, NativeStore
+from stabilize_events._core import DEFAULT_MAX_PAYLOAD_BYTES, Event, EventMetadata, NativeStore
 from stabilize_events.canonical import state_hash
 from stabilize_events.errors import (
     ArgumentTypeError,
@@ -232,7 +232,7 @@ class PostgresEventStore(EventStore):
         max_pool_size: int = 8,
         connect_timeout: float = 10.0,
         pool_timeout: float = 30.0,
-        max_payload_bytes: int = 16 << 20,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         if not isinstance(connection_string, str):
             raise ArgumentTypeError(

@@ -148,7 +148,38 @@ pub struct SqliteConfig {
     pub damaged: Arc<OnceLock<String>>,
     /// `?mode=ro`: connections open read-only and every write is refused.
     pub access: Access,
+    /// Read a large query on two threads (see `store::split_read`).
+    pub split_reads: bool,
+    /// Write each transaction's WAL frames with one system call (see `wal_vfs`).
+    pub coalesce_wal_writes: bool,
 }
+
+impl SqliteConfig {
+    /// The settings of a store at `location` with every option at its default.
+    pub fn new(location: Location) -> SqliteConfig {
+        SqliteConfig {
+            location,
+            create_tables: true,
+            synchronous: DEFAULT_SYNCHRONOUS,
+            busy_timeout: Duration::from_millis(DEFAULT_BUSY_TIMEOUT_MS),
+            page_size: DEFAULT_PAGE_SIZE,
+            damaged: Default::default(),
+            access: Access::ReadWrite,
+            split_reads: DEFAULT_SPLIT_READS,
+            coalesce_wal_writes: DEFAULT_COALESCE_WAL_WRITES,
+        }
+    }
+}
+
+/// Default `busy_timeout`: how long a writer waits for a lock another connection holds.
+pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
+/// Default `synchronous`.
+pub const DEFAULT_SYNCHRONOUS: Synchronous = Synchronous::Normal;
+/// Default `split_reads`: on. Reading the second part of a large result on a
+/// second thread overlaps the two (the GIL is not held for either).
+pub const DEFAULT_SPLIT_READS: bool = true;
+/// Default `coalesce_wal_writes`: on. It saves most of an append's system calls.
+pub const DEFAULT_COALESCE_WAL_WRITES: bool = true;
 
 /// Default page size of new files. Every commit writes each page it dirtied
 /// (the table's last leaf and one leaf per index) to the WAL, so smaller pages
@@ -221,19 +252,14 @@ pub fn connection_flags(create: bool) -> OpenFlags {
 
 #[cfg(test)]
 mod tests {
-    use super::{looks_like_url, sql_error, Access, Location, SqliteConfig, Synchronous};
+    use super::{looks_like_url, sql_error, Access, Location, SqliteConfig};
     use crate::errors::Kind;
     use rusqlite::ffi;
 
     fn file_config() -> SqliteConfig {
         SqliteConfig {
-            location: Location::File("/data/events.db".into()),
-            create_tables: true,
-            synchronous: Synchronous::Normal,
             busy_timeout: std::time::Duration::from_secs(1),
-            page_size: super::DEFAULT_PAGE_SIZE,
-            damaged: Default::default(),
-            access: Access::ReadWrite,
+            ..SqliteConfig::new(Location::File("/data/events.db".into()))
         }
     }
 

@@ -34,7 +34,7 @@ use rusqlite::Connection;
 
 use checkpoint::Checkpointer;
 use config::{damaged_error, location_text, sql_error};
-pub use config::{Access, Location, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
+pub use config::{Access, Location, SqliteConfig, Synchronous};
 use query::{query_sql, row_to_view, where_clause};
 use scan::ScanStatements;
 pub use schema::SCHEMA_VERSION;
@@ -60,7 +60,7 @@ pub struct SqliteBackend {
     /// Appends waiting for the writer (group commit).
     queue: WriteQueue,
     closed: std::sync::atomic::AtomicBool,
-    /// Declared after `writer`, whose connection's WAL hook points at it.
+    /// WAL checkpoints off the append path (file stores at `synchronous=NORMAL`).
     checkpointer: Option<Arc<Checkpointer>>,
 }
 
@@ -94,7 +94,10 @@ impl SqliteBackend {
         }
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
-            Some(writer) => f(writer),
+            Some(writer) => {
+                let _committing = checkpoint::Committing::enter(self.checkpointer.as_ref());
+                f(writer)
+            }
             None => Err(self.closed_error()),
         }
     }
@@ -380,7 +383,7 @@ impl Backend for SqliteBackend {
 
     fn parallel_reads_pay(&self) -> bool {
         // `:memory:` has one connection, which the halves would take in turn.
-        matches!(self.config.location, Location::File(_))
+        self.config.split_reads && matches!(self.config.location, Location::File(_))
     }
 
     fn close(&self) {

@@ -26,7 +26,7 @@ const WAL_CHECKPOINT_PAGES: u32 = 4096;
 /// rebalances a b-tree it renumbers a page through the pending-byte page
 /// number (page 524289 at 2 KiB), and the commit after that walks the cache's
 /// whole hash table, which grows with the pages cached. At 64 MiB that walk
-/// cost W2 a tenth of its time (366k against 401k ev/s at 4 MiB); the hot
+/// cost batched appends a tenth of their time (against a 4 MiB cache); the hot
 /// index pages of an append fit in 4 MiB, and the OS keeps the rest of the file.
 const WRITER_CACHE_KIB: i64 = 4096;
 
@@ -43,14 +43,14 @@ impl SqliteBackend {
         };
         let result = Self::open_writer(&config).map(|writer| {
             // At FULL every commit syncs anyway, and a checkpoint syncing the
-            // same files beside it stalled those commits (W6 fell from 21k to
-            // 16k ev/s): there SQLite checkpoints inline, as it would.
+            // same files beside it stalled those commits (concurrent durable appends
+            // lost a quarter of their rate): there SQLite checkpoints inline, as it would.
             let checkpointer = match &config.location {
                 Location::File(path)
                     if config.synchronous == Synchronous::Normal && config.access == Access::ReadWrite =>
                 {
-                    let c = Checkpointer::new(path.clone());
-                    c.attach(&writer);
+                    let c = Checkpointer::new(path.clone(), config.coalesce_wal_writes);
+                    Checkpointer::attach(&writer);
                     Some(c)
                 }
                 _ => None,
@@ -86,7 +86,7 @@ impl SqliteBackend {
             Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         };
         let conn = match &config.location {
-            Location::File(path) => super::wal_vfs::open(path, flags),
+            Location::File(path) => super::wal_vfs::open(path, flags, config.coalesce_wal_writes),
             Location::Memory => Connection::open_in_memory_with_flags(flags),
         }
         .map_err(|e| sql_error(e, "opening the database", config))?;
@@ -230,7 +230,7 @@ fn retry_while_busy<T>(
 /// Whether the database file at `path` holds nothing and nobody is writing
 /// it: only then may an open that failed on a file it created remove it.
 fn abandoned(path: &Path) -> bool {
-    let Ok(conn) = super::wal_vfs::open(path, connection_flags(false)) else { return false };
+    let Ok(conn) = super::wal_vfs::open(path, connection_flags(false), true) else { return false };
     // No busy timeout (rusqlite sets 5 s): a writer holding the lock means the file is in use.
     if conn.busy_timeout(std::time::Duration::ZERO).is_err() || conn.execute_batch("BEGIN IMMEDIATE").is_err()
     {
