@@ -2,21 +2,21 @@
 //! (encoding payloads while it holds the GIL), runs the backend with the GIL
 //! released, and turns records back into lazily-decoded `Event`s.
 
-use std::sync::mpsc::TryRecvError;
-use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
+use super::options::{bool_option, expectations, payload_limit, DEFAULT_DECODE_AHEAD};
+use super::read_ahead::read_ahead;
+use super::records::{encode_dict, snapshot_dict, subscription_dict};
 use crate::args::{enum_value, int_arg, str_arg};
-use crate::codec;
-use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
 use crate::fold::Folder;
 use crate::store::memory_store::MemoryBackend;
-use crate::store::snapshot::{self, Integrity, StoredSnapshot};
+use crate::store::snapshot::{self, StoredSnapshot};
 use crate::store::sqlite::config::{
     DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_PAGE_SIZE, DEFAULT_SPLIT_READS,
     DEFAULT_SYNCHRONOUS,
@@ -36,120 +36,6 @@ pub struct NativeStore {
     decode_ahead: bool,
 }
 
-/// Default `max_payload_bytes`: 16 MiB.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
-
-/// Default `decode_ahead`: on. Decoding a large read's payloads while its later rows
-/// are still being read (on a second thread) hides most of the decoding behind the
-/// reading, for callers that use the payloads, as most do; a caller reading many
-/// events without their payloads reads faster with it off.
-pub const DEFAULT_DECODE_AHEAD: bool = true;
-
-/// A bool option: `default` when not given (or None).
-fn bool_option(value: Option<&Bound<'_, PyAny>>, name: &str, default: bool) -> PyResult<bool> {
-    match value.filter(|v| !v.is_none()) {
-        None => Ok(default),
-        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => v.is_truthy(),
-        Some(_) => raise(Kind::ArgumentType, format!("{name} must be a bool")),
-    }
-}
-
-fn payload_limit(value: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
-    match value.filter(|v| !v.is_none()) {
-        None => Ok(DEFAULT_MAX_PAYLOAD_BYTES),
-        Some(v) => match int_arg(v, "max_payload_bytes")? {
-            n if n > 0 => Ok(n as usize),
-            n => raise(Kind::InvalidArgument, format!("max_payload_bytes must be > 0, not {n}")),
-        },
-    }
-}
-
-/// Expectations from `expected_versions`: a mapping of entity id to version.
-/// The entity type is taken from the batch's event for that entity, if any.
-fn expectations(
-    events: &[Bound<'_, Event>],
-    expected: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<Expectation>> {
-    let Some(mapping) = expected.filter(|m| !m.is_none()) else {
-        return Ok(Vec::new());
-    };
-    let Ok(mapping) = mapping.cast::<PyDict>() else {
-        return raise(Kind::ArgumentType, "expected_versions must be a dict of entity id to version");
-    };
-    let mut out = Vec::with_capacity(mapping.len());
-    for (key, value) in mapping.iter() {
-        let entity_id = str_arg(&key, "expected_versions key")?;
-        let version = int_arg(&value, &format!("expected_versions[{entity_id:?}]"))?;
-        let entity_type = events
-            .iter()
-            .map(|e| e.get().record())
-            .find(|r| r.entity_id == entity_id)
-            .map(|r| r.entity_type.clone());
-        out.push(Expectation { entity_type, entity_id: entity_id.into(), version });
-    }
-    Ok(out)
-}
-
-/// `sys.getswitchinterval()`: how long Python's own loop holds the GIL before offering it.
-fn switch_interval(py: Python<'_>) -> PyResult<Duration> {
-    let seconds: f64 = py.import("sys")?.call_method0("getswitchinterval")?.extract()?;
-    Ok(Duration::from_secs_f64(seconds.max(0.0)))
-}
-
-fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
-    if !value.is_instance_of::<PyDict>() {
-        return raise(Kind::ArgumentType, format!("{root} must be a dict"));
-    }
-    let mut out = Vec::with_capacity(256);
-    codec::encode::encode(value, &mut out).map_err(|e| CoreError::new(Kind::Payload, e.describe(root)))?;
-    Ok(out)
-}
-
-/// Decode a stored blob, or describe why it cannot be (the caller decides whether to skip it).
-fn decode_or_reason<'py>(py: Python<'py>, bytes: &[u8]) -> (Option<Bound<'py, PyAny>>, Option<String>) {
-    match codec::decode::decode(py, bytes) {
-        Ok(v) => (Some(v), None),
-        Err(e) => (None, Some(e.0)),
-    }
-}
-
-fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let (state, error) = match &s.problem {
-        Some(problem) => (None, Some(problem.clone())),
-        None => decode_or_reason(py, &s.state),
-    };
-    d.set_item("entity_type", &s.entity_type)?;
-    d.set_item("entity_id", &s.entity_id)?;
-    d.set_item("workflow_id", &s.workflow_id)?;
-    d.set_item("version", s.version)?;
-    d.set_item("sequence", s.sequence)?;
-    d.set_item("state", state)?;
-    d.set_item("state_error", error)?;
-    d.set_item("state_hash", &s.state_hash)?;
-    // Checked here over the stored bytes; None for a legacy hash (canonical JSON, checked in Python).
-    let hash_ok = match s.integrity() {
-        Integrity::Intact => Some(true),
-        Integrity::Legacy => None,
-        Integrity::Damaged(_) => Some(false),
-    };
-    d.set_item("hash_ok", hash_ok)?;
-    d.set_item("created_at", time::utc_datetime(py, s.created_at_us)?)?;
-    d.set_item("max_event_time_us", s.max_event_us)?;
-    Ok(d)
-}
-
-fn subscription_dict<'py>(py: Python<'py>, s: &SubscriptionRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let (config, error) = decode_or_reason(py, &s.config);
-    d.set_item("id", &s.id)?;
-    d.set_item("config", config)?;
-    d.set_item("config_error", error)?;
-    d.set_item("last_sequence", s.last_sequence)?;
-    d.set_item("updated_at", time::utc_datetime(py, s.updated_at_us)?)?;
-    Ok(d)
-}
-
 impl NativeStore {
     fn run<T: Send>(
         &self,
@@ -167,7 +53,7 @@ impl NativeStore {
     /// payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
         let events = if self.decode_ahead {
-            self.read_ahead(py, filter)?
+            read_ahead(py, &*self.backend, filter)?
         } else {
             let records = self.run(py, move |b| split_read::query(b, &filter))?;
             records
@@ -176,64 +62,6 @@ impl NativeStore {
                 .collect::<PyResult<Vec<_>>>()?
         };
         PyList::new(py, events)
-    }
-
-    /// Reads `filter`'s events, the rows of a large read streamed from a second
-    /// thread and their payloads decoded as they arrive.
-    fn read_ahead(&self, py: Python<'_>, filter: Filter) -> PyResult<Vec<Py<Event>>> {
-        let switch_interval = switch_interval(py)?;
-        let mut events: Vec<Py<Event>> = Vec::new();
-        let mut failed: Option<PyErr> = None;
-        self.run(py, |b| {
-            split_read::query_streamed(b, &filter, &mut |rows| {
-                Python::attach(|py| {
-                    let mut build = |chunk: Vec<Arc<EventRecord>>| {
-                        for r in chunk {
-                            let event =
-                                if rows.large { Event::read_decoded(py, r) } else { Event::read(py, r) };
-                            match event {
-                                Ok(event) => events.push(event.unbind()),
-                                Err(e) => {
-                                    failed.get_or_insert(e);
-                                }
-                            }
-                        }
-                    };
-                    let mut held_since = Instant::now();
-                    build(rows.first);
-                    let Some(rest) = rows.rest else { return };
-                    // Only this loop locks the receiver (the mutex just makes it Sync), so a poisoned lock means nothing.
-                    let receiver = || rest.lock().unwrap_or_else(PoisonError::into_inner);
-                    loop {
-                        let ready = receiver().try_recv();
-                        let chunk = match ready {
-                            Ok(chunk) => chunk,
-                            Err(TryRecvError::Disconnected) => break,
-                            // Wait for the reader with the GIL let go.
-                            Err(TryRecvError::Empty) => {
-                                let next = py.detach(|| receiver().recv());
-                                held_since = Instant::now();
-                                match next {
-                                    Ok(chunk) => chunk,
-                                    Err(_) => break,
-                                }
-                            }
-                        };
-                        // As Python's own loop does: after holding the GIL for the switch
-                        // interval, let it go once, so that a thread waiting that long takes it.
-                        if held_since.elapsed() >= switch_interval {
-                            py.detach(|| ());
-                            held_since = Instant::now();
-                        }
-                        build(chunk);
-                    }
-                })
-            })
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(events),
-        }
     }
 
     /// The record to store for `event`, its payload encoded and checked against the limit.
