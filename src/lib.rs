@@ -2,6 +2,7 @@
 //!
 //! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
 //! - `codec/`: payload msgpack encoding and decoding.
+//! - `jsonl/`: events as JSON Lines (`export` and `import`).
 //! - `store/`: the `Backend` trait and its SQLite and in-memory backends.
 //! - `py/`: `NativeStore`, the stores' Python face over a backend.
 //! - `allocator`: mimalloc, and its settings; `tuning`: switching those and the string cache off.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod errors;
 pub mod event;
 pub mod fold;
+pub mod jsonl;
 pub mod py;
 pub mod pyrefs;
 pub mod store;
@@ -117,6 +119,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
     m.add("SQLITE_SCHEMA_VERSION", store::sqlite::SCHEMA_VERSION)?;
     m.add("SQLITE_INSERT_ROW", store::sqlite::insert::row_insert_sql())?;
+    jsonl::python::register(m)?;
     py::add_defaults(m)?;
     Ok(())
 }

@@ -58,6 +58,16 @@ def open_postgres(tmp_path: Path, name: str = "events.db", **options: Any) -> An
     return PostgresEventStore(postgres_url(), create_tables=True, schema=schema, **options)
 
 
+def postgres_cli_url() -> str:
+    """The command line's URL (``postgresql://...?schema=NAME``) of a new schema on the test
+    server, dropped when the session ends; its tables are made by the first command that
+    writes. Skips the test when there is no server."""
+    url = postgres_url()
+    schema = f"t_cli_{uuid.uuid4().hex[:16]}"
+    _postgres_schemas.append(schema)
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
 #: Schemas `open_postgres` created in this session, dropped when it ends.
 _postgres_schemas: list[str] = []
 
@@ -125,6 +135,39 @@ def open_store(
         store: EventStore = open_postgres(tmp_path, name)
         return store
     raise AssertionError(f"unknown store kind {kind!r}")
+
+
+#: `STORE_KINDS` and ``"list-store"``: the plain Python `ListStore` of tests/helpers/replay_oracle.py,
+#: a store with no capability beyond the `EventStore` contract.
+KINDS_WITH_LIST_STORE = (*STORE_KINDS, "list-store")
+
+
+def open_unique(kind: str, tmp_path: Path) -> EventStore:
+    """A fresh, empty store of ``kind`` (one of `KINDS_WITH_LIST_STORE`); a ``sqlite-file``
+    store gets a new file on every call (hypothesis runs a test many times in one ``tmp_path``)."""
+    if kind == "list-store":
+        from helpers.replay_oracle import ListStore
+
+        return ListStore()
+    if kind == "sqlite-file":
+        return SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
+    return open_store(kind, tmp_path)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[EventStore]]:
+    """A list for the stores a test opens; every one is closed at its end."""
+    stores: list[EventStore] = []
+    yield stores
+    for s in stores:
+        close_store(s)
+
+
+def new_store(kind: str, tmp_path: Path, opened: list[EventStore]) -> EventStore:
+    """`open_unique`, the store added to the test's ``opened`` list (closed at its end)."""
+    store = open_unique(kind, tmp_path)
+    opened.append(store)
+    return store
 
 
 def close_store(store: Any) -> None:

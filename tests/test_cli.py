@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
+from conftest import child_env, postgres_cli_url
 from stabilize_events import (
     EntityType,
     Event,
     EventMetadata,
+    EventStore,
     EventType,
     SqliteEventStore,
 )
 from stabilize_events.cli import build_parser, main
 from stabilize_events.cli.check import FAILED_BASE, INTEGRITY, PAYLOADS, SNAPSHOTS
+from stabilize_events.cli.common import postgres_target, shown_url
 from stabilize_events.demo import run_demo
 
 
@@ -324,9 +326,20 @@ def test_check_reports_a_damaged_database(tmp_path: Path, capsys: pytest.Capture
 # -- follow ----------------------------------------------------------------------------------------------
 
 
-def test_events_follow_prints_events_appended_later(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'live.db'}"
-    store = SqliteEventStore(url)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_events_follow_prints_events_appended_later(tmp_path: Path, kind: str) -> None:
+    # (An in-memory store lives in one process: there is nothing for another one to follow.)
+    store: EventStore
+    if kind == "postgres":
+        from stabilize_events import PostgresEventStore
+
+        url = postgres_cli_url()
+        target = postgres_target(url)
+        assert target is not None
+        store = PostgresEventStore(target[0], create_tables=True, schema=target[1])
+    else:
+        url = f"sqlite:///{tmp_path / 'live.db'}"
+        store = SqliteEventStore(url)
 
     def event(i: int) -> Event:
         return Event(
@@ -392,3 +405,14 @@ def test_events_follow_prints_events_appended_later(tmp_path: Path) -> None:
 def test_memory_store_is_empty_in_a_fresh_process(capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run(capsys, "events", "--store", "memory://")
     assert code == 0 and "No events match." in err
+
+
+def test_postgres_urls_take_a_schema_and_print_without_their_password() -> None:
+    assert postgres_target("sqlite:///x.db") is None
+    assert postgres_target("postgresql://u@h/db?schema=ev&sslmode=disable") == (
+        "postgresql://u@h/db?sslmode=disable",
+        "ev",
+    )
+    assert postgres_target("postgres://u@h/db") == ("postgres://u@h/db", None)
+    assert shown_url("postgresql://u:secret@h:5432/db?schema=ev") == "postgresql://u:***@h:5432/db?schema=ev"
+    assert shown_url("sqlite:///x.db") == "sqlite:///x.db"

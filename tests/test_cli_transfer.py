@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from conftest import child_env
+from jsonl_oracle import event_line, event_record
 from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
 from stabilize_events._core import encode_payload
 from stabilize_events.cli import main
-from stabilize_events.cli.transfer import _Interrupt, event_record, export_events
+from stabilize_events.cli.transfer import _Interrupt, export_events
 from stabilize_events.demo import run_demo
 
 BASE = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -219,11 +220,11 @@ def test_export_stopped_between_pages_leaves_only_whole_lines(tmp_path: Path) ->
         )
         stop = _Interrupt()
         stop.asked = True  # Ctrl-C before the first page is written
-        out = io.StringIO()
+        out = io.BytesIO()
         written = export_events(store, out, 0, stop)
     finally:
         store.close()
-    text = out.getvalue()
+    text = out.getvalue().decode()
     assert 0 < written < 12_000 and text.endswith("\n")
     assert [json.loads(line)["data"]["i"] for line in text.splitlines()] == list(range(written))
 
@@ -291,3 +292,119 @@ def test_an_event_id_stored_at_another_sequence_is_a_conflict(
     err = capsys.readouterr().err
     assert f"an event with event_id {moved['event_id']} is already stored" in err
     assert [e.sequence for e in _all(target)] == [1000]  # nothing of the chunk written
+
+
+# -- the core's encoder and parser, line by line ---------------------------------------------------
+
+#: Payloads at the edges of what JSON holds exactly (or not), beside AWKWARD's.
+EDGES: list[dict[str, Any]] = [
+    {"floats": [0.0, -0.0, 1e16, 1e15, 1.5e-5, 0.0001, 123456.789, 1.7976931348623157e308, 0.1 + 0.2]},
+    {"ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**64) - 1, -(2**200), 2**1000]},
+    {"text": '"quoted" \\ back\nslash\t\x7f\x1f \u2029 𝄞 \U0010ffff', "": None, "k\u2028": True},
+    {"float32": 1.5, "nested": [[[[]]], {"a": {"b": {}}}]},
+    {"uuid-like": "0" * 64, "empty": "", "list": list(range(40)), "map": {str(i): i for i in range(40)}},
+    {"set": [1, 2], "tuple": (1, "a"), "bytes in list": [b"x"]},
+]
+
+
+def test_the_core_writes_each_event_as_the_python_oracle_does(tmp_path: Path) -> None:
+    from stabilize_events._core import jsonl_encode_events
+
+    store = SqliteEventStore(f"sqlite:///{tmp_path / 'edges.db'}")
+    try:
+        events = [
+            Event(
+                event_type=EventType.TASK_COMPLETED,
+                entity_type=EntityType.TASK,
+                entity_id=f"e-{i}",
+                workflow_id="wf \u2028 ✓",
+                version=i,
+                timestamp=datetime(1, 1, 1, tzinfo=UTC) if i == 0 else BASE + timedelta(microseconds=-i),
+                data=data,
+                metadata=EventMetadata(correlation_id='c"1', causation_id="\x00", source_handler="H"),
+            )
+            for i, data in enumerate(AWKWARD + EDGES)
+        ]
+        stored = store.append_batch(events)
+        read = store.get_events_since(0, 1000)
+    finally:
+        store.close()
+    assert jsonl_encode_events(stored) == jsonl_encode_events(read)
+    for event in read:
+        assert jsonl_encode_events([event]) == event_line(event), event.data
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b'{"sequence": 1, "event_id": "a"', "not JSON (expected ',' or '}' at column 32, the line ends)"),
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b'"just text"', "a JSON string, not an event object"),
+        (b"{} {}", "not JSON (expected the end of the line at column 4"),
+        (b'{"sequence": 1.0}', "'sequence' is 1.0, not a whole number"),
+        (b'{"sequence": 99999999999999999999}', "'sequence' is 99999999999999999999, out of range"),
+        (b'{"sequence": 0}', "'sequence' is 0, must be 1 or more"),
+        (b'{"sequence": 1, "event_id": 5}', "'event_id' is 5, not text"),
+        (b'{"x": "\\ud800"}', "lone surrogate"),
+        (b'{"x": "a\tb"}', "no control character inside a string"),
+        (b'{"x": [1, 2,]}', "expected a JSON value at column 13"),
+        (b'{"x": 01}', "expected a JSON value"),
+    ],
+)
+def test_a_bad_line_names_what_is_wrong(line: bytes, why: str) -> None:
+    from stabilize_events._core import jsonl_parse
+
+    read = jsonl_parse(b"\n\n" + line + b"\n", 7, False)
+    bad = read.bad
+    assert read.events() == [] and len(bad) == 1
+    number, reason = bad[0]
+    assert number == 9 and why in reason, reason
+
+
+def test_a_hand_edited_field_names_itself(tmp_path: Path) -> None:
+    from stabilize_events._core import jsonl_parse
+
+    def jsonl_read_events(block: bytes, first_line: int, skip_bad: bool) -> tuple[list[Event], Any]:
+        read = jsonl_parse(block, first_line, skip_bad)
+        return read.events(), read.bad
+
+    _dump, lines = _demo_dump(tmp_path)
+    record = json.loads(lines[3])
+    edits = [
+        ("timestamp", "2024-03-01 12:00:00", "has no UTC offset"),
+        ("timestamp", "2024-02-30T12:00:00+00:00", "not a valid date and time"),
+        ("entity_type", "job", "'entity_type' is \"job\", not one of workflow, stage, task"),
+        ("data", [1], "the payload ('data') is list, not an object"),
+        ("data_msgpack", "gA==", "needs exactly one of 'data' and 'data_msgpack'"),
+        ("metadata", {"actor": "x"}, "no 'correlation_id' in 'metadata'"),
+        ("metadata", "m", "'metadata' is 'm', not an object"),
+    ]
+    for field_name, value, why in edits:
+        edited = {**record, field_name: value}
+        _events, bad = jsonl_read_events(json.dumps(edited).encode(), 1, False)
+        assert len(bad) == 1 and why in bad[0][1], (field_name, bad)
+    only_msgpack = {k: v for k, v in record.items() if k != "data"}
+    for value, why in [("!!!!", "not base64"), ("kQE=", "is not a map"), ("wQ==", "not a stored payload")]:
+        line = json.dumps({**only_msgpack, "data_msgpack": value}).encode()
+        _events, bad = jsonl_read_events(line, 1, False)
+        assert len(bad) == 1 and why in bad[0][1], (value, bad)
+    # What the line says is what is read: every field, a newer writer's event type too.
+    record["event_type"] = "workflow.teleported"
+    record["extra"] = {"ignored": [1, 2]}
+    (event,), bad = jsonl_read_events(json.dumps(record).encode() + b"\r\n", 1, False)
+    assert bad == [] and event.event_id == record["event_id"] and event.sequence == record["sequence"]
+    assert event.event_type == EventType.UNKNOWN  # read as an unknown type is, its name kept:
+    assert event.data == {**record["data"], "_raw_event_type": "workflow.teleported"}
+    assert event.timestamp.isoformat() == record["timestamp"]
+
+
+def test_export_to_a_text_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import contextlib
+
+    source = _store(tmp_path / "a.db", _events())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # a StringIO has no binary buffer
+        assert main(["export", "--store", source]) == 0
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    assert out.getvalue().encode() == dump.read_bytes()

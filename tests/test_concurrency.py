@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from concurrency_plan import StreamChecker, append_plan
 from conftest import close_store, sqlite_url
+from helpers.concurrency_plan import StreamChecker, append_plan
 from stabilize_events import EntityType, Event, EventQuery, EventType, SqliteEventStore, errors
 from test_sqlite_store import _check_file, _collect, _spawn, _wait_ready
 

@@ -158,14 +158,6 @@ def damage(tmp_path: Path, sql: str, value: Any, index: int = 5) -> Damaged:
     return Damaged(SqliteEventStore(sqlite_url(path)), stored, stored[index])
 
 
-@pytest.fixture
-def opened() -> Any:
-    stores: list[SqliteEventStore] = []
-    yield stores
-    for s in stores:
-        close_store(s)
-
-
 def expected_state(events: list[Event]) -> dict[str, Any]:
     """The state replay must give for ``events`` (replayed from an in-memory store)."""
     mem = InMemoryEventStore()

@@ -1,6 +1,6 @@
 """Crash safety of `SqliteEventStore`: a writer process killed with SIGKILL mid-append.
 
-A child (``tests/crash_writer.py``) appends in a loop and reports each append *after* it
+A child (``tests/helpers/crash_writer.py``) appends in a loop and reports each append *after* it
 returned; the parent kills it at a random moment, then reopens the file and checks:
 
 - every reported append is stored, in full, with the sequences it returned;
@@ -31,7 +31,7 @@ from pathlib import Path
 from conftest import close_store, sqlite_url
 from stabilize_events import Event, SqliteEventStore
 
-WRITER = Path(__file__).with_name("crash_writer.py")
+WRITER = Path(__file__).parent / "helpers" / "crash_writer.py"
 KILLS = int(os.environ.get("STABILIZE_EVENTS_CRASH_KILLS", "50"))
 #: The kill lands this long after the writer reported its first append (seconds).
 MIN_DELAY, MAX_DELAY = 0.005, 0.050

@@ -9,15 +9,14 @@ and use the payload keys ``state`` and ``result`` where version 1 says ``status`
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STORE_KINDS, close_store, open_store, sqlite_url
-from replay_oracle import ListStore, fold, typed
+from conftest import KINDS_WITH_LIST_STORE, STORE_KINDS, new_store
+from helpers.replay_oracle import fold, typed
 from stabilize_events import (
     CURRENT_SCHEMA_VERSION,
     EntityType,
@@ -25,14 +24,12 @@ from stabilize_events import (
     EventMetadata,
     EventStore,
     EventType,
-    SqliteEventStore,
     errors,
 )
 from stabilize_events.migration import EventMigrator, get_event_migrator, reset_event_migrator
 from stabilize_events.replay import EventReplayer
 from stabilize_events.snapshots import SnapshotPolicy, SnapshotStore
 
-KINDS = (*STORE_KINDS, "list-store")
 WF = "wf-up"
 BASE = datetime(2024, 6, 1, 9, 30, 0, 500, tzinfo=UTC)
 META = EventMetadata(correlation_id=WF, source_handler="MigrationTest")
@@ -44,25 +41,6 @@ def clean_global_migrator() -> Iterator[None]:
     reset_event_migrator()
     yield
     reset_event_migrator()
-
-
-@pytest.fixture
-def opened() -> Iterator[list[EventStore]]:
-    stores: list[EventStore] = []
-    yield stores
-    for s in stores:
-        close_store(s)
-
-
-def new_store(kind: str, tmp_path: Path, opened: list[EventStore]) -> EventStore:
-    if kind == "list-store":
-        store: EventStore = ListStore()
-    elif kind == "sqlite-file":
-        store = SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
-    else:
-        store = open_store(kind, tmp_path)
-    opened.append(store)
-    return store
 
 
 def evolve(event: Event, **changes: Any) -> Event:
@@ -226,7 +204,7 @@ def test_global_migrator() -> None:
 # --- replay upcasts ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_replay_upcasts_old_events(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
     store = new_store(kind, tmp_path, opened)
     stored = store.append_batch(mixed_stream())
@@ -264,7 +242,7 @@ def test_replay_upcasts_old_events(kind: str, tmp_path: Path, opened: list[Event
     assert [e.sequence for e in seen] == [e.sequence for e in stored[2:]]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_without_migrations_old_events_are_folded_as_stored(
     kind: str, tmp_path: Path, opened: list[EventStore]
 ) -> None:
@@ -275,7 +253,7 @@ def test_without_migrations_old_events_are_folded_as_stored(
     assert state["tasks"]["t1"]["status"] == "SUCCEEDED"  # ``state`` is not a key the fold reads
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_newer_schema_is_skipped_with_a_warning(
     kind: str, tmp_path: Path, opened: list[EventStore], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,7 +282,7 @@ def test_newer_schema_is_skipped_with_a_warning(
         assert any(e.event_id in m and f"v{e.schema_version}" in m for m in messages), messages
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_failing_migration_surfaces(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
     store = new_store(kind, tmp_path, opened)
     store.append_batch(mixed_stream())

@@ -89,7 +89,7 @@ def _spawn_writer(
     return subprocess.Popen(
         [
             sys.executable,
-            str(HERE / "pg_writer.py"),
+            str(HERE / "helpers" / "pg_writer.py"),
             postgres_url(),
             str(store.resolved_schema()),
             name,

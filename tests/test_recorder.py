@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from models import PausedDetails, Stage, Task, Trigger, Workflow, WorkflowStatus, sample_workflow
+from helpers.models import PausedDetails, Stage, Task, Trigger, Workflow, WorkflowStatus, sample_workflow
 from stabilize_events import EntityType, Event, EventMetadata, EventType, InMemoryEventStore
 from stabilize_events.bus import get_event_bus, reset_event_bus
 from stabilize_events.recorder import (
@@ -704,3 +704,22 @@ def test_configure_event_recorder_from_many_threads(store: InMemoryEventStore) -
         t.join()
     assert len(made) == 8
     assert get_event_recorder() in made
+
+
+def test_clock_stamps_every_event_the_recorder_builds(store: InMemoryEventStore, world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ticks = iter(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=m) for m in range(10))
+    recorder = EventRecorder(store, publish_to_bus=False, clock=lambda: next(ticks))
+    w = _finished(world)
+    recorder.record_workflow_created(w.wf)
+    recorder.record_stage_started(w.stage)
+    recorder.record_task_completed(w.task, w.wf.id)
+    stamps = [e.timestamp for e in store.get_events_since(0, 10)]
+    assert stamps == [datetime(2030, 1, 1, 0, m, tzinfo=UTC) for m in range(3)]
+    # Through the global setup too, and without it the current time.
+    configured = configure_event_recorder(store, clock=lambda: datetime(2031, 5, 5, tzinfo=UTC))
+    assert configured.record_workflow_started(w.wf).timestamp == datetime(2031, 5, 5, tzinfo=UTC)
+    before = datetime.now(UTC)
+    plain = EventRecorder(store, publish_to_bus=False).record_workflow_completed(w.wf)
+    assert before <= plain.timestamp <= datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Replay: the Rust fold against a pure-Python oracle (tests/replay_oracle.py), time travel,
+"""Replay: the Rust fold against a pure-Python oracle (tests/helpers/replay_oracle.py), time travel,
 `compare_states`, entity history, checkpoint replay, unknown workflows and bad arguments.
 
 The property tests generate random valid streams (every event type, on its own or on a
@@ -14,30 +14,33 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import POSTGRES_URL_VAR, STORE_KINDS, close_store, open_store, sqlite_url
+from conftest import (
+    KINDS_WITH_LIST_STORE,
+    POSTGRES_URL_VAR,
+    STORE_KINDS,
+    new_store,
+    open_unique,
+)
+from helpers.replay_oracle import ListStore, empty_state, fold, typed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from replay_oracle import ListStore, empty_state, fold, typed
 from stabilize_events import (
     EntityType,
     Event,
     EventMetadata,
     EventStore,
     EventType,
-    SqliteEventStore,
     errors,
 )
 from stabilize_events.replay import EventReplayer, ReplayResult, WorkflowState
 from stabilize_events.store.native import NativeEventStore
 
-KINDS = (*STORE_KINDS, "list-store")
 WF = "wf-main"
 OTHER = "wf-other"
 STAGES = ("s0", "s1", "s2")
@@ -50,15 +53,6 @@ BASE = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BASES = (BASE, datetime(1969, 12, 31, 23, 59, 30, 5, tzinfo=UTC), datetime(9999, 12, 31, 23, 58, tzinfo=UTC))
 ZONES = (UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)))
 META = EventMetadata(correlation_id=WF, source_handler="ReplayTest")
-
-
-def open_kind(kind: str, tmp_path: Path) -> EventStore:
-    """A fresh store of ``kind`` (a new file each time for sqlite-file: hypothesis reuses tmp_path)."""
-    if kind == "list-store":
-        return ListStore()
-    if kind == "sqlite-file":
-        return SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
-    return open_store(kind, tmp_path)
 
 
 def same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -151,18 +145,8 @@ def streams(draw: st.DrawFn, max_size: int = 40) -> list[Event]:
     return [Event(**kw) for kw in draw(st.lists(event_kwargs(base), max_size=max_size))]
 
 
-@pytest.fixture
-def opened() -> Iterator[list[EventStore]]:
-    """Stores a test opened; all closed at its end."""
-    stores: list[EventStore] = []
-    yield stores
-    for s in stores:
-        close_store(s)
-
-
 def stocked(kind: str, tmp_path: Path, events: list[Event], opened: list[EventStore]) -> list[Event]:
-    store = open_kind(kind, tmp_path)
-    opened.append(store)
+    store = new_store(kind, tmp_path, opened)
     return store.append_batch(events) if events else []
 
 
@@ -210,7 +194,7 @@ PROPERTY = settings(
 )
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 @PROPERTY
 @given(events=streams(), data=st.data())
 def test_fold_equals_oracle(
@@ -250,7 +234,7 @@ def test_fold_equals_oracle(
     same_state(replayer.time_travel_query(WF, moments[-1]), fold(WF, mine))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 @PROPERTY
 @given(events=streams(max_size=25), data=st.data())
 def test_compare_history_checkpoint(
@@ -366,9 +350,9 @@ STORY_FINAL = {
 }
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KINDS_WITH_LIST_STORE)
 def story_store(request: pytest.FixtureRequest, tmp_path: Path, opened: list[EventStore]) -> EventStore:
-    store = open_kind(str(request.param), tmp_path)
+    store = open_unique(str(request.param), tmp_path)
     opened.append(store)
     store.append_batch(STORY)
     return store
@@ -470,10 +454,9 @@ def test_other_workflows_do_not_leak(story_store: EventStore) -> None:
     same_state(EventReplayer(story_store).rebuild_workflow_state(WF), STORY_FINAL)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_unknown_workflow_is_empty(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
-    store = open_kind(kind, tmp_path)
-    opened.append(store)
+    store = new_store(kind, tmp_path, opened)
     store.append_batch(STORY)
     replayer = EventReplayer(store)
     same_state(replayer.rebuild_workflow_state("nope"), empty_state("nope"))
@@ -493,8 +476,7 @@ def test_native_stores_fold_without_event_objects(tmp_path: Path, opened: list[E
     for kind in STORE_KINDS:
         if kind == "postgres" and not os.environ.get(POSTGRES_URL_VAR):
             continue  # tests/test_postgres.py and the conformance suite skip, naming the variable
-        store = open_kind(kind, tmp_path)
-        opened.append(store)
+        store = new_store(kind, tmp_path, opened)
         store.append_batch(STORY)
         # PostgreSQL streams its rows into the Rust fold itself (fold_workflow).
         assert isinstance(store, NativeEventStore) or kind == "postgres"
@@ -521,10 +503,9 @@ def test_result_and_state_types() -> None:
 # --- bad arguments -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_bad_sequences(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
-    store = open_kind(kind, tmp_path)
-    opened.append(store)
+    store = new_store(kind, tmp_path, opened)
     store.append_batch(STORY)
     replayer = EventReplayer(store)
     for bad in (-1, -(2**70)):
@@ -568,12 +549,11 @@ def local_zone_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         time.tzset()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_WITH_LIST_STORE)
 def test_naive_as_of_time_is_utc(
     kind: str, tmp_path: Path, opened: list[EventStore], local_zone_not_utc: None
 ) -> None:
-    store = open_kind(kind, tmp_path)
-    opened.append(store)
+    store = new_store(kind, tmp_path, opened)
     store.append_batch(STORY)
     replayer = EventReplayer(store)
     for seconds in (-1, 1, 2.5, 6.5, 100):

@@ -1,7 +1,7 @@
 """Snapshots: the policy, the integrity hash, replay from the newest usable snapshot, and what
 replay does with tampered snapshots and corrupt event rows.
 
-States are checked against the pure-Python oracle (tests/replay_oracle.py): a rebuild that
+States are checked against the pure-Python oracle (tests/helpers/replay_oracle.py): a rebuild that
 starts from a snapshot must give exactly the state of a rebuild from the first event.
 """
 
@@ -12,16 +12,15 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STORE_KINDS, close_store, open_store, sqlite_url
+from conftest import STORE_KINDS, close_store, new_store, open_store, sqlite_url
+from helpers.replay_oracle import ListStore, empty_state, fold, typed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from replay_oracle import ListStore, empty_state, fold, typed
 from stabilize_events import EntityType, Event, EventMetadata, EventStore, EventType, SqliteEventStore, errors
 from stabilize_events._core import encode_payload
 from stabilize_events.canonical import canonical_json, state_hash
@@ -81,23 +80,6 @@ def workflow_events(n: int, workflow_id: str = WF, start: int = 0) -> list[Event
             )
         )
     return events
-
-
-@pytest.fixture
-def opened() -> Iterator[list[EventStore]]:
-    stores: list[EventStore] = []
-    yield stores
-    for s in stores:
-        close_store(s)
-
-
-def new_store(kind: str, tmp_path: Path, opened: list[EventStore]) -> EventStore:
-    if kind == "sqlite-file":
-        store: EventStore = SqliteEventStore(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
-    else:
-        store = open_store(kind, tmp_path)
-    opened.append(store)
-    return store
 
 
 def policy_replayer(store: EventStore, every: int = 100) -> EventReplayer:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from models import Task, WorkflowStatus, sample_workflow
+from helpers.models import Task, WorkflowStatus, sample_workflow
 from stabilize_events import EntityType, Event, EventStore, EventType, InMemoryEventStore, SqliteEventStore
 from stabilize_events.bus import SubscriptionMode, get_event_bus, reset_event_bus
 from stabilize_events.recorder import (

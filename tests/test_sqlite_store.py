@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -268,38 +267,23 @@ def test_synchronous_option(tmp_path: Path, sync: str) -> None:
     close_store(s)
 
 
-LOCKER = textwrap.dedent(
-    """
-    import sqlite3, sys, time
-    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
-    conn.execute("COMMIT")
-    conn.close()
-    """
-)
-
-
 def test_writer_waits_for_a_foreign_write_lock(tmp_path: Path) -> None:
-    # The lock is held by another process: two SQLite libraries in one process do not see
-    # each other's POSIX locks, so an in-process sqlite3 connection would prove nothing.
+    # A plain sqlite3 connection of this process holds the lock: the core calls the same
+    # libsqlite3 (test_one_sqlite.py), so the lock is seen as another program's would be.
     path = tmp_path / "locked.db"
     s = SqliteEventStore(sqlite_url(path))
     s.append(new_event())
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(path), "0.6"], stdout=subprocess.PIPE, text=True
-    )
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.6, lambda: locker.execute("COMMIT"))
+    release.start()
     try:
-        assert locker.stdout is not None
-        assert locker.stdout.readline().strip() == "locked"
         start = time.monotonic()
         e = s.append(new_event())
         waited = time.monotonic() - start
-        assert locker.wait(timeout=30) == 0
     finally:
-        if locker.poll() is None:
-            locker.kill()
+        release.join()
+        locker.close()
     assert waited >= 0.3, f"append returned after {waited:.3f}s while the file was write-locked"
     assert s.get_event_by_id(e.event_id) == e
     assert s.count_events() == 2
@@ -522,7 +506,7 @@ def test_create_tables_false_on_memory_is_schema_error() -> None:
 # --- several processes --------------------------------------------------------------------------
 
 # The writer child of the concurrency tests: singles and batches, one line per stored event.
-WRITER = Path(__file__).with_name("concurrency_writer.py")
+WRITER = Path(__file__).parent / "helpers" / "concurrency_writer.py"
 
 
 def _spawn(url: str, go: Path, n: int, tag: str) -> subprocess.Popen[str]:

@@ -31,10 +31,7 @@ import pytest
 import stabilize.events as se
 import stabilize.events.base as se_base
 import stabilize_events as ours
-from stabilize import WorkflowStatus
-from stabilize.persistence.sqlite.transaction import AtomicTransaction
-from stabilize.queue.messages import RunTask
-from stabilize_app import (
+from helpers.stabilize_app import (
     CONFIGS,
     SCENARIOS,
     App,
@@ -49,6 +46,9 @@ from stabilize_app import (
     stage,
     workflow,
 )
+from stabilize import WorkflowStatus
+from stabilize.persistence.sqlite.transaction import AtomicTransaction
+from stabilize.queue.messages import RunTask
 from stabilize_events.errors import ArgumentTypeError, IntegrationError, InvalidArgumentError
 
 OUR_PATHS = ("path_a", "path_b")

@@ -3,8 +3,8 @@
 A transaction's WAL frames are held and written to the file in one call when the commit
 frame is complete. These tests check what that must never change:
 
-- another connection (Python's own ``sqlite3`` in another process, through SQLite's default
-  VFS) sees every append as soon as it returns, and nothing of it before;
+- another connection (Python's own ``sqlite3``, through SQLite's default VFS) sees every
+  append as soon as it returns, and nothing of it before;
 - a batch too large for the writer's page cache (its pages spill into the WAL and are
   rewritten in place before the commit) is stored whole and the file stays sound;
 - a write that fails (the file size limit of the process) fails that append, with nothing
@@ -21,7 +21,7 @@ from pathlib import Path
 from conftest import close_store, new_event, sqlite_url
 from stabilize_events import Event, SqliteEventStore
 
-LIMITED_WRITER = Path(__file__).with_name("limited_writer.py")
+LIMITED_WRITER = Path(__file__).parent / "helpers" / "limited_writer.py"
 
 
 def _foreign(path: Path) -> sqlite3.Connection:
@@ -30,51 +30,30 @@ def _foreign(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-#: The other connection, in another process: it sees the file as any other program would.
-#: For each sequence read from stdin it prints the rows it sees, the highest sequence and
-#: the byte length of that sequence's payload.
-_READER = """
-import sqlite3, sys
-other = sqlite3.connect(sys.argv[1], isolation_level=None)
-print("ready", flush=True)
-for line in sys.stdin:
-    count, top, size = other.execute(
-        "SELECT count(*), max(sequence), (SELECT length(data) FROM event_log WHERE sequence = ?) "
-        "FROM event_log",
-        (int(line),),
-    ).fetchone()
-    print(count, top, size, flush=True)
-print(other.execute("PRAGMA integrity_check").fetchone()[0], flush=True)
-"""
-
-
 def test_each_append_is_visible_to_another_connection_when_it_returns(tmp_path: Path) -> None:
+    # In this process: the core calls the libsqlite3 Python's sqlite3 loads (test_one_sqlite.py),
+    # so the two connections see each other's locks as two programs' connections would.
     path = tmp_path / "visible.db"
     store = SqliteEventStore(sqlite_url(path))
-    reader = subprocess.Popen(
-        [sys.executable, "-c", _READER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert reader.stdin is not None and reader.stdout is not None
+    other = _foreign(path)
     try:
-        assert reader.stdout.readline().strip() == "ready"
         for n in range(1, 301):
             if n % 3:
                 stored = [store.append(new_event())]
             else:
                 stored = store.append_batch([new_event() for _ in range(5)])
             last = stored[-1]
-            reader.stdin.write(f"{last.sequence}\n")
-            reader.stdin.flush()
-            count, top, size = reader.stdout.readline().split()
-            assert int(top) == last.sequence, f"append {n}: the other connection sees sequence {top}"
-            assert int(count) == last.sequence
-            assert size != "None" and int(size) > 0
-        reader.stdin.close()
-        assert reader.stdout.readline().strip() == "ok"
-        assert reader.wait(timeout=30) == 0
+            count, top, size = other.execute(
+                "SELECT count(*), max(sequence), (SELECT length(data) FROM event_log WHERE sequence = ?) "
+                "FROM event_log",
+                (last.sequence,),
+            ).fetchone()
+            assert top == last.sequence, f"append {n}: the other connection sees sequence {top}"
+            assert count == last.sequence
+            assert size is not None and size > 0
+        assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
-        if reader.poll() is None:
-            reader.kill()
+        other.close()
         close_store(store)
 
 

@@ -258,3 +258,41 @@ class StoredSnapshot:
     def max_event_time_us(self) -> int | None: ...
     @property
     def state(self) -> dict[str, Any]: ...
+
+# -- JSON Lines (``stabilize-events export`` / ``import``; see src/jsonl/) ---------------------
+
+def jsonl_export_page(store: NativeStore, after: int, span: int) -> tuple[bytes, int, int]:
+    """The events of ``store`` after sequence ``after``, up to ``span`` sequences of them (more
+    when the next event lies further on), as JSON Lines: ``(lines, count, last sequence)``;
+    count 0 when no event follows. `CorruptEventError` names an event that cannot be written."""
+
+def jsonl_encode_events(events: Iterable[Event]) -> bytes:
+    """``events`` (of any store) as JSON Lines, one line each."""
+
+@final
+class JsonlLines:
+    """A block of JSON Lines, read: its events with their line numbers, and its bad lines."""
+
+    @property
+    def bad(self) -> list[tuple[int, str]]:
+        """The bad lines as ``(line number, why)``."""
+    def events(self) -> list[Event]:
+        """The events read, with the sequences the lines give."""
+    def __len__(self) -> int: ...
+
+def jsonl_parse(block: bytes, first_line: int, skip_bad: bool) -> JsonlLines:
+    """Read the JSON Lines in ``block`` (its first line numbered ``first_line``); blank lines are
+    passed over, and without ``skip_bad`` reading stops at the first bad line."""
+
+@final
+class SqliteJsonlImport:
+    """Writes read JSON Lines into the SQLite event store in the file ``path`` (its tables made
+    already) with their own sequences, one transaction per `write`."""
+
+    def __init__(self, path: Path) -> None: ...
+    def write(self, lines: JsonlLines) -> tuple[int, int]:
+        """Store the events of ``lines`` in one transaction: ``(imported, already present)``.
+        An event whose sequence or id another event holds raises `DuplicateEventError` naming
+        its line, and nothing of ``lines`` is written."""
+    def close(self) -> None:
+        """Close the connection; a later `write` raises `StoreClosedError`."""

@@ -1,9 +1,11 @@
 """Replay: rebuilding a workflow's state from its events, now or at any point in the past.
 
-The fold runs in Rust over the store's rows (no `Event` objects are built);
-this module chooses where to start (the newest intact snapshot that fits the
-requested point), upcasts older events through the global migrator, and takes
-new snapshots as the snapshot policy asks.
+The fold runs in Rust: over the store's own rows when it `FoldsWorkflows`
+(every built-in store; no `Event` objects are built), else over the events it
+reads (a store of another package, Stabilize's own). This module chooses where
+to start (the newest intact snapshot that fits the requested point), upcasts
+older events through the global migrator, and takes new snapshots as the
+snapshot policy asks.
 
 Time travel by instant (`time_travel_query`) folds the events whose timestamp
 is at or before ``as_of_time``, in sequence order; a naive ``as_of_time`` is
@@ -23,8 +25,8 @@ from stabilize_events._core import Event
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
+from stabilize_events.store.capabilities import FoldsWorkflows
 from stabilize_events.store.interface import EventStore
-from stabilize_events.store.native import NativeEventStore
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType
 
 logger = logging.getLogger(__name__)
@@ -218,8 +220,8 @@ class EventReplayer:
         skip_corrupt: bool,
     ) -> dict[str, Any]:
         upcast = _upcaster()
-        if isinstance(self._event_store, NativeEventStore):
-            return self._event_store._core.fold_workflow(
+        if isinstance(self._event_store, FoldsWorkflows):
+            return self._event_store.fold_workflow(
                 workflow_id,
                 start,
                 as_of_sequence,
@@ -229,21 +231,7 @@ class EventReplayer:
                 CURRENT_SCHEMA_VERSION,
                 skip_corrupt,
             )
-        store_fold = getattr(self._event_store, "fold_workflow", None)
-        if callable(store_fold):
-            # A store that streams its rows into the Rust fold itself (PostgresEventStore).
-            folded_by_store: dict[str, Any] = store_fold(
-                workflow_id,
-                start,
-                as_of_sequence,
-                as_of_time,
-                initial_state,
-                upcast,
-                CURRENT_SCHEMA_VERSION,
-                skip_corrupt,
-            )
-            return folded_by_store
-        # Any other EventStore: read its events, fold them in Rust all the same.
+        # Any other store (Stabilize's own): read its events, fold them in Rust all the same.
         events: Iterator[Event] = iter(self._event_store.get_events_for_workflow(workflow_id, start))
         if as_of_sequence is not None:
             events = (e for e in events if e.sequence <= as_of_sequence)

@@ -25,6 +25,7 @@ from typing import Any
 from stabilize_events import _core
 from stabilize_events.canonical import state_hash
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
+from stabilize_events.store.capabilities import KeepsSnapshots, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
 from stabilize_events.types import EntityType
 
@@ -156,10 +157,12 @@ class SnapshotStore:
     """Snapshots kept in an event store's database, checked before use."""
 
     def __init__(self, event_store: EventStore, policy: SnapshotPolicy | None = None) -> None:
-        for method in ("save_snapshot", "get_snapshots"):
-            if not hasattr(event_store, method):
-                raise ArgumentTypeError(f"{type(event_store).__name__} cannot store snapshots (no {method})")
-        self._event_store: Any = event_store
+        if not isinstance(event_store, KeepsSnapshots):
+            raise ArgumentTypeError(
+                f"{type(event_store).__name__} cannot store snapshots (it is not a KeepsSnapshots store; "
+                "use one of the built-in stores)"
+            )
+        self._event_store: KeepsSnapshots = event_store
         self.policy = policy
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -202,15 +205,16 @@ class SnapshotStore:
         max_sequence: int | None = None,
         max_event_time: datetime | None = None,
     ) -> _core.StoredSnapshot | Snapshot | None:
-        """`get_latest_snapshot`, but a snapshot of a native store comes back as the
-        core's `StoredSnapshot`, its state left as the stored bytes (a fold seeds from them)."""
+        """`get_latest_snapshot`, but from a store that `ServesStoredSnapshots` the snapshot comes
+        back as the core's `StoredSnapshot`, its state left as the stored bytes (a fold seeds
+        from them)."""
         max_us = None if max_event_time is None else datetime_to_micros(max_event_time)
-        core = getattr(self._event_store, "_core", None)
-        if not isinstance(core, _core.NativeStore):
+        store = self._event_store
+        if not isinstance(store, ServesStoredSnapshots):
             return self._latest_from_rows(entity_type, entity_id, max_sequence, max_us)
         bound, budget = max_sequence, _MAX_SNAPSHOTS_TRIED
         while budget > 0:
-            found, skipped = core.latest_snapshot(entity_type, entity_id, bound, max_us, budget)
+            found, skipped = store.latest_stored_snapshot(entity_type, entity_id, bound, max_us, budget)
             for why in skipped:
                 logger.warning("%s", why)
             if found is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from stabilize_events import stabilize_bridge
 from stabilize_events.bus import configure_event_bus
 from stabilize_events.recorder.instance import configure_event_recorder
@@ -15,6 +18,7 @@ def configure_event_sourcing(
     bus_max_workers: int = 4,
     *,
     stabilize: bool | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> EventRecorder:
     """Turn event sourcing on for the whole process and return the recorder.
 
@@ -32,6 +36,9 @@ def configure_event_sourcing(
     (ImportError naming the extra otherwise); False leaves Stabilize alone.
     Stabilize's event model is checked first: a mismatch raises
     `IntegrationError` with nothing configured.
+
+    ``clock`` stamps each event the recorder builds with its time instead of the
+    current one (see `EventRecorder`; default None: the current time).
     """
     wire = stabilize_bridge.stabilize_installed() if stabilize is None else stabilize
     hooks = stabilize_bridge.load() if wire else None
@@ -41,6 +48,7 @@ def configure_event_sourcing(
         publish_to_bus=publish_to_bus,
         transaction_scope=hooks.current_scope if hooks is not None else None,
         metadata=hooks.event_metadata if hooks is not None else None,
+        clock=clock,
     )
     if hooks is not None:
         hooks.attach(recorder, bus)

@@ -37,6 +37,11 @@ pub struct NativeStore {
 }
 
 impl NativeStore {
+    /// The backend this store runs on (for the JSON Lines export, `jsonl::python`).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     fn run<T: Send>(
         &self,
         py: Python<'_>,

@@ -30,6 +30,8 @@ from stabilize_events.errors import StabilizeEventsError
 PROG = "stabilize-events"
 DEFAULT_STORE = "sqlite:///events.db"
 MEMORY_URL = "memory://"
+#: URL schemes of a PostgreSQL store (a libpq URL; ``?schema=NAME`` picks the tables' schema).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: The environment variable naming the store when ``--store`` is not given.
 STORE_ENV = "STABILIZE_EVENTS_URL"
 
@@ -59,13 +61,41 @@ def store_url(args: argparse.Namespace) -> str:
     return given or os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
+def postgres_target(url: str) -> tuple[str, str | None] | None:
+    """The connection string and schema of a PostgreSQL store URL (the schema from its
+    ``schema`` query parameter, which libpq does not know and is taken out), or None for
+    another kind of URL."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        return None
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), (schemas[-1] or None) if schemas else None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as printed: a password in it replaced by ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def database_file(url: str) -> Path | None:
-    """The SQLite file ``url`` names (None for an in-memory store); `UsageError` if it names none."""
-    if url == MEMORY_URL:
+    """The SQLite file ``url`` names (None for an in-memory or PostgreSQL store); `UsageError` if
+    ``url`` is no store URL."""
+    if url == MEMORY_URL or postgres_target(url) is not None:
         return None
     if not url.startswith("sqlite://"):
         raise UsageError(
-            f"unsupported store URL {url!r}: use sqlite:///PATH, sqlite:///:memory: or {MEMORY_URL}"
+            f"unsupported store URL {url!r}: use sqlite:///PATH, sqlite:///:memory:, {MEMORY_URL} or "
+            f"postgresql://USER@HOST/DB[?schema=NAME]"
         )
     try:
         return sqlite_database_path(url)
@@ -78,13 +108,27 @@ def open_store(url: str, *, must_exist: bool = False) -> EventStore:
 
     ``sqlite:///PATH`` (relative), ``sqlite:////PATH`` (absolute) and
     ``sqlite:///:memory:`` open a `SqliteEventStore`, creating its tables;
-    ``memory://`` an `InMemoryEventStore`. With ``must_exist`` (the read
-    commands) a missing SQLite file is refused instead of created. Raises
+    ``memory://`` an `InMemoryEventStore`; ``postgresql://...[?schema=NAME]`` a
+    `PostgresEventStore`. With ``must_exist`` (the read commands) a missing SQLite
+    file, or PostgreSQL tables not made yet, are refused instead of created. Raises
     `UsageError` naming the URL and the reason if the store cannot be opened.
     """
     path = database_file(url)
     if url == MEMORY_URL:
         return InMemoryEventStore()
+    postgres = postgres_target(url)
+    if postgres is not None:
+        try:
+            from stabilize_events import PostgresEventStore
+
+            return PostgresEventStore(postgres[0], create_tables=not must_exist, schema=postgres[1])
+        except ImportError as exc:
+            raise UsageError(
+                f"cannot open store {shown_url(url)!r}: {exc} "
+                f"(install the extra: pip install 'stabilize-events[postgres]')"
+            ) from exc
+        except (StabilizeEventsError, ValueError, OSError) as exc:
+            raise UsageError(f"cannot open store {shown_url(url)!r}: {exc}") from exc
     if must_exist and path is not None:
         if not path.exists():
             raise UsageError(
@@ -253,7 +297,8 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
         "--store",
         metavar="URL",
         default=None,
-        help=f"event store: sqlite:///PATH, sqlite:////ABS/PATH, sqlite:///:memory: or {MEMORY_URL} "
+        help=f"event store: sqlite:///PATH, sqlite:////ABS/PATH, sqlite:///:memory:, {MEMORY_URL} or "
+        f"postgresql://USER@HOST/DB[?schema=NAME] "
         f"(default: ${STORE_ENV}, else {DEFAULT_STORE})",
     )
 

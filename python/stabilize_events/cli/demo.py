@@ -20,6 +20,7 @@ from stabilize_events.cli.common import (
     close,
     database_file,
     open_store,
+    shown_url,
 )
 
 
@@ -45,11 +46,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         held = store.get_current_sequence()
         if held and not args.append:
             raise UsageError(
-                f"store {url!r} already holds events (up to sequence {held:,}); the demo adds fake "
-                f"workflows only to a store without events. Pass --append to add them anyway, or run "
+                f"store {shown_url(url)!r} already holds events (up to sequence {held:,}); the demo adds "
+                f"fake workflows only to a store without events. Pass --append to add them anyway, or run "
                 f"`{PROG} demo` without --store to write a fresh file"
             )
-        run_demo(store, url)
+        run_demo(store, shown_url(url))
     finally:
         close(store)
     if args.store is None:
@@ -80,7 +81,8 @@ def register(commands: Any) -> None:
         "--store",
         default=None,
         metavar="URL",
-        help=f"event store: sqlite:///PATH, sqlite:///:memory: or {MEMORY_URL} (default: a fresh file)",
+        help=f"event store: sqlite:///PATH, sqlite:///:memory:, {MEMORY_URL} or postgresql://USER@HOST/DB"
+        "[?schema=NAME] (default: a fresh file)",
     )
     demo.add_argument(
         "--append", action="store_true", help="add the demo's workflows to a store that already holds events"

@@ -29,9 +29,11 @@ from stabilize_events.cli.common import (
     event_row,
     iso,
     open_store,
+    postgres_target,
     print_json,
     sequence_arg,
     short_time,
+    shown_url,
     store_url,
     styled_status,
     time_arg,
@@ -527,6 +529,19 @@ def _generic_stats(store: EventStore) -> dict[str, Any]:
     }
 
 
+def _postgres_size(connection_string: str, schema: str | None) -> int:
+    """Bytes the PostgreSQL store's tables take, with their indexes and TOAST."""
+    import psycopg
+
+    names = [f"{schema}.{t}" if schema else t for t in ("event_log", "event_snapshot", "event_subscription")]
+    with psycopg.connect(connection_string) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(n))), 0) FROM unnest(%s::text[]) n",
+            (names,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """Events, workflows, sequence range, size on disk, events per hour."""
     url = store_url(args)
@@ -538,21 +553,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
             stats["size_bytes"] = _file_sizes(path)
         else:
             stats = _generic_stats(store)
-            stats["size_bytes"] = None
+            postgres = postgres_target(url)
+            stats["size_bytes"] = _postgres_size(*postgres) if postgres is not None else None
     finally:
         close(store)
     span_h = (
         (stats["last_event"] - stats["first_event"]).total_seconds() / 3600 if stats["first_event"] else 0.0
     )
     stats["events_per_hour"] = round(stats["events"] / span_h, 1) if span_h > 0 else None
-    stats["store"] = url
+    stats["store"] = shown_url(url)
     if args.json:
         stats["hours"] = [{"hour": h.isoformat(), "events": n} for h, n in stats["hours"]]
         print_json(stats)
         return EXIT_OK
     from rich.table import Table
 
-    table = Table(show_header=False, title=f"store {url}")
+    table = Table(show_header=False, title=f"store {stats['store']}")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     table.add_row("events", f"{stats['events']:,}")

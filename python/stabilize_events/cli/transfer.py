@@ -14,34 +14,44 @@ bool, None, lists, dicts); any other payload (bytes, datetimes, NaN, non-str key
 as ``"data_msgpack"``: base64 of the store's own encoding, so it reads back exactly. Text is
 UTF-8; U+2028 and U+2029 are written escaped, since some tools break lines on them.
 
-Importing into an SQLite file keeps every event's sequence, id and timestamp: rows are written
-by the same path as the upgrade (`CallerConnections.append` with the sequences). Each chunk is
-one transaction, so an interrupted import (Ctrl-C, a crash) keeps whole chunks and running it
-again carries on: an event already present (same sequence, same id) is skipped, so importing a
-file twice adds nothing. An event whose sequence or id is held by a different event is a
-conflict and stops the import. Into an in-memory store (``memory://``, ``sqlite:///:memory:``)
-events are appended with `append_batch`, which assigns new sequences (order kept).
+Both ways the work is done by the Rust core (`_core.jsonl_*`): an export streams rows from
+the store to these bytes a page at a time, and an import parses the lines into rows.
+
+Importing into an SQLite file keeps every event's sequence, id and timestamp: each chunk of
+`CHUNK` lines is one transaction written by `_core.SqliteJsonlImport`, so an interrupted import
+(Ctrl-C, a crash) keeps whole chunks and running it again carries on: an event already present
+(same sequence, same id) is skipped, so importing a file twice adds nothing. An event whose
+sequence or id is held by a different event is a conflict and stops the import, nothing of its
+chunk written. A bad line (not JSON, a missing or mistyped field) is reported with its number;
+the lines before it are imported and the import stops, or with ``--skip-bad`` every good line
+is. Into any other store (``memory://``, ``sqlite:///:memory:``, PostgreSQL) events are appended
+with `append_batch`, which assigns new sequences (order kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
-import math
+import io
 import signal
-import sqlite3
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from stabilize_events import EventStore, SqliteEventStore
-from stabilize_events._core import Event, EventMetadata, decode_payload, encode_payload
+from stabilize_events import EventStore
+from stabilize_events._core import (
+    JsonlLines,
+    NativeStore,
+    SqliteJsonlImport,
+    jsonl_encode_events,
+    jsonl_export_page,
+    jsonl_parse,
+)
 from stabilize_events.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -53,150 +63,16 @@ from stabilize_events.cli.common import (
     database_file,
     error,
     open_store,
-    positive_int,
+    postgres_target,
+    shown_url,
     store_url,
 )
-from stabilize_events.errors import StabilizeEventsError
-from stabilize_events.store.caller_connection import CallerConnections
-from stabilize_events.types import EntityType, parse_event_type
+from stabilize_events.errors import DuplicateEventError, StabilizeEventsError
 
-#: Events per export page and per import transaction.
+#: Lines per import transaction.
 CHUNK = 5000
-
-
-_SCALARS = frozenset({str, int, bool, type(None)})
-
-
-def _plain(value: Any) -> bool:
-    """Whether JSON gives ``value`` back exactly (types included)."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    if kind is list:
-        return all(_plain(v) for v in value)
-    if kind is dict:
-        scalars = _SCALARS
-        for k, v in value.items():
-            if type(k) is not str or (type(v) not in scalars and not _plain(v)):
-                return False
-        return True
-    return False
-
-
-def _line_encoder() -> Any:
-    """A compact JSON encoder for one record, made once (``json.dumps`` sets one up per call)."""
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # no C accelerator: the plain encoder
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"{type(value).__name__} is not JSON")
-
-    encode = c_make_encoder(None, refuse, json.encoder.encode_basestring, None, ":", ",", False, False, True)
-    return lambda record: "".join(encode(record, 0))
-
-
-def event_record(event: Event) -> dict[str, Any]:
-    """``event`` as one JSON Lines record (see the module doc)."""
-    metadata = event.metadata
-    record: dict[str, Any] = {
-        "sequence": event.sequence,
-        "event_id": event.event_id,
-        "event_type": event.event_type.value,
-        "timestamp": event.timestamp.isoformat(),
-        "entity_type": event.entity_type.value,
-        "entity_id": event.entity_id,
-        "workflow_id": event.workflow_id,
-        "version": event.version,
-    }
-    data = event.data
-    if _plain(data):
-        record["data"] = data
-    else:
-        record["data_msgpack"] = base64.b64encode(encode_payload(data)).decode("ascii")
-    record["metadata"] = {
-        "correlation_id": metadata.correlation_id,
-        "causation_id": metadata.causation_id,
-        "actor": metadata.actor,
-        "source_handler": metadata.source_handler,
-    }
-    record["schema_version"] = event.schema_version
-    return record
-
-
-class BadLine(Exception):
-    """A line of an import file that is not an event record; the message says why."""
-
-
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "sequence": int,
-    "event_id": str,
-    "event_type": str,
-    "timestamp": str,
-    "entity_type": str,
-    "entity_id": str,
-    "workflow_id": str,
-    "version": int,
-    "metadata": dict,
-    "schema_version": int,
-}
-
-
-def event_from_record(line: str) -> Event:
-    """The event one export line holds; `BadLine` naming the problem if it holds none."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadLine(
-            f"not JSON ({exc.msg} at column {exc.colno}); a truncated or hand-edited line?"
-        ) from None
-    if not isinstance(record, dict):
-        raise BadLine(f"a JSON {type(record).__name__}, not an event object")
-    for key, kind in _REQUIRED.items():
-        if key not in record:
-            raise BadLine(f"no {key!r} field")
-        value = record[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise BadLine(f"{key!r} is {value!r}, not {'a whole number' if kind is int else 'text'}")
-    if record["sequence"] < 1:
-        raise BadLine(f"'sequence' is {record['sequence']}, must be 1 or more")
-    if ("data" in record) == ("data_msgpack" in record):
-        raise BadLine("needs exactly one of 'data' and 'data_msgpack'")
-    try:
-        if "data" in record:
-            data = record["data"]
-        else:
-            data = decode_payload(base64.b64decode(record["data_msgpack"], validate=True))
-        if not isinstance(data, dict):
-            raise BadLine(f"the payload is a {type(data).__name__}, not an object")
-        timestamp = datetime.fromisoformat(record["timestamp"])
-        if timestamp.tzinfo is None:
-            raise BadLine(f"'timestamp' {record['timestamp']!r} has no UTC offset")
-        meta = record["metadata"]
-        return Event(
-            event_id=record["event_id"],
-            event_type=parse_event_type(record["event_type"]),
-            timestamp=timestamp,
-            sequence=record["sequence"],
-            entity_type=EntityType(record["entity_type"]),
-            entity_id=record["entity_id"],
-            workflow_id=record["workflow_id"],
-            version=record["version"],
-            data=data,
-            metadata=EventMetadata(
-                correlation_id=meta["correlation_id"],
-                causation_id=meta.get("causation_id"),
-                actor=meta.get("actor", "system"),
-                source_handler=meta.get("source_handler"),
-            ),
-            schema_version=record["schema_version"],
-        )
-    except BadLine:
-        raise
-    except (ValueError, TypeError, KeyError, StabilizeEventsError) as exc:
-        raise BadLine(" ".join(str(exc).split()) or type(exc).__name__) from None
+#: Sequences per export page (a page's bytes stay small enough to be reused, not mapped anew).
+EXPORT_PAGE = 1000
 
 
 # -- Ctrl-C between whole units of work ---------------------------------------------------------
@@ -229,11 +105,22 @@ def _deferred_interrupt() -> Iterator[_Interrupt]:
 
 
 class _Progress:
-    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise.
 
-    def __init__(self, description: str, total: int | None) -> None:
+    ``in_bytes`` counts bytes of the file read (import) instead of events (export).
+    """
+
+    def __init__(self, description: str, total: int | None, in_bytes: bool = False) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(stderr=True)
         self._bar: Any = None
@@ -241,8 +128,9 @@ class _Progress:
             self._bar = Progress(
                 TextColumn(description),
                 BarColumn(),
-                MofNCompleteColumn(),
+                DownloadColumn() if in_bytes else MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=console,
                 transient=True,
             )
@@ -261,9 +149,52 @@ class _Progress:
 # -- export ------------------------------------------------------------------------------------------
 
 
+def _pages(store: EventStore, after: int) -> Iterator[tuple[bytes, int, int]]:
+    """The store's events after ``after`` as JSON Lines, a page at a time: (lines, count, last sequence).
+
+    A store over the Rust core is read and written out there, row by row; any other
+    store's events are read a page at a time and written out by the core.
+    """
+    core = getattr(store, "_core", None)
+    if isinstance(core, NativeStore):
+        while True:
+            page = jsonl_export_page(core, after, EXPORT_PAGE)
+            if page[1] == 0:
+                return
+            yield page
+            after = page[2]
+    else:
+        for events in all_events(store, after, EXPORT_PAGE):
+            yield jsonl_encode_events(events), len(events), events[-1].sequence
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream without a binary buffer (``sys.stdout`` replaced by a
+    ``StringIO``, say), decoded as UTF-8."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._text.write(bytes(data).decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+
+def _stdout_bytes() -> IO[bytes]:
+    """Standard output as a binary stream."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else _TextSink(sys.stdout)  # type: ignore[return-value]
+
+
 def export_events(
     store: EventStore,
-    out: IO[str],
+    out: IO[bytes],
     after: int = 0,
     stop: _Interrupt | None = None,
     progress: _Progress | None = None,
@@ -272,16 +203,12 @@ def export_events(
 
     Stops between pages when ``stop.asked`` is set; every line written is whole.
     """
-    dumps = _line_encoder()
     written = 0
-    for page in all_events(store, after, CHUNK):
-        text = "".join([dumps(event_record(e)) + "\n" for e in page])
-        if "\u2028" in text or "\u2029" in text:  # line breaks to other tools: keep them escaped
-            text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-        out.write(text)
-        written += len(page)
+    for lines, count, _last in _pages(store, after):
+        out.write(lines)
+        written += count
         if progress is not None:
-            progress.advance(len(page))
+            progress.advance(count)
         if stop is not None and stop.asked:
             break
     out.flush()
@@ -295,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         total = store.count_events()
         with _deferred_interrupt() as stop:
-            out: IO[str] = sys.stdout if to_stdout else open(args.file, "w", encoding="utf-8")
+            out: IO[bytes] = _stdout_bytes() if to_stdout else open(args.file, "wb")
             progress = _Progress("exporting", total) if not to_stdout else None
             try:
                 written = export_events(store, out, args.after_seq, stop, progress)
@@ -331,114 +258,91 @@ class ImportResult:
     interrupted: bool = False
 
 
-class ImportConflict(Exception):
-    """An event of the file collides with a different stored event (sequence or id)."""
-
-
 class _SqliteTarget:
-    """Writes into an SQLite file with the events' own sequences (the upgrade's write path)."""
+    """Writes into an SQLite file with the events' own sequences, one transaction per chunk."""
 
-    def __init__(self, store: SqliteEventStore, path: Path) -> None:
-        self._callers = CallerConnections(store._core, path)
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    def __init__(self, path: Path) -> None:
+        self._import = SqliteJsonlImport(path)
 
-    def write(self, events: list[Event], lines: list[int]) -> int:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            held = dict(
-                conn.execute(
-                    f"SELECT sequence, event_id FROM event_log WHERE sequence IN "
-                    f"({','.join('?' * len(events))})",
-                    [e.sequence for e in events],
-                ).fetchall()
-            )
-            fresh: list[Event] = []
-            for event, line in zip(events, lines, strict=True):
-                there = held.get(event.sequence)
-                if there is None:
-                    fresh.append(event)
-                elif there != event.event_id:
-                    raise ImportConflict(
-                        f"line {line}: sequence {event.sequence} is held by another event ({there}, not "
-                        f"{event.event_id}); nothing of this chunk was imported. Import into an empty "
-                        f"store, or into the store this file came from"
-                    )
-            if fresh:
-                try:
-                    self._callers.append(conn, fresh, [e.sequence for e in fresh])
-                except StabilizeEventsError as exc:
-                    raise ImportConflict(
-                        f"{exc}. Import into an empty store, or into the store this file came from"
-                    ) from None
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return len(fresh)
+    def write(self, lines: JsonlLines) -> tuple[int, int]:
+        return self._import.write(lines)
 
     def close(self) -> None:
-        self._conn.close()
+        self._import.close()
 
 
 class _BatchTarget:
-    """Appends into a store without a file: new sequences, order kept; ids already there skipped."""
+    """Appends into any other store: new sequences, order kept; ids already there skipped."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
 
-    def write(self, events: list[Event], lines: list[int]) -> int:
+    def write(self, lines: JsonlLines) -> tuple[int, int]:
+        events = lines.events()
+        if not events:
+            return 0, 0
+        try:  # one round trip when none is there yet (a first import)
+            self._store.append_batch(events)
+            return len(events), 0
+        except DuplicateEventError:  # some are there (nothing of the batch was written)
+            pass
         fresh = [e for e in events if self._store.get_event_by_id(e.event_id) is None]
         if fresh:
             self._store.append_batch(fresh)
-        return len(fresh)
+        return len(fresh), len(events) - len(fresh)
 
     def close(self) -> None:
         pass
 
 
+def _blocks(source: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """``CHUNK`` lines of ``source`` at a time, with the number of the first."""
+    number = 1
+    while lines := list(islice(source, CHUNK)):
+        yield number, b"".join(lines)
+        number += len(lines)
+
+
 def import_lines(
-    source: IO[str],
+    source: IO[bytes],
     target: _SqliteTarget | _BatchTarget,
     skip_bad: bool,
     stop: _Interrupt | None = None,
     progress: _Progress | None = None,
 ) -> ImportResult:
-    """Import JSON Lines from ``source``; stops at the first bad line unless ``skip_bad``."""
+    """Import JSON Lines from ``source``, a transaction per `CHUNK` lines; stops at the first bad
+    line (the lines before it imported) unless ``skip_bad``.
+
+    The next chunk is read on a second thread while one is written (both let the GIL go).
+    """
     result = ImportResult()
-    events: list[Event] = []
-    lines: list[int] = []
+    blocks = _blocks(source)
 
-    def flush() -> None:
-        if events:
-            added = target.write(events, lines)
-            result.imported += added
-            result.already_present += len(events) - added
+    def read_next() -> Future[tuple[JsonlLines, int]] | None:
+        block = next(blocks, None)
+        if block is None:
+            return None
+        first_line, data = block
+        return reader.submit(lambda: (jsonl_parse(data, first_line, skip_bad), len(data)))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonl-import") as reader:
+        pending = read_next()
+        while pending is not None:
+            lines, size = pending.result()
+            pending = read_next() if skip_bad or not lines.bad else None
+            imported, present = target.write(lines)
+            result.imported += imported
+            result.already_present += present
+            result.bad_lines.extend(lines.bad)
             if progress is not None:
-                progress.advance(len(events))
-            events.clear()
-            lines.clear()
-
-    for number, line in enumerate(source, start=1):
-        if not line.strip():
-            continue
-        try:
-            event = event_from_record(line)
-        except BadLine as exc:
-            result.bad_lines.append((number, str(exc)))
-            if not skip_bad:
-                flush()
-                return result
-            continue
-        events.append(event)
-        lines.append(number)
-        if len(events) >= CHUNK:
-            flush()
+                progress.advance(size)
+            if lines.bad and not skip_bad:
+                break
             if stop is not None and stop.asked:
-                result.interrupted = True
-                return result
-    flush()
+                result.interrupted = pending is not None
+                break
+        if pending is not None:
+            pending.cancel()
     return result
 
 
@@ -453,17 +357,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
     store = open_store(url)
     target: _SqliteTarget | _BatchTarget
-    target = (
-        _SqliteTarget(store, path) if isinstance(store, SqliteEventStore) and path else _BatchTarget(store)
-    )
-    total = None if from_stdin else sum(1 for _ in open(args.file, "rb"))
-    progress = _Progress("importing", total)
+    target = _SqliteTarget(path) if path is not None else _BatchTarget(store)
+    total = None if from_stdin else Path(args.file).stat().st_size
+    progress = _Progress("importing", total, in_bytes=True)
     try:
         with _deferred_interrupt() as stop:
-            source: IO[str] = sys.stdin if from_stdin else open(args.file, encoding="utf-8")
+            source: IO[bytes] = sys.stdin.buffer if from_stdin else open(args.file, "rb")
             try:
                 result = import_lines(source, target, args.skip_bad, stop, progress)
-            except ImportConflict as exc:
+            except StabilizeEventsError as exc:
                 progress.stop()
                 error(exc)
                 return EXIT_FAILED
@@ -474,9 +376,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         progress.stop()
         target.close()
         close(store)
-    note = "" if path is not None else " (an in-memory store: new sequences, gone when this command ends)"
+    if path is not None:
+        note = ""
+    elif postgres_target(url) is not None:
+        note = " (new sequences, order kept)"
+    else:
+        note = " (an in-memory store: new sequences, gone when this command ends)"
     print(
-        f"imported {result.imported:,} events into {url}{note}; "
+        f"imported {result.imported:,} events into {shown_url(url)}{note}; "
         f"{result.already_present:,} were already there",
         file=sys.stderr,
     )
@@ -527,7 +434,8 @@ def register(commands: Any) -> None:
             "an interrupted import carries on when run again. A bad line (not JSON, a missing or "
             "mistyped field) is reported with its line number and nothing of it is imported: the "
             "import stops there (the lines before it are kept), or with --skip-bad goes on and lists "
-            "every bad line. Into memory:// or sqlite:///:memory: events get new sequences."
+            "every bad line. Into memory://, sqlite:///:memory: or PostgreSQL events get new "
+            "sequences (order kept)."
         ),
         epilog="example:\n  stabilize-events import backup.jsonl --store sqlite:///restored.db\n\n"
         "exit codes: 0 imported (with --skip-bad: bad lines listed); 1 stopped at a bad line or a "
@@ -540,4 +448,4 @@ def register(commands: Any) -> None:
     p.set_defaults(func=cmd_import)
 
 
-__all__ = ["event_from_record", "event_record", "export_events", "import_lines", "positive_int"]
+__all__ = ["export_events", "import_lines"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from stabilize_events import EventStore
-    from stabilize_events.demo.scenarios import RecordedWorkflow
+    from stabilize_events.demo.scenarios import RecordedWorkflow, SimClock
 
 
 @dataclass
@@ -22,6 +22,8 @@ class DemoContext:
     store: EventStore
     store_url: str
     out: TextIO
+    #: The simulated clock the scenarios run on and the recorder stamps events with.
+    clock: SimClock
     recorded: list[RecordedWorkflow] = field(default_factory=list)
     #: Events the live bus subscriber saw while the scenarios ran.
     live_events: int = 0

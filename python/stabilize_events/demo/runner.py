@@ -15,7 +15,7 @@ from stabilize_events.demo.context import DemoContext, Section
 from stabilize_events.demo.projections_section import PROJECTION_SECTIONS
 from stabilize_events.demo.replay_section import REPLAY_SECTIONS
 from stabilize_events.demo.report import print_totals, print_workflow_events
-from stabilize_events.demo.scenarios import SCENARIOS, run_scenarios
+from stabilize_events.demo.scenarios import SCENARIOS, SimClock, run_scenarios
 
 if TYPE_CHECKING:
     from stabilize_events import Event, EventStore
@@ -35,7 +35,7 @@ def record_scenarios(ctx: DemoContext) -> None:
     bus = get_event_bus()
     bus.subscribe(LIVE_SUBSCRIPTION, count)
     try:
-        ctx.recorded = run_scenarios()
+        ctx.recorded = run_scenarios(ctx.clock)
     finally:
         bus.unsubscribe(LIVE_SUBSCRIPTION)
 
@@ -57,11 +57,15 @@ def run_demo(
 ) -> DemoContext:
     """Record the demo workflows into ``store`` and print each section to ``out``.
 
-    Installs a global recorder on ``store`` with `configure_event_sourcing` and
-    removes it again afterwards. Returns the context, holding what was recorded.
+    Installs a global recorder on ``store`` with `configure_event_sourcing`, its events
+    stamped by the demo's simulated clock (``clock=``), and removes it again afterwards.
+    Returns the context, holding what was recorded.
     """
-    ctx = DemoContext(store=store, store_url=store_url, out=out if out is not None else sys.stdout)
-    configure_event_sourcing(store)
+    clock = SimClock()
+    ctx = DemoContext(
+        store=store, store_url=store_url, out=out if out is not None else sys.stdout, clock=clock
+    )
+    configure_event_sourcing(store, clock=clock.timestamp)
     try:
         for n, section in enumerate(sections, start=1):
             if n > 1:

@@ -7,21 +7,21 @@ installed. Nothing here touches the store directly.
 
 Times come from a simulated clock (milliseconds since the epoch, as Stabilize's
 models keep them), so durations are realistic while the demo runs in an instant.
-The events are stamped with the same clock (`sim_timestamps`), so a duration
-measured between two events' timestamps agrees with the models' own times.
+The events are stamped with the same clock (the recorder is configured with
+``clock=SimClock.timestamp``), so a duration measured between two events'
+timestamps agrees with the models' own times.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from stabilize_events import Event, get_event_recorder, set_event_context
+from stabilize_events import get_event_recorder, set_event_context
 from stabilize_events.demo.models import Stage, Task, Trigger, Workflow, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -37,11 +37,23 @@ def new_id(at_ms: int | None = None) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-class SimClock:
-    """A clock that moves only when told to: ``now`` in epoch milliseconds."""
+#: How long before the wall clock's time the demo's simulated clock starts: the scenarios
+#: take about 32 simulated minutes, so their last events are not in the future.
+DEMO_LEAD_MS = 35 * 60_000
 
-    def __init__(self, start_ms: int) -> None:
-        self.now = start_ms
+
+class SimClock:
+    """A clock that moves only when told to: ``now`` in epoch milliseconds.
+
+    ``start_ms`` defaults to `DEMO_LEAD_MS` before the current time.
+    """
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.now = int(time.time() * 1000) - DEMO_LEAD_MS if start_ms is None else start_ms
+
+    def timestamp(self) -> datetime:
+        """The clock's time as an aware UTC datetime: the recorder's ``clock``."""
+        return datetime.fromtimestamp(self.now / 1000, UTC)
 
     def advance(self, ms: int) -> int:
         """Move the clock forward by ``ms`` and return the new time."""
@@ -386,64 +398,20 @@ class RecordedWorkflow:
     workflow: Workflow
 
 
-def _stamped(event: Event, at_ms: int) -> Event:
-    """``event`` with its timestamp set to ``at_ms`` (epoch milliseconds)."""
-    return Event(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        timestamp=datetime.fromtimestamp(at_ms / 1000, UTC),
-        sequence=event.sequence,
-        entity_type=event.entity_type,
-        entity_id=event.entity_id,
-        workflow_id=event.workflow_id,
-        version=event.version,
-        data=event.data,
-        metadata=event.metadata,
-        schema_version=event.schema_version,
-    )
+def run_scenarios(clock: SimClock) -> list[RecordedWorkflow]:
+    """Play every scenario through the global recorder, one after another, on ``clock``.
 
-
-@contextmanager
-def sim_timestamps(recorder: EventRecorder, clock: SimClock) -> Iterator[None]:
-    """While open, every event ``recorder`` stores is stamped with ``clock``'s time, not the wall's.
-
-    The recorder builds each event with the current time; the demo's models move on a
-    simulated clock, so without this a duration measured between events (the timeline's)
-    would be a few microseconds while the models' own say minutes.
-    """
-    record, record_batch = recorder._record, recorder._record_batch
-
-    def stamped_record(event: Event, connection: Any | None = None) -> Event:
-        return record(_stamped(event, clock.now), connection)
-
-    def stamped_batch(events: list[Event], connection: Any | None = None) -> list[Event]:
-        return record_batch([_stamped(e, clock.now) for e in events], connection)
-
-    recorder._record = stamped_record  # type: ignore[method-assign]
-    recorder._record_batch = stamped_batch  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del recorder._record, recorder._record_batch
-
-
-def run_scenarios(start_ms: int | None = None) -> list[RecordedWorkflow]:
-    """Play every scenario through the global recorder, one after another.
-
-    `configure_event_sourcing` must have been called. Workflows start a few
-    minutes apart on a simulated clock beginning at ``start_ms`` (default: 35 minutes ago, so
-    that the last events, about 32 simulated minutes later, are not in the future).
+    `configure_event_sourcing` must have been called, with ``clock=clock.timestamp`` for the
+    events to carry the simulated times. Workflows start three simulated minutes apart.
     """
     recorder = get_event_recorder()
     if recorder is None:
         raise RuntimeError("no event recorder: call configure_event_sourcing(store) first")
-    clock = SimClock(int(time.time() * 1000) - 35 * 60_000 if start_ms is None else start_ms)
     engine = Engine(recorder, clock)
     recorded: list[RecordedWorkflow] = []
-    with sim_timestamps(recorder, clock):
-        for scenario in SCENARIOS:
-            wf = scenario.build(new_id(clock.now))
-            scenario.play(engine, wf)
-            recorded.append(RecordedWorkflow(scenario, wf))
-            clock.advance(180_000)
+    for scenario in SCENARIOS:
+        wf = scenario.build(new_id(clock.now))
+        scenario.play(engine, wf)
+        recorded.append(RecordedWorkflow(scenario, wf))
+        clock.advance(180_000)
     return recorded

@@ -35,6 +35,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from stabilize_events.defaults import PROJECTION_BATCH_SIZE
 from stabilize_events.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ProjectionRunner:
         bus: EventBus | None = None,
         *,
         from_sequence: int = 0,
-        batch_size: int = 1000,
+        batch_size: int = PROJECTION_BATCH_SIZE,
         subscription_id: str | None = None,
     ) -> None:
         """Prepare a runner; nothing is read or subscribed until `start` or `catch_up`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from stabilize_events import stabilize_bridge
 from stabilize_events._core import EventMetadata
@@ -27,15 +28,20 @@ def configure_event_recorder(
     *,
     transaction_scope: Callable[[], TransactionScope | None] | None = None,
     metadata: Callable[[str | None], EventMetadata] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> EventRecorder:
     """Install (replacing any previous one) a global recorder writing to ``event_store``.
 
-    ``transaction_scope`` and ``metadata`` are passed to `EventRecorder` (default None:
-    no scopes, metadata from `set_event_context`).
+    ``transaction_scope``, ``metadata`` and ``clock`` are passed to `EventRecorder` (default
+    None: no scopes, metadata from `set_event_context`, events stamped with the current time).
     """
     global _event_recorder
     recorder = EventRecorder(
-        event_store, publish_to_bus=publish_to_bus, transaction_scope=transaction_scope, metadata=metadata
+        event_store,
+        publish_to_bus=publish_to_bus,
+        transaction_scope=transaction_scope,
+        metadata=metadata,
+        clock=clock,
     )
     with _recorder_lock:
         _event_recorder = recorder

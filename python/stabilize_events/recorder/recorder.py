@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence, Sized
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from stabilize_events._core import Event, EventMetadata
@@ -197,9 +198,8 @@ def _can_join(store: EventStore, scope: TransactionScope) -> bool:
     """Whether ``store`` can write inside ``scope``'s transaction. A store of another package
     (Stabilize's own) has no `EventStore.can_join`: it joins, as Stabilize decides, when its
     URL is the one the scope's database was opened with."""
-    can_join = getattr(store, "can_join", None)
-    if can_join is not None:
-        return bool(can_join(scope.connection))
+    if isinstance(store, EventStore):
+        return store.can_join(scope.connection)
     url = getattr(store, "_connection_string", None)
     return url is not None and url == scope.url
 
@@ -221,6 +221,7 @@ class EventRecorder:
         *,
         transaction_scope: Callable[[], TransactionScope | None] | None = None,
         metadata: Callable[[str | None], EventMetadata] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """Record into ``event_store``; with ``publish_to_bus``, also publish on the global bus.
 
@@ -233,8 +234,14 @@ class EventRecorder:
 
         ``metadata`` gives each event's metadata from its source handler (default:
         `get_event_metadata`, the context `set_event_context` set).
+
+        ``clock`` gives the timestamp of each event the recorder builds (an aware
+        ``datetime``): for runs on a simulated clock, such as the demo's, whose events
+        must be stamped with the simulation's time. Default None: the time the event is
+        built, as `Event` takes it.
         """
         self._event_store = event_store
+        self._clock = clock
         self._publish_to_bus = publish_to_bus
         self._transaction_scope = transaction_scope
         self._metadata = metadata or get_event_metadata
@@ -317,6 +324,7 @@ class EventRecorder:
             version=subject.version,
             data=data,
             metadata=self._metadata(source_handler),
+            timestamp=None if self._clock is None else self._clock(),
         )
         return self._record(event, connection)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from stabilize_events.defaults import READ_LIMIT
+
 if TYPE_CHECKING:
     from stabilize_events._core import Event
     from stabilize_events.types import EntityType, EventType
@@ -43,7 +45,7 @@ class EventQuery:
     to_sequence: int | None = None
     from_timestamp: datetime | None = None
     to_timestamp: datetime | None = None
-    limit: int = 1000
+    limit: int = READ_LIMIT
     offset: int = 0
 
     order_by: str = "sequence"
@@ -103,7 +105,7 @@ class EventStore(ABC):
         """The highest sequence stored, or 0 when the store is empty."""
 
     @abstractmethod
-    def get_events_since(self, sequence: int, limit: int = 1000) -> list[Event]:
+    def get_events_since(self, sequence: int, limit: int = READ_LIMIT) -> list[Event]:
         """At most ``limit`` events after ``sequence``, by sequence (catch-up reads)."""
 
     @abstractmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stabilize_events._core import DEFAULT_MAX_PAYLOAD_BYTES, NativeStore
+from stabilize_events._core import NativeStore
+from stabilize_events.defaults import MAX_PAYLOAD_BYTES
 from stabilize_events.store.native import NativeEventStore
 
 
@@ -13,7 +14,7 @@ class InMemoryEventStore(NativeEventStore):
     unstorable payload fails here too).
     """
 
-    def __init__(self, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(self, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         super().__init__(NativeStore.memory(max_payload_bytes=max_payload_bytes))
 
     def __repr__(self) -> str:

@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from stabilize_events._core import Event, NativeStore
+from stabilize_events._core import Event, NativeStore, StoredSnapshot
+from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.store.capabilities import (
+    FoldsWorkflows,
+    KeepsSnapshots,
+    KeepsSubscriptions,
+    ServesStoredSnapshots,
+)
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import EntityType, EventType
@@ -25,8 +32,12 @@ def _as_given(given: Any, stored: Event) -> Event:
     return with_sequence(stored.sequence) if with_sequence is not None else stored
 
 
-class NativeEventStore(EventStore):
-    """An `EventStore` backed by the Rust core. Safe to share between threads."""
+class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredSnapshots, KeepsSubscriptions):
+    """An `EventStore` backed by the Rust core. Safe to share between threads.
+
+    Besides the contract it folds workflows, keeps snapshots (and serves them as stored) and
+    keeps durable subscriptions; see `stabilize_events.store.capabilities`.
+    """
 
     _core: NativeStore
 
@@ -119,7 +130,7 @@ class NativeEventStore(EventStore):
         """The highest sequence stored, or 0."""
         return self._core.current_sequence()
 
-    def get_events_since(self, sequence: int, limit: int = 1000) -> list[Event]:
+    def get_events_since(self, sequence: int, limit: int = READ_LIMIT) -> list[Event]:
         """At most ``limit`` events after ``sequence``, by sequence."""
         return self._core.events_since(sequence, limit)
 
@@ -130,6 +141,13 @@ class NativeEventStore(EventStore):
     def count_events(self, query: EventQuery | None = None) -> int:
         """How many events match ``query`` (every filter; limit and offset ignored)."""
         return self._core.count(query)
+
+    # -- replay ------------------------------------------------------------------
+
+    def fold_workflow(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Fold a workflow's rows into its state in Rust, building no `Event` objects (only
+        those an ``upcast`` is given); arguments and result as `FoldsWorkflows.fold_workflow`."""
+        return self._core.fold_workflow(*args, **kwargs)
 
     # -- snapshots (kept in the same database as the events) -------------------
 
@@ -178,6 +196,11 @@ class NativeEventStore(EventStore):
         found = self.get_snapshots(entity_type, entity_id, None, 1)
         return found[0] if found else None
 
+    def latest_stored_snapshot(self, *args: Any, **kwargs: Any) -> tuple[StoredSnapshot | None, list[str]]:
+        """The newest intact snapshot, its state left as the stored bytes, and why newer ones
+        were passed over; arguments as `ServesStoredSnapshots.latest_stored_snapshot`."""
+        return self._core.latest_snapshot(*args, **kwargs)
+
     # -- durable subscription positions -----------------------------------------
 
     def save_subscription(
@@ -220,7 +243,7 @@ class NativeEventStore(EventStore):
         """Every subscription's ``id`` and ``last_sequence``, by id."""
         return [{"id": r["id"], "last_sequence": r["last_sequence"]} for r in self._core.subscriptions()]
 
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor`` and the cursor to resume from.
 
         Sequences are assigned under the database's write lock, so commit order

@@ -52,8 +52,16 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 from stabilize_events import _core
-from stabilize_events._core import DEFAULT_MAX_PAYLOAD_BYTES, Event, EventMetadata, NativeStore
+from stabilize_events._core import Event, EventMetadata, NativeStore
 from stabilize_events.canonical import state_hash
+from stabilize_events.defaults import (
+    MAX_PAYLOAD_BYTES,
+    POSTGRES_CONNECT_TIMEOUT,
+    POSTGRES_MAX_POOL_SIZE,
+    POSTGRES_MIN_POOL_SIZE,
+    POSTGRES_POOL_TIMEOUT,
+    READ_LIMIT,
+)
 from stabilize_events.errors import (
     ArgumentTypeError,
     ConcurrencyError,
@@ -64,6 +72,12 @@ from stabilize_events.errors import (
     StoreClosedError,
     StoreError,
     StoreOpenError,
+)
+from stabilize_events.store.capabilities import (
+    FoldsWorkflows,
+    KeepsSnapshots,
+    KeepsSubscriptions,
+    WaitsForEvents,
 )
 from stabilize_events.store.interface import EventQuery, EventStore
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
@@ -202,8 +216,11 @@ def _redact(connection_string: str) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{db}"
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscriptions, WaitsForEvents):
     """An event store in a PostgreSQL database (psycopg 3, pooled connections).
+
+    Besides the contract it folds workflows, keeps snapshots and durable subscriptions, and
+    wakes waiting readers on commits; see `stabilize_events.store.capabilities`.
 
     ``connection_string`` is a libpq URL or key=value string
     (``postgresql://user:password@host:5432/dbname``). With ``create_tables``
@@ -228,11 +245,11 @@ class PostgresEventStore(EventStore):
         create_tables: bool = False,
         schema: str | None = None,
         *,
-        min_pool_size: int = 1,
-        max_pool_size: int = 8,
-        connect_timeout: float = 10.0,
-        pool_timeout: float = 30.0,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        min_pool_size: int = POSTGRES_MIN_POOL_SIZE,
+        max_pool_size: int = POSTGRES_MAX_POOL_SIZE,
+        connect_timeout: float = POSTGRES_CONNECT_TIMEOUT,
+        pool_timeout: float = POSTGRES_POOL_TIMEOUT,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         if not isinstance(connection_string, str):
             raise ArgumentTypeError(
@@ -746,7 +763,7 @@ class PostgresEventStore(EventStore):
             or 0
         )
 
-    def get_events_since(self, sequence: int, limit: int = 1000) -> list[Event]:
+    def get_events_since(self, sequence: int, limit: int = READ_LIMIT) -> list[Event]:
         """At most ``limit`` events after ``sequence``, by sequence, stopping before the first
         sequence whose transaction is still open: an event committed late is never stepped over
         (a reader polling from its last sequence sees every event, in order)."""
@@ -754,7 +771,7 @@ class PostgresEventStore(EventStore):
         count = _count_arg("limit", limit)
         return self._read(self._sql.since, (after, count))
 
-    def get_events_since_committed(self, cursor: str, limit: int = 1000) -> tuple[list[Event], str]:
+    def get_events_since_committed(self, cursor: str, limit: int = READ_LIMIT) -> tuple[list[Event], str]:
         """Committed events after ``cursor`` in commit-safe order, and the cursor to resume from.
 
         The cursor is a sequence (as text): `get_events_since` never returns an event while
@@ -796,7 +813,7 @@ class PostgresEventStore(EventStore):
         from_sequence: int = 0,
         to_sequence: int | None = None,
         to_timestamp: datetime | None = None,
-        initial_state: dict[str, Any] | None = None,
+        initial_state: dict[str, Any] | _core.StoredSnapshot | None = None,
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,

@@ -15,10 +15,10 @@ store passes its connection this way).
 
 Concurrency: threads share one store; several processes may append to one
 file. A writer that finds the file locked waits up to ``busy_timeout_ms``
-(`DEFAULT_BUSY_TIMEOUT_MS`, 5 s) and then raises `StoreError`.
+(`defaults.SQLITE_BUSY_TIMEOUT_MS`, 5 s) and then raises `StoreError`.
 
-Defaults of the keyword options live in the Rust core and are read from
-`stabilize_events._core` (``DEFAULT_*``), so they are written in one place.
+Defaults of the keyword options are `stabilize_events.defaults`, which reads them
+from the Rust core (``_core.DEFAULT_*``), so each is written in one place.
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ import os
 from typing import Any
 
 from stabilize_events import stabilize_bridge
-from stabilize_events._core import (
-    DEFAULT_BUSY_TIMEOUT_MS,
-    DEFAULT_COALESCE_WAL_WRITES,
-    DEFAULT_DECODE_AHEAD,
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_SPLIT_READS,
-    DEFAULT_SYNCHRONOUS,
-    Event,
-    NativeStore,
+from stabilize_events._core import Event, NativeStore
+from stabilize_events.defaults import (
+    MAX_PAYLOAD_BYTES,
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_COALESCE_WAL_WRITES,
+    SQLITE_DECODE_AHEAD,
+    SQLITE_PAGE_SIZE,
+    SQLITE_SPLIT_READS,
+    SQLITE_SYNCHRONOUS,
 )
 from stabilize_events.store.caller_connection import CallerConnections
 from stabilize_events.store.native import NativeEventStore
@@ -46,7 +45,7 @@ from stabilize_events.upgrade.source import refuse_unupgraded
 def _check_upgraded(url: Any, busy_timeout_ms: Any) -> None:
     """Refuse a Stabilize events database not upgraded yet (`refuse_unupgraded`)."""
     ok = isinstance(busy_timeout_ms, int) and not isinstance(busy_timeout_ms, bool) and busy_timeout_ms >= 0
-    refuse_unupgraded(url, (busy_timeout_ms if ok else DEFAULT_BUSY_TIMEOUT_MS) / 1000)
+    refuse_unupgraded(url, (busy_timeout_ms if ok else SQLITE_BUSY_TIMEOUT_MS) / 1000)
 
 
 class SqliteEventStore(NativeEventStore):
@@ -86,13 +85,13 @@ class SqliteEventStore(NativeEventStore):
         connection_string: str | os.PathLike[str],
         create_tables: bool = True,
         *,
-        synchronous: str = DEFAULT_SYNCHRONOUS,
-        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        decode_ahead: bool = DEFAULT_DECODE_AHEAD,
-        split_reads: bool = DEFAULT_SPLIT_READS,
-        coalesce_wal_writes: bool = DEFAULT_COALESCE_WAL_WRITES,
+        synchronous: str = SQLITE_SYNCHRONOUS,
+        busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        page_size: int = SQLITE_PAGE_SIZE,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        decode_ahead: bool = SQLITE_DECODE_AHEAD,
+        split_reads: bool = SQLITE_SPLIT_READS,
+        coalesce_wal_writes: bool = SQLITE_COALESCE_WAL_WRITES,
     ) -> None:
         # A Path becomes its text; how the text is read is decided in one place (Location::parse).
         if isinstance(connection_string, os.PathLike):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabilize_events._core import sqlite_database_path
+from stabilize_events.defaults import SQLITE_BUSY_TIMEOUT_MS
 from stabilize_events.errors import InvalidArgumentError, SchemaError, StoreOpenError
 
 #: Stabilize's tables.
@@ -67,7 +68,9 @@ def url_of(path: Path) -> str:
     return f"{_URL_PREFIX}{path}"
 
 
-def connect(path: Path, *, write: bool, timeout_s: float = 5.0) -> sqlite3.Connection:
+def connect(
+    path: Path, *, write: bool, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> sqlite3.Connection:
     """An autocommit connection on an existing SQLite file (never creates one).
 
     Read-only unless ``write``. Raises `StoreOpenError` if ``path`` is missing
@@ -165,7 +168,7 @@ def pending(conn: sqlite3.Connection) -> Pending | None:
     return Pending(int(count), int(first), int(last))
 
 
-def refuse_unupgraded(url: str, timeout_s: float = 5.0) -> None:
+def refuse_unupgraded(url: str, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
     """Raise `SchemaError` if ``url`` names a file whose Stabilize ``events`` table
     holds events that ``event_log`` does not: opening it would show a history
     without them. The message names the command that copies them.

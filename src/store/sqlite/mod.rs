@@ -15,7 +15,7 @@
 //! - `checkpoint`, `wal_vfs`: WAL checkpoints off the append path, and WAL writes coalesced.
 //! - `library`, `index_key`: the SQLite library loaded, and the workflow index key.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod config;
 pub mod index_key;
 pub mod insert;
@@ -24,7 +24,7 @@ mod open;
 mod query;
 mod scan;
 pub mod schema;
-mod wal_vfs;
+pub(crate) mod wal_vfs;
 mod write;
 
 use std::sync::{Arc, Mutex};
