@@ -183,10 +183,23 @@ class Rate:
 _RESULTS: dict[str, dict[str, Rate]] = {}
 
 
-def record_rate(benchmark: Any, impl: Impl, workload: str, events: int) -> float | None:
+def first_round(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """``fn(*args)`` and the seconds it took: a bench's first round, timed apart from the
+    rounds pytest-benchmark repeats (it stands for a script's one call in a fresh process)."""
+    import time
+
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def record_rate(
+    benchmark: Any, impl: Impl, workload: str, events: int, first_round_seconds: float | None = None
+) -> float | None:
     """Store ``events_per_second`` (per the median round) in ``benchmark.extra_info``.
 
-    Also ``events_per_second_best`` (fastest round) and ``events``. When the other
+    Also ``events_per_second_best`` (fastest round), ``events``, and, given the time of
+    the first round (see `first_round`), ``events_per_second_first``. When the other
     implementation already ran this workload, both get ``ratio_vs_reference``.
     Returns the rate, or None when benchmarking is disabled.
     """
@@ -203,6 +216,8 @@ def record_rate(benchmark: Any, impl: Impl, workload: str, events: int) -> float
         events_per_second=round(eps),
         events_per_second_best=round(events / best),
     )
+    if first_round_seconds is not None:
+        info["events_per_second_first"] = round(events / first_round_seconds)
     pair = _RESULTS.setdefault(workload, {})
     pair[impl.key] = Rate(impl.label, eps, info)
     if "ours" in pair and "reference" in pair:
@@ -254,7 +269,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"machine probe (2,000,000-step Python loop, best of 3): {_PROBES[0]:.3f} s before the benches, "
         f"{_PROBES[-1]:.3f} s after"
     )
-    tr.write_line(f"{'workload':<28} {'stabilize_events':>18} {'reference':>14} {'ratio':>8}")
+    tr.write_line(
+        f"{'workload':<28} {'stabilize_events':>18} {'reference':>14} {'ratio':>8}  "
+        f"ours: first round / best round"
+    )
     for workload in sorted(_RESULTS):
         pair = _RESULTS[workload]
         ours = pair.get("ours")
@@ -263,8 +281,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         ratio = f"{ours.events_per_second / ref.events_per_second:.2f}x" if ours and ref else "-"
         ours_text = f"{ours.events_per_second:,.0f}" if ours else "-"
         ref_text = f"{ref.events_per_second:,.0f}" if ref else "-"
+        rounds = ""
+        if ours and "events_per_second_first" in ours.extra_info:
+            info = ours.extra_info
+            rounds = f"  {info['events_per_second_first']:,} / {info['events_per_second_best']:,}"
         if ours or ref:
-            tr.write_line(f"{workload:<28} {ours_text:>18} {ref_text:>14} {ratio:>8}")
+            tr.write_line(f"{workload:<28} {ours_text:>18} {ref_text:>14} {ratio:>8}{rounds}")
         for key, rate in others.items():
             tr.write_line(f"{workload + ' ' + key:<28} {rate.events_per_second:>18,.0f} {'-':>14} {'-':>8}")
 

@@ -8,10 +8,11 @@
 //! when it exits, and the thread holding the GIL frees them as it drops the
 //! events. By default mimalloc frees each such block through the page's
 //! cross-thread list and gives up reclaiming the page once the freeing thread
-//! owns 32 pages of that size: on W3 that was a tenth of the GIL thread's
-//! work. Reclaiming every abandoned page on a free makes the rest of its
-//! frees plain local ones (W3's GIL thread: 7,562 -> 6,897 instructions per
-//! event under callgrind).
+//! owns 32 pages of that size, so a large read's events were freed the slow
+//! way, a tenth of the GIL thread's work on them. Reclaiming every abandoned
+//! page on a free makes the rest of its frees plain local ones (about 9% fewer
+//! instructions per event read, under callgrind). `STABILIZE_EVENTS_ALLOCATOR=default`
+//! leaves mimalloc at its defaults (see `crate::tuning`).
 
 use std::ffi::{c_int, c_long};
 
@@ -24,8 +25,12 @@ const PAGE_RECLAIM_ON_FREE: c_int = 35;
 /// `mi_option_page_cross_thread_max_reclaim` (default 32 pages per size class).
 const PAGE_CROSS_THREAD_MAX_RECLAIM: c_int = 42;
 
-/// Set the allocator's options; call once, when the module loads.
+/// Set the allocator's options; call once, when the module loads. Left at
+/// mimalloc's defaults when `crate::tuning::allocator_settings` says so.
 pub fn configure() {
+    if !crate::tuning::allocator_settings() {
+        return;
+    }
     // SAFETY: setting an option is a plain store mimalloc allows at any time.
     unsafe {
         libmimalloc_sys::mi_option_set(PAGE_RECLAIM_ON_FREE, 1);

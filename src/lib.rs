@@ -3,8 +3,9 @@
 //! - `event/`: the event model (`EventRecord`, and the Python `Event`/`EventMetadata`).
 //! - `codec/`: payload msgpack encoding and decoding.
 //! - `jsonl/`: events as JSON Lines (`export` and `import`).
-//! - `store/`: the SQLite and in-memory backends behind `NativeStore`.
-//! - `allocator`: mimalloc, and its settings.
+//! - `store/`: the `Backend` trait and its SQLite and in-memory backends.
+//! - `py/`: `NativeStore`, the stores' Python face over a backend.
+//! - `allocator`: mimalloc, and its settings; `tuning`: switching those and the string cache off.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -16,9 +17,11 @@ pub mod errors;
 pub mod event;
 pub mod fold;
 pub mod jsonl;
+pub mod py;
 pub mod pyrefs;
 pub mod store;
 pub mod time;
+mod tuning;
 
 use errors::{CoreError, Kind};
 
@@ -64,28 +67,21 @@ fn fold_events<'py>(
     folder.into_py(py)
 }
 
-/// Whether the next large read decodes its payloads ahead (the last large
-/// read's payloads were used; see `event::usage`). For tests and benches.
-#[pyfunction]
-fn payloads_wanted() -> bool {
-    event::usage::payloads_wanted()
-}
-
 /// The database file `url` names (a URL or plain path, read as `SqliteEventStore` reads it,
 /// made absolute against the current directory), or None for an in-memory database.
 #[pyfunction]
 fn sqlite_database_path(url: &str) -> PyResult<Option<std::path::PathBuf>> {
-    Ok(match store::sqlite_store::Location::parse(url)? {
-        store::sqlite_store::Location::File(path) => Some(path),
-        store::sqlite_store::Location::Memory => None,
+    Ok(match store::sqlite::Location::parse(url)? {
+        store::sqlite::Location::File(path) => Some(path),
+        store::sqlite::Location::Memory => None,
     })
 }
 
 /// The path of the shared object holding the SQLite this core calls, as the
-/// dynamic loader names it (see `store::sqlite_library`).
+/// dynamic loader names it (see `store::sqlite::library`).
 #[pyfunction]
 fn sqlite_library() -> PyResult<String> {
-    let path = store::sqlite_library::library_path().ok_or_else(|| {
+    let path = store::sqlite::library::library_path().ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err("no loaded object holds this core's sqlite3_libversion")
     })?;
     Ok(path.to_string_lossy().into_owned())
@@ -94,7 +90,7 @@ fn sqlite_library() -> PyResult<String> {
 /// The version of the SQLite library this core calls (`sqlite3_libversion()`).
 #[pyfunction]
 fn sqlite_version() -> &'static str {
-    store::sqlite_library::version()
+    store::sqlite::library::version()
 }
 
 /// Whether `state` (a snapshot's stored bytes) matches `state_hash`; None for a legacy hash,
@@ -130,12 +126,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
     m.add_class::<event::Event>()?;
     m.add_class::<event::EventMetadata>()?;
-    m.add_class::<store::native::NativeStore>()?;
+    m.add_class::<py::native_store::NativeStore>()?;
     m.add_class::<store::snapshot::StoredSnapshot>()?;
     m.add_function(wrap_pyfunction!(encode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(decode_payload, m)?)?;
     m.add_function(wrap_pyfunction!(fold_events, m)?)?;
-    m.add_function(wrap_pyfunction!(payloads_wanted, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_database_path, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_hash, m)?)?;
@@ -143,8 +138,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;
-    m.add("SQLITE_SCHEMA_VERSION", store::sqlite_store::SCHEMA_VERSION)?;
-    m.add("SQLITE_INSERT_ROW", store::sqlite_insert::row_insert_sql())?;
+    m.add("SQLITE_SCHEMA_VERSION", store::sqlite::SCHEMA_VERSION)?;
+    m.add("SQLITE_INSERT_ROW", store::sqlite::insert::row_insert_sql())?;
     jsonl::python::register(m)?;
+    py::add_defaults(m)?;
     Ok(())
 }

@@ -28,7 +28,6 @@ from stabilize_events import (
     EventType,
     InMemoryEventStore,
     SqliteEventStore,
-    _core,
 )
 
 STORE_KINDS = ("sqlite-file", "sqlite-memory", "in-memory", "postgres")
@@ -128,10 +127,17 @@ def _drop_postgres_schemas() -> Iterator[None]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-#: How a file store reads a large result (see split_read.rs): its payloads left for `data` to
-#: decode ("lazy"), or decoded as the rows come in from a second thread ("ahead"), which it
-#: does while the last large read's payloads were used (event/usage.rs).
+#: How a file store reads a large result (see split_read.rs), chosen by its ``decode_ahead``
+#: option: its payloads left for `data` to decode ("lazy"), or decoded as the rows come in
+#: from a second thread ("ahead").
 READ_MODES = ("lazy", "ahead")
+
+
+def read_options(mode: str) -> dict[str, Any]:
+    """The `SqliteEventStore` options that make its large reads take ``mode`` (`READ_MODES`)."""
+    assert mode in READ_MODES, mode
+    return {"decode_ahead": mode == "ahead"}
+
 
 #: A fixed instant for tests that need known timestamps (microseconds set on purpose).
 BASE_TIME = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -155,12 +161,16 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def open_store(kind: str, tmp_path: Path, name: str = "events.db") -> EventStore:
-    """A fresh, empty store of ``kind`` (one of `STORE_KINDS`)."""
+def open_store(
+    kind: str, tmp_path: Path, name: str = "events.db", read_mode: str | None = None
+) -> EventStore:
+    """A fresh, empty store of ``kind`` (one of `STORE_KINDS`); an SQLite one reads large
+    results in ``read_mode`` (one of `READ_MODES`; None: the store's default)."""
+    options = read_options(read_mode) if read_mode is not None else {}
     if kind == "sqlite-file":
-        return SqliteEventStore(sqlite_url(tmp_path / name))
+        return SqliteEventStore(sqlite_url(tmp_path / name), **options)
     if kind == "sqlite-memory":
-        return SqliteEventStore("sqlite:///:memory:")
+        return SqliteEventStore("sqlite:///:memory:", **options)
     if kind == "in-memory":
         return InMemoryEventStore()
     if kind == "postgres":
@@ -239,9 +249,10 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(store_kind: str, tmp_path: Path) -> Iterator[EventStore]:
-    """A fresh, empty store of each kind."""
-    s = open_store(store_kind, tmp_path)
+def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """A fresh, empty store of each kind (in the test's `read_mode`, if it takes one)."""
+    mode = request.getfixturevalue("read_mode") if "read_mode" in request.fixturenames else None
+    s = open_store(store_kind, tmp_path, read_mode=mode)
     yield s
     close_store(s)
 
@@ -252,25 +263,7 @@ def make_event() -> Callable[..., Event]:
     return new_event
 
 
-def set_read_mode(mode: str, folder: Path) -> None:
-    """Make the next large read in this process take ``mode`` (one of `READ_MODES`): a large
-    read of a scratch file store in ``folder``, whose payloads are then used or left alone."""
-    s = SqliteEventStore(sqlite_url(folder / "read-mode.db"))
-    try:
-        if s.count_events() == 0:
-            s.append_batch([new_event(workflow_id="wf-read-mode") for _ in range(2_048)])
-        events = s.get_events_for_workflow("wf-read-mode")
-        assert len(events) == 2_048
-        if mode == "ahead":
-            assert all(isinstance(e.data, dict) for e in events)
-    finally:
-        close_store(s)
-    assert _core.payloads_wanted() is (mode == "ahead"), mode
-
-
 @pytest.fixture(params=READ_MODES)
-def read_mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Each of `READ_MODES`, set for the test's first large read."""
-    mode = str(request.param)
-    set_read_mode(mode, tmp_path_factory.getbasetemp())
-    return mode
+def read_mode(request: pytest.FixtureRequest) -> str:
+    """Each of `READ_MODES`: the `store` fixture opens its store in it (see `read_options`)."""
+    return str(request.param)

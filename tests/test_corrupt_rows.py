@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import close_store, new_event, set_read_mode, sqlite_url
+from conftest import close_store, new_event, read_options, sqlite_url
 from stabilize_events import (
     EntityType,
     Event,
@@ -379,7 +379,7 @@ LARGE_READ_CORRUPTIONS = [
 
 
 def damage_large(
-    tmp_path: Path, opened: list[SqliteEventStore], damages: list[tuple[int, str, Any]]
+    tmp_path: Path, opened: list[SqliteEventStore], damages: list[tuple[int, str, Any]], read_mode: str
 ) -> tuple[SqliteEventStore, list[Event]]:
     """12,000 events of one workflow, with the rows at the given indexes damaged (as
     `corrupt_row` does), reopened; returns the store and the events as stored."""
@@ -389,7 +389,7 @@ def damage_large(
     close_store(s)
     for index, sql, value in damages:
         corrupt_row(path, stored[index].sequence, sql, value)
-    s = SqliteEventStore(sqlite_url(path))
+    s = SqliteEventStore(sqlite_url(path), **read_options(read_mode))
     opened.append(s)
     return s, stored
 
@@ -404,7 +404,7 @@ def test_a_corrupt_row_in_a_large_read_names_its_sequence(
     # A file store reads a large result in parts on two threads (split_read.rs), and may
     # decode its payloads as they come in: wherever the bad row falls, the read reports it
     # as a small read does (a bad payload when it is used).
-    s, stored = damage_large(tmp_path, opened, [(index, c.sql, c.value)])
+    s, stored = damage_large(tmp_path, opened, [(index, c.sql, c.value)], read_mode)
     bad = stored[index]
     reads = [
         lambda: touch(s.get_events_for_workflow(WF)),
@@ -412,11 +412,8 @@ def test_a_corrupt_row_in_a_large_read_names_its_sequence(
         lambda: touch(s.get_events_since(0, limit=10**6)),
     ]
     for read in reads:
-        # A read that fails part way uses some payloads: each starts from the mode under test.
-        set_read_mode(read_mode, tmp_path)
         reads_corrupt(read, bad.sequence)
     # The rows after it still read back, whole.
-    set_read_mode(read_mode, tmp_path)
     after = s.get_events_since(bad.sequence, limit=10**6)
     assert after == stored[index + 1 :]
     assert [e.data for e in after] == [e.data for e in stored[index + 1 :]]
@@ -428,6 +425,6 @@ def test_of_two_corrupt_rows_a_large_read_names_the_first(
     # As a read in one go does: here the second bad row is the newest, which a large read
     # looks up before reading its halves.
     bad_timestamp = ("timestamp_us = ?", "not a time")
-    s, stored = damage_large(tmp_path, opened, [(4_000, *bad_timestamp), (-1, *bad_timestamp)])
+    s, stored = damage_large(tmp_path, opened, [(4_000, *bad_timestamp), (-1, *bad_timestamp)], read_mode)
     message = reads_corrupt(lambda: touch(s.get_events_for_workflow(WF)), stored[4_000].sequence)
     assert f"sequence {stored[-1].sequence}" not in message, message

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import READ_MODES, close_store, new_event, set_read_mode, sqlite_url
+from conftest import READ_MODES, close_store, new_event, read_options, sqlite_url
 from stabilize_events import Event, EventQuery, EventType, SqliteEventStore, _core, errors
 from stabilize_events.types import RAW_EVENT_TYPE
 
@@ -642,7 +642,7 @@ def test_processes_create_one_file_at_once(tmp_path: Path) -> None:
 #: parent imported, since ``nobody`` may not reach them on disk.)
 NO_THREAD_READ = """
 import os, resource, sys, threading
-from stabilize_events import Event, EntityType, EventType, SqliteEventStore, _core
+from stabilize_events import Event, EntityType, EventType, SqliteEventStore
 
 path = sys.argv[1]
 s = SqliteEventStore("sqlite:///" + path)
@@ -669,7 +669,7 @@ if pid == 0:
             s = SqliteEventStore("sqlite:///" + path)
             got = s.get_events_for_workflow("wf-big")
             used = [e.data["i"] for e in got]
-            mode = "ahead" if _core.payloads_wanted() else "lazy"
+            mode = "ahead" if s.decode_ahead else "lazy"
             again = s.get_events_for_workflow("wf-big")
             s.close()
             print("read", len(got), "then", len(again), mode)
@@ -692,7 +692,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 )
 def test_a_large_read_without_a_second_thread_reads_on_one() -> None:
     # A large read is read on two threads (split_read.rs): in two halves, or streamed while
-    # its payloads are decoded (once a large read's payloads were used). Where the process
+    # its payloads are decoded (the default, decode_ahead). Where the process
     # may start no thread, either is read on the calling one, with the same result.
     # (A thread limit binds only users other than root, hence the child as nobody, and a
     # folder right under the temporary directory, which nobody can reach.)
@@ -710,41 +710,42 @@ def test_a_large_read_without_a_second_thread_reads_on_one() -> None:
     assert done.stdout.split() == ["read", "15000", "then", "15000", "ahead"]
 
 
-def test_large_reads_decode_ahead_while_the_last_ones_payloads_were_used(tmp_path: Path) -> None:
-    # event/usage.rs: a large read decodes its payloads as its rows come in only while the
-    # last large read (2,048 rows or more; 512 when reading ahead) had at least half of its
-    # payloads used. Either way every read returns the same events and payloads.
-    set_read_mode("lazy", tmp_path)
-    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+def test_the_read_strategy_is_the_stores_option_not_earlier_reads(tmp_path: Path) -> None:
+    # Whether a large read decodes its payloads as its rows come in is the store's
+    # decode_ahead option (default on), whatever earlier reads in the process did with
+    # theirs. Either way every read returns the same events and payloads.
+    path = tmp_path / "events.db"
+    writer = SqliteEventStore(sqlite_url(path))
+    stored = writer.append_batch([new_event(workflow_id="wf-a", data={"i": i}) for i in range(3_000)])
+    want = [e.data for e in stored]
+    close_store(writer)
+    assert SqliteEventStore.__init__.__kwdefaults__["decode_ahead"] is _core.DEFAULT_DECODE_AHEAD is True
+    stores = {
+        "default": SqliteEventStore(sqlite_url(path)),
+        "ahead": SqliteEventStore(sqlite_url(path), decode_ahead=True),
+        "lazy": SqliteEventStore(sqlite_url(path), decode_ahead=False),
+    }
     try:
-        stored = s.append_batch([new_event(workflow_id="wf-a", data={"i": i}) for i in range(3_000)])
-        want = [e.data for e in stored]
-
-        def read(used: int) -> bool:
-            got = s.get_events_for_workflow("wf-a")
-            # Not `got == stored`: comparing events compares (so uses) their payloads.
-            assert [(e.sequence, e.event_id) for e in got] == [(e.sequence, e.event_id) for e in stored]
-            assert [e.data for e in got[:used]] == want[:used]
-            return _core.payloads_wanted()
-
-        assert read(3_000) is True
-        assert read(0) is False
-        assert read(1_499) is False
-        assert read(1_500) is True
-        assert read(2_000) is True
-        # Small reads leave the counts alone, used or not.
-        small = s.append_batch([new_event(workflow_id="wf-b", data={"i": i}) for i in range(100)])
-        assert [e.data for e in s.get_events_for_workflow("wf-b")] == [e.data for e in small]
-        assert len(list(s.get_events(EventQuery(workflow_id="wf-a", limit=400)))) == 400
-        assert _core.payloads_wanted() is True
-        assert read(1_000) is False
+        assert {name: s.decode_ahead for name, s in stores.items()} == {
+            "default": True,
+            "ahead": True,
+            "lazy": False,
+        }
+        for used in (3_000, 0, 1_499, 1_500, 0):
+            for s in stores.values():
+                got = s.get_events_for_workflow("wf-a")
+                # Not `got == stored`: comparing events compares (so uses) their payloads.
+                assert [(e.sequence, e.event_id) for e in got] == [(e.sequence, e.event_id) for e in stored]
+                assert [e.data for e in got[:used]] == want[:used]
+        with pytest.raises(errors.ArgumentTypeError, match="decode_ahead must be a bool"):
+            SqliteEventStore(sqlite_url(path), decode_ahead="yes")  # type: ignore[arg-type]
         # A payload decoded ahead is the one `data` gives each time.
-        set_read_mode("ahead", tmp_path)
-        got = s.get_events_for_workflow("wf-a")
+        got = stores["ahead"].get_events_for_workflow("wf-a")
         assert all(e.data is e.data for e in got)
         assert [e.data for e in got] == want
     finally:
-        s.close()
+        for s in stores.values():
+            s.close()
 
 
 @pytest.mark.parametrize("mode", READ_MODES)
@@ -753,7 +754,7 @@ def test_a_large_read_lets_other_threads_run(tmp_path: Path, mode: str) -> None:
     # held, offered to other threads after each switch interval as Python's own loop does.
     # A thread running Python code meanwhile must keep running all through the read, not
     # only before and after it, nor only while the reader waits for rows.
-    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"), **read_options(mode))
     interval = sys.getswitchinterval()
     try:
         # Payloads slower to decode than their rows are to read: the reader never waits for rows.
@@ -773,7 +774,6 @@ def test_a_large_read_lets_other_threads_run(tmp_path: Path, mode: str) -> None:
         try:
             windows = []
             for _ in range(4):
-                set_read_mode(mode, tmp_path)
                 start = time.perf_counter()
                 got = s.get_events_for_workflow("wf-a")
                 end = time.perf_counter()

@@ -723,7 +723,7 @@ def test_count_events_query(store: EventStore, name: str, kwargs: dict[str, Any]
 # --- large reads -------------------------------------------------------------------------------
 # A file store reads a large query in parts (split_read.rs). Lazily: its first 2,048 rows,
 # then the rest in one go, or, when at least 8,192 more rows are expected, cut in two halves
-# read at once. Ahead (after a large read whose payloads were used): its first 512 rows, then
+# read at once. Ahead (the store's decode_ahead option, on by default): its first 512 rows, then
 # the rest streamed from a second thread while the payloads are decoded. These results cross
 # every boundary of those parts, and take every way of reading on, in both modes.
 

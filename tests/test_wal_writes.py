@@ -1,4 +1,4 @@
-"""How `SqliteEventStore` writes its WAL (``src/store/wal_vfs.rs``).
+"""How `SqliteEventStore` writes its WAL (``src/store/sqlite/wal_vfs.rs``).
 
 A transaction's WAL frames are held and written to the file in one call when the commit
 frame is complete. These tests check what that must never change:

@@ -15,6 +15,26 @@ EVENT_FIELDS: tuple[str, ...]
 #: then the values `NativeStore.sqlite_row` gives.
 SQLITE_INSERT_ROW: str
 
+# The stores' option defaults (the Python signatures read them from here).
+#: How long a writer waits for a lock another connection holds, in ms.
+DEFAULT_BUSY_TIMEOUT_MS: int
+#: Page size of a new SQLite file.
+DEFAULT_PAGE_SIZE: int
+#: SQLite durability: "NORMAL" or "FULL".
+DEFAULT_SYNCHRONOUS: str
+#: Whether a large SQLite read is read on two threads.
+DEFAULT_SPLIT_READS: bool
+#: Whether each commit's WAL frames are written with one system call.
+DEFAULT_COALESCE_WAL_WRITES: bool
+#: Largest encoded payload a store accepts, in bytes.
+DEFAULT_MAX_PAYLOAD_BYTES: int
+#: Whether a large read decodes its payloads as its rows arrive.
+DEFAULT_DECODE_AHEAD: bool
+#: Rows a large read takes before reading on in halves on two threads (decode_ahead off).
+SPLIT_READ_FIRST_PART: int
+#: Rows a large read takes before streaming the rest from a second thread (decode_ahead on).
+STREAM_READ_FIRST_PART: int
+
 @final
 class EventMetadata:
     """Tracing metadata carried by every event; immutable and hashable."""
@@ -101,13 +121,20 @@ class NativeStore:
     def sqlite(
         url: str,
         create_tables: bool = True,
-        synchronous: str = "NORMAL",
-        busy_timeout_ms: int = 5000,
-        page_size: int = 2048,
-        max_payload_bytes: int = 16777216,
-    ) -> NativeStore: ...
+        synchronous: str = ...,
+        busy_timeout_ms: int = ...,
+        page_size: int = ...,
+        max_payload_bytes: int = ...,
+        decode_ahead: bool = ...,
+        split_reads: bool = ...,
+        coalesce_wal_writes: bool = ...,
+    ) -> NativeStore:
+        """Open an SQLite store; an option not given takes its ``DEFAULT_*`` constant."""
     @staticmethod
-    def memory(max_payload_bytes: int = 16777216) -> NativeStore: ...
+    def memory(max_payload_bytes: int = ...) -> NativeStore: ...
+    @property
+    def decode_ahead(self) -> bool:
+        """Whether a large read decodes its payloads as its rows arrive."""
     def append(self, event: Event, expected_version: int | None = None) -> Event: ...
     @property
     def database_file(self) -> Path | None:
@@ -204,9 +231,6 @@ def encode_payload(value: Any) -> bytes:
 
 def decode_payload(data: bytes) -> Any:
     """Decode bytes made by `encode_payload`."""
-
-def payloads_wanted() -> bool:
-    """Whether the next large read decodes its payloads ahead: the last large read's were used."""
 
 def sqlite_library() -> str:
     """The path of the shared object holding the SQLite library the core calls.

@@ -2,25 +2,38 @@
 
 Signatures name these constants, so ``help()`` shows the values and a change here
 changes every place that uses one. The store defaults (payload limit, busy
-timeout, page size) are the Rust core's as well: ``NativeStore.sqlite`` and
-``NativeStore.memory`` default to the same values when called without them.
+timeout, page size, durability and how large reads are done) are the Rust core's,
+written once there and read here from ``_core.DEFAULT_*``: ``NativeStore.sqlite``
+and ``NativeStore.memory`` use the same values when called without them.
 """
 
 from __future__ import annotations
 
+from stabilize_events import _core
+
 # -- stores ----------------------------------------------------------------------------
 
 #: The largest encoded payload a store accepts (bytes); a larger one is refused with `PayloadError`.
-MAX_PAYLOAD_BYTES = 16 << 20
+MAX_PAYLOAD_BYTES: int = _core.DEFAULT_MAX_PAYLOAD_BYTES
 
 #: How long an SQLite writer waits for a database another connection has locked (ms).
-SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_BUSY_TIMEOUT_MS: int = _core.DEFAULT_BUSY_TIMEOUT_MS
 
 #: The page size of a new SQLite file (bytes): a single-event commit writes one page per index.
-SQLITE_PAGE_SIZE = 2048
+SQLITE_PAGE_SIZE: int = _core.DEFAULT_PAGE_SIZE
 
 #: SQLite durability: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"`` (power loss too).
-SQLITE_SYNCHRONOUS = "NORMAL"
+SQLITE_SYNCHRONOUS: str = _core.DEFAULT_SYNCHRONOUS
+
+#: Whether a large SQLite read decodes its payloads while its later rows are still being read
+#: on a second thread (off: each payload is decoded when its ``data`` is first read).
+SQLITE_DECODE_AHEAD: bool = _core.DEFAULT_DECODE_AHEAD
+
+#: Whether a large SQLite read reads its rows on two threads.
+SQLITE_SPLIT_READS: bool = _core.DEFAULT_SPLIT_READS
+
+#: Whether each SQLite commit writes its WAL frames with one system call.
+SQLITE_COALESCE_WAL_WRITES: bool = _core.DEFAULT_COALESCE_WAL_WRITES
 
 #: The PostgreSQL store's pool: fewest and most connections.
 POSTGRES_MIN_POOL_SIZE = 1
@@ -68,7 +81,10 @@ __all__ = [
     "PROJECTION_BATCH_SIZE",
     "READ_LIMIT",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "SQLITE_COALESCE_WAL_WRITES",
+    "SQLITE_DECODE_AHEAD",
     "SQLITE_PAGE_SIZE",
+    "SQLITE_SPLIT_READS",
     "SQLITE_SYNCHRONOUS",
     "SUBSCRIPTION_BATCH_SIZE",
     "SUBSCRIPTION_MAX_ERRORS",

@@ -40,6 +40,9 @@ enum SessionCache {
 /// on the cache while holding the GIL would wait forever; so it decodes
 /// without the cache instead.
 pub fn session() -> Session {
+    if !crate::tuning::string_cache() {
+        return Session { cache: SessionCache::Own(KeyCache::uncached()) };
+    }
     let cache = match KEY_CACHE.try_lock() {
         Ok(guard) => SessionCache::Shared(guard),
         Err(std::sync::TryLockError::Poisoned(p)) => SessionCache::Shared(p.into_inner()),

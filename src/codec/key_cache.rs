@@ -3,6 +3,7 @@
 //! Event payloads repeat the same few keys (and many short values such as
 //! statuses) millions of times; handing back a cached `str` (one incref) is
 //! cheaper than building a new one, and allocates nothing.
+//! `STABILIZE_EVENTS_STRING_CACHE=off` turns it off (see `crate::tuning`).
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -108,9 +109,8 @@ fn known_text(bytes: &[u8]) -> compact_str::CompactString {
 }
 
 /// The slot of a hash: its top bits. A multiplicative hash mixes its input
-/// into the high bits, while the low ones follow only the last few bytes: ids
-/// ending alike (`wf-250-stage-1234`, `step-1234`) collided there (W3 on such
-/// ids ran 10% slower).
+/// into the high bits, while the low ones may follow only the last few bytes:
+/// ids ending alike (`wf-250-stage-1234`, `step-1234`) would collide there.
 fn slot_of(hash: u64) -> usize {
     (hash >> (64 - SLOTS.trailing_zeros())) as usize
 }
@@ -134,17 +134,12 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a_words.remainder().iter().zip(b_words.remainder()).all(|(x, y)| x == y)
 }
 
+/// `rustc-hash`'s hash of the bytes (fast on short input; its `slot_of` bits spread well).
 fn fx_hash(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).wrapping_mul(K);
-    }
-    for &b in chunks.remainder() {
-        h = (h.rotate_left(5) ^ b as u64).wrapping_mul(K);
-    }
-    h
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 #[cfg(test)]

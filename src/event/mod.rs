@@ -6,7 +6,6 @@ mod metadata;
 mod py_event;
 mod record;
 mod rows;
-pub mod usage;
 
 pub use metadata::EventMetadata;
 pub use py_event::{coerce_event, Event, FIELDS};

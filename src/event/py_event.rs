@@ -1,14 +1,13 @@
 //! The Python `Event` class: an immutable event whose fields are read from an
 //! `EventRecord` on access, and whose payload is decoded only when first read.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::lazy::LazyObject;
-use super::{usage, EventMetadata, EventRecord};
+use super::{EventMetadata, EventRecord};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::codec;
 use crate::errors::{raise, CoreError, Kind};
@@ -26,8 +25,6 @@ pub struct Event {
     data: LazyObject,
     metadata: LazyObject,
     timestamp: LazyObject,
-    /// Handed out by a large read, its payload not asked for yet (see `usage`).
-    watched: AtomicBool,
 }
 
 /// Whether a stored type string reads back as `EventType.UNKNOWN`.
@@ -38,32 +35,14 @@ fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
-        Event {
-            rec,
-            data: LazyObject::new(),
-            metadata: LazyObject::new(),
-            timestamp: LazyObject::new(),
-            watched: AtomicBool::new(false),
-        }
+        Event { rec, data: LazyObject::new(), metadata: LazyObject::new(), timestamp: LazyObject::new() }
     }
 
-    /// `read`, for a record of a read that may be large. Of a large read, the
-    /// first use of its payload is counted (see `usage`), and with
-    /// `decode_now` the payload is decoded now; a payload that cannot be
-    /// decoded is left for `data` to report.
-    pub fn read_of(
-        py: Python<'_>,
-        rec: Arc<EventRecord>,
-        large: bool,
-        decode_now: bool,
-    ) -> PyResult<Bound<'_, Event>> {
-        if !large {
-            return Event::read(py, rec);
-        }
-        let event = Event { watched: AtomicBool::new(true), ..Event::from_record(rec) };
-        if decode_now {
-            let _ = event.decoded_data(py);
-        }
+    /// `read`, with its payload decoded now (a payload that cannot be decoded
+    /// is left for `data` to report).
+    pub fn read_decoded(py: Python<'_>, rec: Arc<EventRecord>) -> PyResult<Bound<'_, Event>> {
+        let event = Event::from_record(rec);
+        let _ = event.decoded_data(py);
         event.untracked(py)
     }
 
@@ -99,7 +78,6 @@ impl Event {
             data: LazyObject::with(self.data.get(py)),
             metadata: LazyObject::with(self.metadata.get(py)),
             timestamp: LazyObject::with(self.timestamp.get(py)),
-            watched: AtomicBool::new(false),
         }
     }
 
@@ -131,11 +109,6 @@ impl Event {
     }
 
     fn data_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // A load first: a swap on every access would cost a locked instruction.
-        if self.watched.load(Ordering::Relaxed) {
-            self.watched.store(false, Ordering::Relaxed);
-            usage::payload_asked();
-        }
         self.decoded_data(py)
     }
 
@@ -344,7 +317,6 @@ impl Event {
             data: LazyObject::with(Some(data_unbound.into_bound(py))),
             metadata: LazyObject::with(meta_obj),
             timestamp: LazyObject::with(timestamp_obj.map(|t| t.into_bound(py))),
-            watched: AtomicBool::new(false),
         })
     }
 

@@ -2,10 +2,13 @@
 //!
 //! Backends stream borrowed `EventView`s (no `Event` objects, no payload
 //! decoding beyond the few keys a rule reads); `WorkflowState` applies the
-//! reference's rules and becomes a Python dict only at the end.
+//! reference's rules (`state`) and becomes a Python dict only at the end
+//! (`to_py`, with the garbage collector paused: `gc_pause`).
 
 mod folder;
+mod gc_pause;
 mod state;
+mod to_py;
 mod view;
 
 pub use folder::{FoldOptions, Folder};

@@ -12,15 +12,11 @@ use std::borrow::Cow;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use rustc_hash::FxBuildHasher;
 
 use super::EventView;
-use crate::codec::decode;
 use crate::codec::validate::validate;
 use crate::codec::view::{self, ViewError, NIL};
-use crate::errors::{CoreError, Kind};
 use crate::time::IsoFormatter;
 
 type Result<T> = std::result::Result<T, ViewError>;
@@ -34,11 +30,12 @@ const PAUSED: &[u8] = b"\xa6PAUSED";
 const SUSPENDED: &[u8] = b"\xa9SUSPENDED";
 const SKIPPED: &[u8] = b"\xa7SKIPPED";
 /// The values `Val::Shared` holds.
-const SHARED: [&[u8]; 8] = [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
+pub(super) const SHARED: [&[u8]; 8] =
+    [NIL, RUNNING, SUCCEEDED, TERMINAL, CANCELED, PAUSED, SUSPENDED, SKIPPED];
 
 /// A kept value.
 #[derive(Debug, Clone)]
-enum Val {
+pub(super) enum Val {
     /// nil and the statuses the rules write: shared statics, no allocation.
     Shared(&'static [u8]),
     /// A payload value, raw msgpack (checked to decode when kept).
@@ -71,8 +68,8 @@ impl Val {
 
 /// Fields of a stage or task in first-set order (a handful: linear search wins).
 #[derive(Debug, Clone, Default)]
-struct Fields {
-    items: Vec<(Cow<'static, str>, Val)>,
+pub(super) struct Fields {
+    pub(super) items: Vec<(Cow<'static, str>, Val)>,
 }
 
 /// Fields a stage or task has at most under the rules: one allocation each.
@@ -107,15 +104,15 @@ impl Fields {
     }
 }
 
-fn same_key(a: &str, b: &str) -> bool {
+pub(super) fn same_key(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 /// Entities by id, in first-seen order.
 #[derive(Debug, Clone, Default)]
-struct Entities {
+pub(super) struct Entities {
     table: HashTable<usize>,
-    items: Vec<(compact_str::CompactString, Fields)>,
+    pub(super) items: Vec<(compact_str::CompactString, Fields)>,
 }
 
 impl Entities {
@@ -148,21 +145,21 @@ impl Entities {
 /// A workflow's state as folded from its events.
 #[derive(Debug, Clone)]
 pub struct WorkflowState {
-    workflow_id: String,
-    status: Val,
-    application: Val,
-    name: Val,
-    start_time: Val,
-    end_time: Val,
-    context: Fields,
+    pub(super) workflow_id: String,
+    pub(super) status: Val,
+    pub(super) application: Val,
+    pub(super) name: Val,
+    pub(super) start_time: Val,
+    pub(super) end_time: Val,
+    pub(super) context: Fields,
     /// The context updates from the first one with a key that is not a string
     /// (an int, None...) on, as raw maps: `context` holds string keys only, so
     /// these are applied over it in order, by `dict.update`, when the state is
     /// built (which also merges `1`, `1.0` and `True` as Python does). Empty
     /// for nearly every workflow.
-    context_tail: Vec<Box<[u8]>>,
-    stages: Entities,
-    tasks: Entities,
+    pub(super) context_tail: Vec<Box<[u8]>>,
+    pub(super) stages: Entities,
+    pub(super) tasks: Entities,
 }
 
 /// A kept copy of `raw`; the statuses the rules themselves write (and nil)
@@ -212,7 +209,7 @@ fn increment(before: Option<&[u8]>) -> Val {
 }
 
 /// (base, n) of a deferred addition made by `increment`.
-fn deferred_parts(raw: &[u8]) -> Option<(&[u8], i64)> {
+pub(super) fn deferred_parts(raw: &[u8]) -> Option<(&[u8], i64)> {
     let (head, len) = match *raw.first()? {
         0xc7 => (3, *raw.get(1)? as usize),
         0xc8 => (4, u16::from_be_bytes([*raw.get(1)?, *raw.get(2)?]) as usize),
@@ -349,58 +346,6 @@ impl WorkflowState {
         };
         update.apply(entity, ev.timestamp_us);
         Ok(())
-    }
-
-    /// The state as the reference's `WorkflowState.to_dict()` returns it.
-    pub fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        // Thousands of acyclic dicts are built here: a collection pass in the
-        // middle would only walk them for nothing.
-        let _pause = GcPause::new();
-        let mut build = Build {
-            py,
-            session: decode::session(),
-            shapes: Shapes::default(),
-            iso: IsoFormatter::default(),
-            shared: Default::default(),
-        };
-        let d = PyDict::new(py);
-        d.set_item("workflow_id", &self.workflow_id)?;
-        let mut acyclic = true;
-        for (key, value) in [
-            ("status", &self.status),
-            ("application", &self.application),
-            ("name", &self.name),
-            ("start_time", &self.start_time),
-            ("end_time", &self.end_time),
-        ] {
-            let (value, ok) = build.leaf(value, None)?;
-            acyclic &= ok;
-            d.set_item(key, value)?;
-        }
-        let (context, ok) = build.fields_dict(&self.context, None)?;
-        acyclic &= ok;
-        for raw in &self.context_tail {
-            let (update, ok) = build.decode(raw)?;
-            acyclic &= ok;
-            // Validated as a map when kept, so a dict.
-            context.update(update.cast::<PyDict>()?.as_mapping())?;
-        }
-        d.set_item("context", context)?;
-        for (key, entities) in [("stages", &self.stages), ("tasks", &self.tasks)] {
-            let out = PyDict::new(py);
-            let mut all = true;
-            for (id, f) in &entities.items {
-                // One string serves as the key and as the entity's "id" field.
-                let id_obj = pyo3::types::PyString::new(py, id);
-                let (fields, ok) = build.fields_dict(f, Some(&id_obj))?;
-                all &= ok;
-                out.set_item(&id_obj, fields)?;
-            }
-            acyclic &= settle(&out, all, !entities.items.is_empty());
-            d.set_item(key, out)?;
-        }
-        settle(&d, acyclic, true);
-        Ok(d)
     }
 
     /// A state from the msgpack of a dict shaped like `to_py`'s (a snapshot).
@@ -553,190 +498,6 @@ impl Update {
             Update::Retried(None) => {
                 let before = entity.get("retry_count").map(|v| v.msgpack().into_owned());
                 entity.put("retry_count", increment(before.as_deref()));
-            }
-        }
-    }
-}
-
-/// What building one state's Python objects shares.
-struct Build<'py> {
-    py: Python<'py>,
-    session: decode::Session,
-    shapes: Shapes<'py>,
-    iso: IsoFormatter,
-    /// The Python objects of `SHARED`, made once per state.
-    shared: [Option<Bound<'py, PyAny>>; SHARED.len()],
-}
-
-impl<'py> Build<'py> {
-    /// One kept value as a Python object (a deferred addition is done here),
-    /// and whether it is acyclic (see `decode::keep_off_collector`); `id` is
-    /// the entity's id string, for `Val::Id`.
-    fn leaf(
-        &mut self,
-        value: &Val,
-        id: Option<&Bound<'py, pyo3::types::PyString>>,
-    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        let py = self.py;
-        let raw = match value {
-            Val::Shared(raw) => match SHARED.iter().position(|s| s == raw) {
-                Some(at) => {
-                    let obj = match &self.shared[at] {
-                        Some(obj) => obj.clone(),
-                        None => {
-                            let obj = self.decode(raw)?.0;
-                            self.shared[at] = Some(obj.clone());
-                            obj
-                        }
-                    };
-                    return Ok((obj, true));
-                }
-                None => *raw,
-            },
-            Val::Raw(raw) => &raw[..],
-            Val::Time(micros) => {
-                let text = self.iso.format(*micros).ok_or_else(|| {
-                    CoreError::new(
-                        Kind::CorruptEvent,
-                        format!("event time {micros} us is outside datetime's range"),
-                    )
-                })?;
-                return Ok((pyo3::types::PyString::new(py, text).into_any(), true));
-            }
-            Val::Id => {
-                let id =
-                    id.ok_or_else(|| CoreError::new(Kind::CorruptEvent, "an entity id outside an entity"))?;
-                return Ok((id.clone().into_any(), true));
-            }
-        };
-        let (raw, add) = deferred_parts(raw).map_or((raw, None), |(base, n)| (base, Some(n)));
-        let (value, acyclic) = self.decode(raw)?;
-        match add {
-            Some(n) => Ok((value.add(n)?, true)),
-            None => Ok((value, acyclic)),
-        }
-    }
-
-    fn decode(&mut self, raw: &[u8]) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        self.session.decode_acyclic(self.py, raw).map_err(|e| {
-            PyErr::from(CoreError::new(
-                Kind::CorruptEvent,
-                format!("folded value cannot be decoded: {}", e.0),
-            ))
-        })
-    }
-
-    /// A stage's, task's or the context's fields as a dict; `id`: the entity's id string.
-    fn fields_dict(
-        &mut self,
-        fields: &Fields,
-        id: Option<&Bound<'py, pyo3::types::PyString>>,
-    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
-        let (d, shape) = self.shapes.empty_dict(self.py, &mut self.session, fields)?;
-        let (mut acyclic, mut holds_dict) = (true, false);
-        for (i, (k, v)) in fields.items.iter().enumerate() {
-            let (value, ok) = self.leaf(v, id)?;
-            acyclic &= ok;
-            holds_dict |= value.is_instance_of::<PyDict>();
-            match shape {
-                Some(s) => d.set_item(&self.shapes.shapes[s].key_objs[i], value)?,
-                None => d.set_item(self.session.key(self.py, k), value)?,
-            }
-        }
-        let acyclic = settle(&d, acyclic, holds_dict);
-        Ok((d, acyclic))
-    }
-}
-
-/// Untrack `dict` if it holds only acyclic values, one a dict (see
-/// `decode::keep_off_collector`); say whether it is acyclic.
-fn settle(dict: &Bound<'_, PyDict>, acyclic: bool, holds_dict: bool) -> bool {
-    if acyclic && holds_dict {
-        decode::keep_off_collector(dict);
-    }
-    acyclic
-}
-
-/// Thousands of stages and tasks share a few key sequences. For each such
-/// shape a template dict (every key, values None) is kept and copied: a copy
-/// takes all the keys in one allocation, and setting a key already present
-/// only swaps its value, where building key by key allocated, grew and
-/// rehashed every dict (W4: a third of the time spent building the answer).
-#[derive(Default)]
-struct Shapes<'py> {
-    shapes: Vec<Shape<'py>>,
-}
-
-type PyKey<'py> = Bound<'py, pyo3::types::PyString>;
-
-struct Shape<'py> {
-    keys: Vec<Cow<'static, str>>,
-    key_objs: Vec<PyKey<'py>>,
-    template: Bound<'py, PyDict>,
-}
-
-/// Shapes kept per state built; an unusual state with more builds the rest key by key.
-const MAX_SHAPES: usize = 64;
-
-impl<'py> Shapes<'py> {
-    /// A dict to fill with `fields`: a copy of its shape's template, and the
-    /// shape's index, whose `key_objs` are in order (None: an empty dict, fill
-    /// it key by key).
-    fn empty_dict(
-        &mut self,
-        py: Python<'py>,
-        session: &mut decode::Session,
-        fields: &Fields,
-    ) -> PyResult<(Bound<'py, PyDict>, Option<usize>)> {
-        let same = |shape: &Shape<'_>| {
-            shape.keys.len() == fields.items.len()
-                && shape.keys.iter().zip(&fields.items).all(|(a, (b, _))| same_key(a, b))
-        };
-        let found = match self.shapes.iter().position(same) {
-            Some(i) => i,
-            None if self.shapes.len() < MAX_SHAPES => {
-                let template = PyDict::new(py);
-                let mut key_objs = Vec::with_capacity(fields.items.len());
-                for (k, _) in &fields.items {
-                    let key = session.key(py, k);
-                    template.set_item(&key, py.None())?;
-                    key_objs.push(key);
-                }
-                let keys = fields.items.iter().map(|(k, _)| k.clone()).collect();
-                self.shapes.push(Shape { keys, key_objs, template });
-                self.shapes.len() - 1
-            }
-            None => return Ok((PyDict::new(py), None)),
-        };
-        Ok((self.shapes[found].template.copy()?, Some(found)))
-    }
-}
-
-/// Pauses Python's cyclic garbage collector while alive (if it was running).
-pub struct GcPause {
-    was_enabled: bool,
-}
-
-impl GcPause {
-    pub fn new() -> Self {
-        // SAFETY: called with the GIL held (from `to_py`); these only flip a flag.
-        let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
-        GcPause { was_enabled }
-    }
-}
-
-impl Default for GcPause {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for GcPause {
-    fn drop(&mut self) {
-        if self.was_enabled {
-            // SAFETY: as above; the GIL is still held when the guard drops.
-            unsafe {
-                pyo3::ffi::PyGC_Enable();
             }
         }
     }

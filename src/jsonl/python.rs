@@ -14,7 +14,7 @@ use super::sqlite_target::SqliteTarget;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event};
 use crate::fold::EventView;
-use crate::store::native::NativeStore;
+use crate::py::native_store::NativeStore;
 use crate::store::{Backend, Filter};
 
 /// Lines of the events with sequences in `(after, up_to]`, appended to `out`;

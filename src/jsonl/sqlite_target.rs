@@ -16,10 +16,10 @@ use rustc_hash::FxHashMap;
 
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
-use crate::store::checkpoint::Checkpointer;
-use crate::store::index_key::index_key;
-use crate::store::sqlite_insert::row_insert_sql;
-use crate::store::wal_vfs;
+use crate::store::sqlite::checkpoint::{Checkpointer, Committing};
+use crate::store::sqlite::index_key::index_key;
+use crate::store::sqlite::insert::row_insert_sql;
+use crate::store::sqlite::wal_vfs;
 
 /// How long a write waits for another writer of the file before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +34,7 @@ const PARAMS: usize = 15;
 
 pub struct SqliteTarget {
     conn: Connection,
-    /// Declared after `conn`, whose WAL hook points at it.
+    /// Told of the WAL's size after each commit on `conn` (see `write`).
     checkpointer: Arc<Checkpointer>,
     path: PathBuf,
     one_sql: String,
@@ -55,15 +55,15 @@ impl SqliteTarget {
             CoreError::new(Kind::StoreOpen, format!("cannot open {} to import into it: {e}", path.display()))
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = wal_vfs::open(path, flags).map_err(failed)?;
+        let conn = wal_vfs::open(path, flags, true).map_err(failed)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
-        // As the store's own writer (`sqlite_store`): NORMAL sync in WAL (a crash loses at most
+        // As the store's own writer (`store::sqlite`): NORMAL sync in WAL (a crash loses at most
         // the last chunks, which a second run writes again), a cache that holds the hot index
         // pages, WAL frames written together (`wal_vfs`) and checkpoints on a thread of their
         // own (`checkpoint`).
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4096").map_err(failed)?;
-        let checkpointer = Checkpointer::new(path.to_path_buf());
-        checkpointer.attach(&conn);
+        let checkpointer = Checkpointer::new(path.to_path_buf(), true);
+        Checkpointer::attach(&conn);
         Ok(SqliteTarget {
             conn,
             checkpointer,
@@ -83,6 +83,8 @@ impl SqliteTarget {
         if events.is_empty() {
             return Ok(0);
         }
+        // The commit's WAL hook finds this import's checkpointer through this guard.
+        let _committing = Committing::enter(Some(&self.checkpointer));
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.error(e, "starting a transaction"))?;
         let written = self.write_in_transaction(events);
         let end = if written.is_ok() { "COMMIT" } else { "ROLLBACK" };

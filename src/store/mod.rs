@@ -1,33 +1,19 @@
-//! Event stores: one `Backend` trait, two backends (SQLite, in-memory), and
-//! the Python-facing `NativeStore` that converts between Python and records.
+//! Event stores: one `Backend` trait (`backend`), two backends (`sqlite/`,
+//! `memory_store`), and what they share: the records they keep, `Filter`,
+//! snapshot checks and split reads.
 //!
 //! Backends work on plain `EventRecord`s without the GIL; everything Python
-//! (encoding payloads, building `Event`s, raising errors) happens in `native`.
+//! (encoding payloads, building `Event`s, raising errors) happens in
+//! `crate::py::native_store`.
 
-pub(crate) mod checkpoint;
+mod backend;
 pub mod filter;
-pub(crate) mod index_key;
 pub mod memory_store;
-pub mod native;
 pub mod snapshot;
-mod split_read;
-pub mod sqlite_insert;
-pub mod sqlite_library;
-mod sqlite_scan;
-pub mod sqlite_store;
-mod sqlite_write;
-pub(crate) mod wal_vfs;
+pub mod split_read;
+pub mod sqlite;
 
-use std::sync::Arc;
-
-use crate::errors::CoreResult;
-use crate::event::EventRecord;
-use crate::fold::EventView;
-
-/// Receives each scanned event (or why a row could not be read) in sequence order.
-pub type Visitor<'v> = dyn FnMut(CoreResult<EventView<'_>>) -> CoreResult<()> + 'v;
-/// Receives each record of `Backend::query_each`.
-pub type Take<'t> = dyn FnMut(Arc<EventRecord>) -> CoreResult<()> + Send + 't;
+pub use backend::{Backend, Take, Visitor};
 pub use filter::Filter;
 
 /// Optimistic concurrency: the entity's latest stored event must have `version`
@@ -85,71 +71,15 @@ pub struct SubscriptionRecord {
     pub updated_at_us: i64,
 }
 
-/// What every backend provides. Implementations are shared between threads.
-pub trait Backend: Send + Sync {
-    /// Store `records` atomically in order if every expectation holds; return
-    /// them with their sequences. On error nothing of the batch is stored.
-    fn append(&self, records: Vec<EventRecord>, expect: Vec<Expectation>) -> CoreResult<Vec<EventRecord>>;
-    /// Records matching `filter`, ordered and paged as it says.
-    fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>>;
-    /// `query`, handing each record to `take` as soon as it is read. An error
-    /// returned by `take` stops the read and is returned.
-    fn query_each(&self, filter: &Filter, take: &mut Take<'_>) -> CoreResult<()> {
-        self.query(filter)?.into_iter().try_for_each(take)
-    }
-    /// Stream the records matching `filter`, by ascending sequence, to `visit`
-    /// without materialising them. With `full` unset only the fields replay
-    /// reads are filled (sequence, ids, types, timestamp, data, schema version).
-    /// An error returned by `visit` stops the scan and is returned.
-    fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()>;
-    /// How many records match `filter` (paging ignored).
-    fn count(&self, filter: &Filter) -> CoreResult<i64>;
-    fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;
-    /// The highest sequence stored, 0 when empty.
-    fn current_sequence(&self) -> CoreResult<i64>;
-    /// The database file, for a backend that keeps one.
-    fn database_file(&self) -> Option<&std::path::Path> {
-        None
-    }
-    /// Store a snapshot, replacing one at the same (entity, sequence).
-    fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()>;
-    /// Snapshots of one entity at or before `max_sequence`, newest first.
-    fn snapshots(
-        &self,
-        entity_type: &str,
-        entity_id: &str,
-        max_sequence: Option<i64>,
-        limit: usize,
-    ) -> CoreResult<Vec<SnapshotRecord>>;
-    /// Create or replace a subscription.
-    fn put_subscription(&self, subscription: &SubscriptionRecord) -> CoreResult<()>;
-    fn subscription(&self, id: &str) -> CoreResult<Option<SubscriptionRecord>>;
-    /// Move a subscription's position; false when it does not exist.
-    fn advance_subscription(&self, id: &str, last_sequence: i64, updated_at_us: i64) -> CoreResult<bool>;
-    /// Remove a subscription; false when it did not exist.
-    fn delete_subscription(&self, id: &str) -> CoreResult<bool>;
-    /// Every subscription, by id.
-    fn subscriptions(&self) -> CoreResult<Vec<SubscriptionRecord>>;
-    /// (commits, appends they stored) since opening, where appends are group-committed.
-    fn commit_stats(&self) -> Option<(u64, u64)> {
-        None
-    }
-    /// Whether a large query reads faster as two halves on two threads (see `split_read`).
-    fn parallel_reads_pay(&self) -> bool {
-        false
-    }
-    /// Release resources; later calls fail with `StoreClosedError`.
-    fn close(&self);
-}
-
 #[cfg(test)]
 mod tests {
     //! The backend contract in Rust terms, run against both backends (the
     //! Python conformance suite covers the same ground through `NativeStore`).
     use super::memory_store::MemoryBackend;
-    use super::sqlite_store::{self, Location, SqliteBackend, SqliteConfig, Synchronous};
+    use super::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
     use super::*;
     use crate::errors::Kind;
+    use crate::event::EventRecord;
 
     fn record(id: &str, workflow: &str, entity: &str, ts: i64) -> EventRecord {
         EventRecord {
@@ -170,13 +100,8 @@ mod tests {
     fn backends(dir: &std::path::Path) -> Vec<Box<dyn Backend>> {
         let sqlite = |location| {
             SqliteBackend::open(SqliteConfig {
-                location,
-                create_tables: true,
-                synchronous: Synchronous::Normal,
                 busy_timeout: std::time::Duration::from_secs(1),
-                page_size: sqlite_store::DEFAULT_PAGE_SIZE,
-                damaged: Default::default(),
-                access: Default::default(),
+                ..SqliteConfig::new(location)
             })
             .expect("open sqlite")
         };
@@ -218,13 +143,9 @@ mod tests {
         let path = dir.join("events.db");
         let open = |synchronous| {
             SqliteBackend::open(SqliteConfig {
-                location: Location::File(path.clone()),
-                create_tables: true,
                 synchronous,
                 busy_timeout: std::time::Duration::from_secs(1),
-                page_size: sqlite_store::DEFAULT_PAGE_SIZE,
-                damaged: Default::default(),
-                access: Default::default(),
+                ..SqliteConfig::new(Location::File(path.clone()))
             })
             .expect("open sqlite")
         };

@@ -8,11 +8,13 @@
 //!   `SPLIT_MIN` more rows are to come, the sequences left between the last
 //!   row read and the last row matching are cut in two, and a second thread
 //!   reads the lower half while this one reads the upper half. Smaller rests
-//!   are read here in one go: starting a thread costs 30-200 us on this VM,
-//!   and its two cores together run two threads only 1.0-2x as fast as one.
+//!   are read here in one go: starting a thread costs tens to hundreds of
+//!   microseconds, and two threads on shared cores may run no faster than one.
 //! - `query_streamed`, in order: a second thread reads the rest and hands its
 //!   rows over a chunk at a time, so this thread can work on the rows read
 //!   (decode their payloads, say) while the rest are being read.
+//!
+//! A store opened with `split_reads=False` reads every query on one thread.
 //!
 //! Each part is read at its own snapshot, later than the first read's. That
 //! is the same result as one read at the latest part's snapshot: rows are

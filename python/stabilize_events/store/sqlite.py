@@ -15,7 +15,10 @@ store passes its connection this way).
 
 Concurrency: threads share one store; several processes may append to one
 file. A writer that finds the file locked waits up to ``busy_timeout_ms``
-(5 s by default) and then raises `StoreError`.
+(`defaults.SQLITE_BUSY_TIMEOUT_MS`, 5 s) and then raises `StoreError`.
+
+Defaults of the keyword options are `stabilize_events.defaults`, which reads them
+from the Rust core (``_core.DEFAULT_*``), so each is written in one place.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from stabilize_events._core import Event, NativeStore
 from stabilize_events.defaults import (
     MAX_PAYLOAD_BYTES,
     SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_COALESCE_WAL_WRITES,
+    SQLITE_DECODE_AHEAD,
     SQLITE_PAGE_SIZE,
+    SQLITE_SPLIT_READS,
     SQLITE_SYNCHRONOUS,
 )
 from stabilize_events.store.caller_connection import CallerConnections
@@ -56,6 +62,19 @@ class SqliteEventStore(NativeEventStore):
     writes one page per index, so small pages keep `append` fast. A payload
     that encodes to more than ``max_payload_bytes`` is refused with `PayloadError`.
 
+    How a large read (hundreds of events or more) is done:
+
+    - ``decode_ahead`` (default on): its payloads are decoded while its later rows are
+      still being read on a second thread, which hides most of the decoding when the
+      caller uses the payloads. Turn it off to read many events without their payloads:
+      each is then decoded when its ``data`` is first read.
+    - ``split_reads`` (default on): the rows of a large read are read on two threads.
+      Off, every read runs on the calling thread alone.
+
+    ``coalesce_wal_writes`` (default on) writes each commit's WAL frames with one system
+    call instead of two per page (see ``src/store/sqlite/wal_vfs.rs``); off, SQLite's own
+    file layer writes them.
+
     A file whose Stabilize ``events`` table holds events our tables do not is
     refused with `SchemaError`, naming the command that copies them over
     (``stabilize-events upgrade URL``); an empty Stabilize table is no reason.
@@ -70,6 +89,9 @@ class SqliteEventStore(NativeEventStore):
         busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         page_size: int = SQLITE_PAGE_SIZE,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        decode_ahead: bool = SQLITE_DECODE_AHEAD,
+        split_reads: bool = SQLITE_SPLIT_READS,
+        coalesce_wal_writes: bool = SQLITE_COALESCE_WAL_WRITES,
     ) -> None:
         # A Path becomes its text; how the text is read is decided in one place (Location::parse).
         if isinstance(connection_string, os.PathLike):
@@ -85,6 +107,9 @@ class SqliteEventStore(NativeEventStore):
                 busy_timeout_ms=busy_timeout_ms,
                 page_size=page_size,
                 max_payload_bytes=max_payload_bytes,
+                decode_ahead=decode_ahead,
+                split_reads=split_reads,
+                coalesce_wal_writes=coalesce_wal_writes,
             )
         )
         #: As given (a Path as its text): the recorder compares it with the workflow store's URL.
@@ -92,6 +117,11 @@ class SqliteEventStore(NativeEventStore):
         self._callers = CallerConnections(self._core, self._core.database_file)
         if self._core.database_file is not None:
             stabilize_bridge.share_files_with_stabilize()
+
+    @property
+    def decode_ahead(self) -> bool:
+        """Whether a large read decodes its payloads as its rows arrive (the ``decode_ahead`` option)."""
+        return self._core.decode_ahead
 
     def can_join(self, connection: Any) -> bool:
         """Whether ``connection`` is an ``sqlite3.Connection`` on this store's database file,

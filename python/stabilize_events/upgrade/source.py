@@ -22,7 +22,7 @@ EVENTS = "events"
 SNAPSHOTS = "snapshots"
 SUBSCRIPTIONS = "event_subscriptions"
 
-#: Ours (see ``src/store/sqlite_store.rs``).
+#: Ours (see ``src/store/sqlite/schema.rs``).
 EVENT_LOG = "event_log"
 EVENT_SNAPSHOT = "event_snapshot"
 EVENT_SUBSCRIPTION = "event_subscription"

@@ -14,12 +14,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::sqlite_insert::{InsertStatement, ROWS};
-use super::sqlite_scan::ScanStatements;
-use super::sqlite_store::{sql_error, SqliteConfig};
-use super::Expectation;
+use super::config::{sql_error, SqliteConfig};
+use super::insert::{InsertStatement, ROWS};
+use super::scan::ScanStatements;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
+use crate::store::Expectation;
 
 const LATEST_VERSION: &str = "SELECT version FROM event_log WHERE entity_id = ?1 \
      AND (?2 IS NULL OR entity_type = ?2) ORDER BY sequence DESC LIMIT 1";
@@ -125,9 +125,9 @@ struct QueueState {
 /// Longest a leader waits for its group to fill before committing. A commit
 /// at full durability costs an fsync (0.1 ms on fast SSDs, milliseconds on
 /// disks), while callers that just got their results back queue their next
-/// append within microseconds. Measured on W6 (8 threads, FULL): 30-60 us
-/// fills every commit (8 appends, from 4.2 without waiting) for ~21k ev/s;
-/// 100-400 us only delays the commit.
+/// append within microseconds. With 8 threads appending at FULL, 30-60 us
+/// filled every commit (8 appends, from 4.2 without waiting); 100-400 us only
+/// delayed the commit.
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Requests waiting for a commit, and who is committing.

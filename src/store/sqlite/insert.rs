@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use rusqlite::{ffi, Connection};
 
 use super::index_key::index_key;
-use super::sqlite_scan::{last_error, prepare};
+use super::scan::{last_error, prepare};
 use crate::event::EventRecord;
 
 const COLUMNS: &str =

@@ -2,25 +2,28 @@
 //! (encoding payloads while it holds the GIL), runs the backend with the GIL
 //! released, and turns records back into lazily-decoded `Event`s.
 
-use std::sync::mpsc::TryRecvError;
-use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use super::index_key::index_key;
-
-use super::memory_store::MemoryBackend;
-use super::snapshot::{self, Integrity, StoredSnapshot};
-use super::sqlite_store::{Location, SqliteBackend, SqliteConfig, Synchronous, DEFAULT_PAGE_SIZE};
-use super::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
+use super::options::{bool_option, expectations, payload_limit, DEFAULT_DECODE_AHEAD};
+use super::read_ahead::read_ahead;
+use super::records::{encode_dict, snapshot_dict, subscription_dict};
 use crate::args::{enum_value, int_arg, str_arg};
-use crate::codec;
-use crate::errors::CoreError;
 use crate::errors::{raise, CoreResult, Kind};
-use crate::event::{coerce_event, usage, Event, EventRecord};
+use crate::event::{coerce_event, Event, EventRecord};
 use crate::fold::Folder;
+use crate::store::memory_store::MemoryBackend;
+use crate::store::snapshot::{self, StoredSnapshot};
+use crate::store::sqlite::config::{
+    DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_PAGE_SIZE, DEFAULT_SPLIT_READS,
+    DEFAULT_SYNCHRONOUS,
+};
+use crate::store::sqlite::index_key::index_key;
+use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
+use crate::store::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
 use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).
@@ -29,105 +32,8 @@ pub struct NativeStore {
     backend: Box<dyn Backend>,
     /// Largest encoded payload accepted by `append` (a guard against runaway events).
     max_payload_bytes: usize,
-}
-
-/// Default `max_payload_bytes`: 16 MiB.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
-
-fn payload_limit(value: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
-    match value.filter(|v| !v.is_none()) {
-        None => Ok(DEFAULT_MAX_PAYLOAD_BYTES),
-        Some(v) => match int_arg(v, "max_payload_bytes")? {
-            n if n > 0 => Ok(n as usize),
-            n => raise(Kind::InvalidArgument, format!("max_payload_bytes must be > 0, not {n}")),
-        },
-    }
-}
-
-/// Expectations from `expected_versions`: a mapping of entity id to version.
-/// The entity type is taken from the batch's event for that entity, if any.
-fn expectations(
-    events: &[Bound<'_, Event>],
-    expected: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<Expectation>> {
-    let Some(mapping) = expected.filter(|m| !m.is_none()) else {
-        return Ok(Vec::new());
-    };
-    let Ok(mapping) = mapping.cast::<PyDict>() else {
-        return raise(Kind::ArgumentType, "expected_versions must be a dict of entity id to version");
-    };
-    let mut out = Vec::with_capacity(mapping.len());
-    for (key, value) in mapping.iter() {
-        let entity_id = str_arg(&key, "expected_versions key")?;
-        let version = int_arg(&value, &format!("expected_versions[{entity_id:?}]"))?;
-        let entity_type = events
-            .iter()
-            .map(|e| e.get().record())
-            .find(|r| r.entity_id == entity_id)
-            .map(|r| r.entity_type.clone());
-        out.push(Expectation { entity_type, entity_id: entity_id.into(), version });
-    }
-    Ok(out)
-}
-
-/// `sys.getswitchinterval()`: how long Python's own loop holds the GIL before offering it.
-fn switch_interval(py: Python<'_>) -> PyResult<Duration> {
-    let seconds: f64 = py.import("sys")?.call_method0("getswitchinterval")?.extract()?;
-    Ok(Duration::from_secs_f64(seconds.max(0.0)))
-}
-
-fn encode_dict(value: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
-    if !value.is_instance_of::<PyDict>() {
-        return raise(Kind::ArgumentType, format!("{root} must be a dict"));
-    }
-    let mut out = Vec::with_capacity(256);
-    codec::encode::encode(value, &mut out).map_err(|e| CoreError::new(Kind::Payload, e.describe(root)))?;
-    Ok(out)
-}
-
-/// Decode a stored blob, or describe why it cannot be (the caller decides whether to skip it).
-fn decode_or_reason<'py>(py: Python<'py>, bytes: &[u8]) -> (Option<Bound<'py, PyAny>>, Option<String>) {
-    match codec::decode::decode(py, bytes) {
-        Ok(v) => (Some(v), None),
-        Err(e) => (None, Some(e.0)),
-    }
-}
-
-fn snapshot_dict<'py>(py: Python<'py>, s: &SnapshotRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let (state, error) = match &s.problem {
-        Some(problem) => (None, Some(problem.clone())),
-        None => decode_or_reason(py, &s.state),
-    };
-    d.set_item("entity_type", &s.entity_type)?;
-    d.set_item("entity_id", &s.entity_id)?;
-    d.set_item("workflow_id", &s.workflow_id)?;
-    d.set_item("version", s.version)?;
-    d.set_item("sequence", s.sequence)?;
-    d.set_item("state", state)?;
-    d.set_item("state_error", error)?;
-    d.set_item("state_hash", &s.state_hash)?;
-    // Checked here over the stored bytes; None for a legacy hash (canonical JSON, checked in Python).
-    let hash_ok = match s.integrity() {
-        Integrity::Intact => Some(true),
-        Integrity::Legacy => None,
-        Integrity::Damaged(_) => Some(false),
-    };
-    d.set_item("hash_ok", hash_ok)?;
-    d.set_item("created_at", time::utc_datetime(py, s.created_at_us)?)?;
-    d.set_item("max_event_time_us", s.max_event_us)?;
-    Ok(d)
-}
-
-fn subscription_dict<'py>(py: Python<'py>, s: &SubscriptionRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let (config, error) = decode_or_reason(py, &s.config);
-    d.set_item("id", &s.id)?;
-    d.set_item("config", config)?;
-    d.set_item("config_error", error)?;
-    d.set_item("last_sequence", s.last_sequence)?;
-    d.set_item("updated_at", time::utc_datetime(py, s.updated_at_us)?)?;
-    Ok(d)
+    /// Whether a large read decodes its payloads as its rows arrive (see `read_events`).
+    decode_ahead: bool,
 }
 
 impl NativeStore {
@@ -147,83 +53,20 @@ impl NativeStore {
 
     /// The events matching `filter`, as a list, read with the GIL released.
     ///
-    /// While the last large read's payloads were used (see `usage`), a large
-    /// read is streamed and its payloads decoded here as its rows come in;
-    /// otherwise it is read in two halves and its payloads left to `data`.
+    /// With `decode_ahead`, a large read is streamed and its payloads decoded
+    /// here as its rows come in; otherwise it is read in two halves and its
+    /// payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
-        let (events, large) = if usage::payloads_wanted() {
-            self.read_ahead(py, filter)?
+        let events = if self.decode_ahead {
+            read_ahead(py, &*self.backend, filter)?
         } else {
             let records = self.run(py, move |b| split_read::query(b, &filter))?;
-            let large = records.len() >= split_read::FIRST_PART as usize;
-            let events = records
+            records
                 .into_iter()
-                .map(|r| Event::read_of(py, r, large, false).map(Bound::unbind))
-                .collect::<PyResult<Vec<_>>>()?;
-            (events, large)
+                .map(|r| Event::read(py, r).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?
         };
-        if large {
-            usage::handed_out(events.len());
-        }
         PyList::new(py, events)
-    }
-
-    /// Reads `filter`'s events decoding each payload as its row arrives, the rows of a
-    /// large read streamed from a second thread; returns them and whether the read was large.
-    fn read_ahead(&self, py: Python<'_>, filter: Filter) -> PyResult<(Vec<Py<Event>>, bool)> {
-        let switch_interval = switch_interval(py)?;
-        let mut events: Vec<Py<Event>> = Vec::new();
-        let mut large_read = false;
-        let mut failed: Option<PyErr> = None;
-        self.run(py, |b| {
-            split_read::query_streamed(b, &filter, &mut |rows| {
-                large_read = rows.large;
-                Python::attach(|py| {
-                    let mut build = |chunk: Vec<Arc<EventRecord>>| {
-                        for r in chunk {
-                            match Event::read_of(py, r, rows.large, true) {
-                                Ok(event) => events.push(event.unbind()),
-                                Err(e) => {
-                                    failed.get_or_insert(e);
-                                }
-                            }
-                        }
-                    };
-                    let mut held_since = Instant::now();
-                    build(rows.first);
-                    let Some(rest) = rows.rest else { return };
-                    // Only this loop locks the receiver (the mutex just makes it Sync), so a poisoned lock means nothing.
-                    let receiver = || rest.lock().unwrap_or_else(PoisonError::into_inner);
-                    loop {
-                        let ready = receiver().try_recv();
-                        let chunk = match ready {
-                            Ok(chunk) => chunk,
-                            Err(TryRecvError::Disconnected) => break,
-                            // Wait for the reader with the GIL let go.
-                            Err(TryRecvError::Empty) => {
-                                let next = py.detach(|| receiver().recv());
-                                held_since = Instant::now();
-                                match next {
-                                    Ok(chunk) => chunk,
-                                    Err(_) => break,
-                                }
-                            }
-                        };
-                        // As Python's own loop does: after holding the GIL for the switch
-                        // interval, let it go once, so that a thread waiting that long takes it.
-                        if held_since.elapsed() >= switch_interval {
-                            py.detach(|| ());
-                            held_since = Instant::now();
-                        }
-                        build(chunk);
-                    }
-                })
-            })
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((events, large_read)),
-        }
     }
 
     /// The record to store for `event`, its payload encoded and checked against the limit.
@@ -268,8 +111,10 @@ impl NativeStore {
     /// Open an SQLite event store at `url` (see `SqliteEventStore`).
     #[staticmethod]
     #[pyo3(signature = (
-        url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None
+        url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None,
+        decode_ahead=None, split_reads=None, coalesce_wal_writes=None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn sqlite(
         py: Python<'_>,
         url: &Bound<'_, PyAny>,
@@ -278,6 +123,9 @@ impl NativeStore {
         busy_timeout_ms: Option<&Bound<'_, PyAny>>,
         page_size: Option<&Bound<'_, PyAny>>,
         max_payload_bytes: Option<&Bound<'_, PyAny>>,
+        decode_ahead: Option<&Bound<'_, PyAny>>,
+        split_reads: Option<&Bound<'_, PyAny>>,
+        coalesce_wal_writes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeStore> {
         let max_payload_bytes = payload_limit(max_payload_bytes)?;
         let page_size = match page_size {
@@ -293,20 +141,17 @@ impl NativeStore {
         let url = str_arg(url, "url")?;
         let synchronous = match synchronous {
             Some(s) => Synchronous::parse(&str_arg(s, "synchronous")?)?,
-            None => Synchronous::Normal,
+            None => DEFAULT_SYNCHRONOUS,
         };
         let busy_ms = match busy_timeout_ms {
             Some(b) => int_arg(b, "busy_timeout_ms")?,
-            None => 5000,
+            None => DEFAULT_BUSY_TIMEOUT_MS as i64,
         };
         if busy_ms < 0 {
             return raise(Kind::InvalidArgument, format!("busy_timeout_ms must be >= 0, not {busy_ms}"));
         }
-        let create_tables = match create_tables {
-            None => true,
-            Some(c) if c.is_instance_of::<pyo3::types::PyBool>() => c.is_truthy()?,
-            Some(_) => return raise(Kind::ArgumentType, "create_tables must be a bool"),
-        };
+        let create_tables = bool_option(create_tables, "create_tables", true)?;
+        let decode_ahead = bool_option(decode_ahead, "decode_ahead", DEFAULT_DECODE_AHEAD)?;
         let (location, access) = Location::parse_with_access(&url)?;
         let config = SqliteConfig {
             location,
@@ -316,9 +161,15 @@ impl NativeStore {
             busy_timeout: Duration::from_millis(busy_ms as u64),
             page_size: page_size as u32,
             damaged: Default::default(),
+            split_reads: bool_option(split_reads, "split_reads", DEFAULT_SPLIT_READS)?,
+            coalesce_wal_writes: bool_option(
+                coalesce_wal_writes,
+                "coalesce_wal_writes",
+                DEFAULT_COALESCE_WAL_WRITES,
+            )?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes })
+        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes, decode_ahead })
     }
 
     /// A new, empty in-memory store.
@@ -328,6 +179,8 @@ impl NativeStore {
         Ok(NativeStore {
             backend: Box::new(MemoryBackend::new()),
             max_payload_bytes: payload_limit(max_payload_bytes)?,
+            // Its reads are never large (see `Backend::parallel_reads_pay`): nothing to decode ahead.
+            decode_ahead: false,
         })
     }
 
@@ -400,6 +253,12 @@ impl NativeStore {
             ],
         )?;
         Ok((event, params))
+    }
+
+    /// Whether a large read decodes its payloads as its rows arrive (the store's `decode_ahead`).
+    #[getter]
+    fn decode_ahead(&self) -> bool {
+        self.decode_ahead
     }
 
     /// The database file this store keeps its events in, or None (memory).
