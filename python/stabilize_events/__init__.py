@@ -12,6 +12,8 @@ in-process `EventBus`::
 The names and behaviour follow ``stabilize.events`` (Stabilize 0.33).
 """
 
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events import errors
@@ -65,6 +67,25 @@ from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType
 
 if TYPE_CHECKING:
     from stabilize_events.store.postgres import PostgresEventStore
+
+
+def _installed_version() -> str:
+    """The version of the installed distribution this code came from (its wheel's or sdist's).
+
+    Code imported from a source tree (``PYTHONPATH=python``) is not what any installed
+    distribution holds, even when one is installed elsewhere, so it reports no version.
+    """
+    try:
+        dist = metadata.distribution("stabilize-events")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+    if Path(str(dist.locate_file("stabilize_events/__init__.py"))).resolve() != Path(__file__).resolve():
+        return "unknown (run from a source tree)"
+    return dist.version
+
+
+#: The installed version, e.g. ``0.1.0``; ``stabilize-events --version`` prints the same.
+__version__ = _installed_version()
 
 
 def __getattr__(name: str) -> Any:

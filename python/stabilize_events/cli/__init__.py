@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
+import stabilize_events
 from stabilize_events.cli import check, demo, read, timeline, transfer, upgrade
 from stabilize_events.cli.common import (
     DEFAULT_STORE,
@@ -38,10 +38,7 @@ from stabilize_events.errors import StabilizeEventsError
 
 def package_version() -> str:
     """The installed version of stabilize-events (``unknown`` when run from a source tree)."""
-    try:
-        return version("stabilize-events")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return stabilize_events.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
