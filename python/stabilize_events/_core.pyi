@@ -177,6 +177,7 @@ class NativeStore:
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = 1,
         skip_corrupt: bool = False,
+        snapshot_after_events: int | None = None,
     ) -> dict[str, Any]: ...
     def latest_snapshot(
         self,

@@ -132,6 +132,7 @@ class EventReplayer:
             as_of_time,
             _seed(snapshot),
             skip_corrupt,
+            self._snapshot_after_events(workflow_id, snapshot, as_of_time),
         )
         for event_id, version in folded["skipped_newer"]:
             logger.warning(
@@ -152,7 +153,9 @@ class EventReplayer:
             skipped_newer=list(folded["skipped_newer"]),
             skipped_corrupt=list(folded["skipped_corrupt"]),
         )
-        if as_of_time is None:
+        if folded.get("snapshot_saved") and self._snapshot_store is not None:
+            self._snapshot_store.record_saved(workflow_id)
+        elif as_of_time is None:
             # A state folded up to a sequence is a valid checkpoint for it.
             self._maybe_snapshot(result, snapshot, folded["max_event_time_us"])
         self.last_result = result
@@ -210,6 +213,19 @@ class EventReplayer:
             EntityType.WORKFLOW, workflow_id, max_sequence=as_of_sequence, max_event_time=as_of_time
         )
 
+    def _snapshot_after_events(
+        self, workflow_id: str, used: _core.StoredSnapshot | Snapshot | None, as_of_time: datetime | None
+    ) -> int | None:
+        """How many events the fold must apply to save a snapshot itself (as it builds the
+        answer, see `FoldsWorkflows.fold_workflow`); None to leave it to `_maybe_snapshot`:
+        no policy, a time-travel query, or a start from a snapshot with a legacy hash."""
+        store = self._snapshot_store
+        if store is None or as_of_time is not None or isinstance(used, Snapshot):
+            return None
+        if used is not None and used.legacy:
+            return None
+        return store.events_due(workflow_id)
+
     def _fold(
         self,
         workflow_id: str,
@@ -218,6 +234,7 @@ class EventReplayer:
         as_of_time: datetime | None,
         initial_state: dict[str, Any] | _core.StoredSnapshot | None,
         skip_corrupt: bool,
+        snapshot_after_events: int | None,
     ) -> dict[str, Any]:
         upcast = _upcaster()
         if isinstance(self._event_store, FoldsWorkflows):
@@ -230,6 +247,7 @@ class EventReplayer:
                 upcast,
                 CURRENT_SCHEMA_VERSION,
                 skip_corrupt,
+                snapshot_after_events,
             )
         # Any other store (Stabilize's own): read its events, fold them in Rust all the same.
         events: Iterator[Event] = iter(self._event_store.get_events_for_workflow(workflow_id, start))

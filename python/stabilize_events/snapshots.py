@@ -143,6 +143,15 @@ class SnapshotPolicy:
             last = self._last_snapshot.get(entity_id)
         return events_since > 0 and last is not None and time.monotonic() - last >= self.time_interval_seconds
 
+    def events_due(self, entity_id: str) -> int:
+        """The fewest events replayed past the last snapshot that call for a new one now:
+        ``should_snapshot(entity_id, n)`` holds exactly for ``n >= events_due(entity_id)``."""
+        with self._lock:
+            last = self._last_snapshot.get(entity_id)
+        if last is not None and time.monotonic() - last >= self.time_interval_seconds:
+            return 1
+        return self.every_n_events
+
     def record_snapshot(self, entity_id: str) -> None:
         """Note that a snapshot of ``entity_id`` was just taken."""
         with self._lock:
@@ -274,6 +283,16 @@ class SnapshotStore:
     def should_snapshot(self, entity_id: str, events_since_snapshot: int) -> bool:
         """Whether the policy (if any) calls for a snapshot now."""
         return self.policy is not None and self.policy.should_snapshot(entity_id, events_since_snapshot)
+
+    def events_due(self, entity_id: str) -> int | None:
+        """The fewest events replayed that call for a snapshot now (`SnapshotPolicy.events_due`);
+        None without a policy."""
+        return None if self.policy is None else self.policy.events_due(entity_id)
+
+    def record_saved(self, entity_id: str) -> None:
+        """Note that a snapshot of ``entity_id`` was saved (by the store, as it folded)."""
+        if self.policy is not None:
+            self.policy.record_snapshot(entity_id)
 
     def record_event(self, entity_id: str) -> None:
         """Count one event towards the policy."""

@@ -11,7 +11,7 @@ use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
 use crate::store::snapshot::StoredSnapshot;
-use crate::store::SnapshotRecord;
+use crate::store::{Backend, SnapshotRecord};
 
 /// How a fold treats events it cannot simply apply.
 pub struct FoldOptions {
@@ -36,6 +36,16 @@ pub struct Folder {
     /// A stored snapshot the state is to start from, read only when the first event is
     /// applied: with no event after it, its stored bytes are decoded as the result directly.
     seed: Option<(String, Arc<SnapshotRecord>)>,
+    /// What the fold started from, for a snapshot it saves: nothing, a stored snapshot's
+    /// (version, newest event time), or a state given as a dict (no snapshot is saved then).
+    start: Start,
+}
+
+#[derive(Clone, Copy)]
+enum Start {
+    Empty,
+    Stored { version: i64, max_event_us: Option<i64> },
+    Given,
 }
 
 /// The keys of a state, in the order `WorkflowState::to_py` writes them.
@@ -58,6 +68,7 @@ impl Folder {
             options,
             py_error: None,
             seed: None,
+            start: Start::Empty,
         }
     }
 
@@ -71,16 +82,20 @@ impl Folder {
         skip_corrupt: bool,
     ) -> PyResult<Folder> {
         let mut seed = None;
+        let mut start = Start::Empty;
         let state = match initial_state.filter(|s| !s.is_none()) {
             // A stored snapshot (its hash checked when it was chosen): seeded from its bytes, lazily.
             Some(s) if s.is_instance_of::<StoredSnapshot>() => {
-                seed = Some((workflow_id.to_owned(), Arc::clone(&s.cast::<StoredSnapshot>()?.get().record)));
+                let record = Arc::clone(&s.cast::<StoredSnapshot>()?.get().record);
+                start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
+                seed = Some((workflow_id.to_owned(), record));
                 WorkflowState::new(workflow_id)
             }
             Some(s) => {
                 if !s.is_instance_of::<PyDict>() {
                     return Err(CoreError::new(Kind::ArgumentType, "initial_state must be a dict").into());
                 }
+                start = Start::Given;
                 let mut raw = Vec::new();
                 crate::codec::encode::encode(s, &mut raw)
                     .map_err(|e| CoreError::new(Kind::Payload, e.describe("initial_state")))?;
@@ -97,6 +112,7 @@ impl Folder {
         };
         let mut folder = Folder::new(state, from_sequence, options);
         folder.seed = seed;
+        folder.start = start;
         Ok(folder)
     }
 
@@ -208,21 +224,91 @@ impl Folder {
         }
     }
 
-    /// `{"state", "events_replayed", "last_sequence", "max_event_time_us", "skipped_newer", "skipped_corrupt"}`.
-    pub fn into_py<'py>(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        // Nothing applied after a stored snapshot: its bytes are the answer.
-        let direct = match &self.seed {
-            Some((workflow_id, record)) => Folder::decoded_seed(py, workflow_id, &record.state),
-            None => None,
+    /// The snapshot of the folded state to save when `min_events` or more events were
+    /// applied (and none skipped, which a snapshot would hide from later rebuilds), with
+    /// no state yet; None when no snapshot is due or the fold started from a given dict.
+    pub fn snapshot_due(&self, workflow_id: &str, min_events: Option<i64>) -> Option<SnapshotRecord> {
+        let min_events = u64::try_from(min_events?.max(1)).ok()?;
+        if self.events_replayed < min_events
+            || !self.skipped_newer.is_empty()
+            || !self.skipped_corrupt.is_empty()
+        {
+            return None;
+        }
+        // The newest event time in the state; unknown if the snapshot it grew from did not say.
+        let (version, max_event_us) = match self.start {
+            Start::Empty => (0, self.max_event_us),
+            Start::Stored { version, max_event_us: None } => (version, None),
+            Start::Stored { version, max_event_us: Some(known) } => {
+                (version, Some(self.max_event_us.map_or(known, |m| m.max(known))))
+            }
+            Start::Given => return None,
         };
-        match direct {
-            Some(state) => d.set_item("state", state)?,
-            None => {
-                self.seed_state()?;
-                d.set_item("state", self.state.to_py(py)?)?;
+        Some(SnapshotRecord {
+            entity_type: "workflow".into(),
+            entity_id: workflow_id.to_owned(),
+            workflow_id: workflow_id.to_owned(),
+            version: version.saturating_add(i64::try_from(self.events_replayed).unwrap_or(i64::MAX)),
+            sequence: self.last_sequence,
+            created_at_us: crate::time::now_micros(),
+            max_event_us,
+            ..SnapshotRecord::default()
+        })
+    }
+
+    /// The state as a Python dict.
+    fn state_py<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // Nothing applied after a stored snapshot: its bytes are the answer.
+        if let Some((workflow_id, record)) = &self.seed {
+            if let Some(state) = Folder::decoded_seed(py, workflow_id, &record.state) {
+                return Ok(state);
             }
         }
+        self.seed_state()?;
+        self.state.to_py(py)
+    }
+
+    /// `{"state", "events_replayed", "last_sequence", "max_event_time_us", "skipped_newer", "skipped_corrupt"}`.
+    pub fn into_py<'py>(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let state = self.state_py(py)?;
+        self.result_py(py, state)
+    }
+
+    /// `into_py`, saving `snapshot` (from `snapshot_due`) of the state to `backend` as well:
+    /// encoded, hashed and written on another thread while the dict is built, and committed
+    /// before this returns. `"snapshot_saved": True` is added; a failed save raises.
+    pub fn into_py_saving<'py>(
+        mut self,
+        py: Python<'py>,
+        backend: &dyn Backend,
+        mut snapshot: SnapshotRecord,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.seed_state()?;
+        let Some(bytes) = self.state.to_msgpack() else {
+            // A state only Python can encode: the caller saves it from the dict.
+            return self.into_py(py);
+        };
+        let (state, saved) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                snapshot.state_hash = crate::store::snapshot::bytes_hash(&bytes);
+                snapshot.state = bytes;
+                backend.save_snapshot(&snapshot)
+            });
+            let state = self.state.to_py(py);
+            // The writer may need the GIL (a store's hooks): let it go while waiting.
+            let saved = py.detach(|| writer.join());
+            (state, saved)
+        });
+        let saved = saved.map_err(|_| CoreError::new(Kind::Store, "saving the snapshot panicked"))?;
+        saved?;
+        let d = self.result_py(py, state?)?;
+        d.set_item("snapshot_saved", true)?;
+        Ok(d)
+    }
+
+    fn result_py<'py>(self, py: Python<'py>, state: Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("state", state)?;
         d.set_item("events_replayed", self.events_replayed)?;
         d.set_item("last_sequence", self.last_sequence)?;
         d.set_item("max_event_time_us", self.max_event_us)?;

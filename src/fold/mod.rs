@@ -8,6 +8,7 @@
 mod folder;
 mod gc_pause;
 mod state;
+mod to_msgpack;
 mod to_py;
 mod view;
 

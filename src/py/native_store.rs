@@ -356,9 +356,12 @@ impl NativeStore {
     /// Fold a workflow's events (after `from_sequence`, up to `to_sequence` and
     /// `to_timestamp`) into its state, starting from `initial_state` if given.
     /// Runs without the GIL except to upcast older events through `upcast`.
+    /// With `snapshot_after_events`, a snapshot of the state is saved too when at least that
+    /// many events were applied (none skipped, no `to_timestamp`), written while the answer is
+    /// built and committed before this returns; the result then holds `"snapshot_saved": True`.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
-        upcast=None, current_schema_version=1, skip_corrupt=false
+        upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn fold_workflow<'py>(
@@ -372,6 +375,7 @@ impl NativeStore {
         upcast: Option<&Bound<'py, PyAny>>,
         current_schema_version: i64,
         skip_corrupt: bool,
+        snapshot_after_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
@@ -391,6 +395,9 @@ impl NativeStore {
             current_schema_version,
             skip_corrupt,
         )?;
+        // A state folded up to an instant is no checkpoint for a sequence: no snapshot then.
+        let snapshot_after_events = snapshot_after_events.filter(|_| to_timestamp.is_none());
+        let entity_id = workflow_id.clone();
         let filter = Filter {
             workflow_id: Some(workflow_id),
             from_sequence: Some(from_sequence),
@@ -405,7 +412,10 @@ impl NativeStore {
             return Err(err);
         }
         scanned?;
-        folder.into_py(py)
+        match folder.snapshot_due(&entity_id, snapshot_after_events) {
+            Some(snapshot) => folder.into_py_saving(py, backend, snapshot),
+            None => folder.into_py(py),
+        }
     }
 
     /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).

@@ -52,6 +52,7 @@ class FoldsWorkflows(ABC):
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
+        snapshot_after_events: int | None = None,
     ) -> dict[str, Any]:
         """Fold the events of ``workflow_id`` after ``from_sequence`` (up to ``to_sequence`` and
         ``to_timestamp``, both inclusive, when given) onto ``initial_state``.
@@ -62,6 +63,11 @@ class FoldsWorkflows(ABC):
         ``state``, ``events_replayed``, ``last_sequence`` (at least ``from_sequence``),
         ``skipped_newer`` (``(event_id, schema_version)`` pairs), ``skipped_corrupt`` (event ids)
         and ``max_event_time_us`` (the newest event time folded, or None).
+
+        With ``snapshot_after_events``, a store may also save a snapshot of the workflow's state
+        when at least that many events were folded (none skipped, no ``to_timestamp``), durable
+        before it returns; it then adds ``snapshot_saved: True`` to the result. Without that key
+        the caller saves one itself if it wants one.
         """
 
 

@@ -889,9 +889,11 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         upcast: Callable[[Event], Event] | None = None,
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
+        snapshot_after_events: int | None = None,
     ) -> dict[str, Any]:
         """Fold a workflow's events into its state in Rust (`_core.fold_events`), the rows
-        streamed from a server-side cursor (memory bounded however long the workflow)."""
+        streamed from a server-side cursor (memory bounded however long the workflow).
+        ``snapshot_after_events`` is not acted on here: the replayer saves snapshots itself."""
         self._check_open()
         text = (
             f"SELECT {_COLUMNS} FROM {self._prefix}event_log WHERE workflow_id = %s AND sequence > %s "
