@@ -143,6 +143,10 @@ def test_policy_counts_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
     assert policy.should_snapshot("w", 1)  # the interval has passed and something happened
     assert not policy.should_snapshot("w", 0)
     assert not policy.should_snapshot("other", 1)  # never snapshotted: no clock running
+    # events_due is the threshold should_snapshot applies now.
+    assert policy.events_due("w") == 1 and policy.events_due("other") == 10
+    policy.record_snapshot("w")
+    assert policy.events_due("w") == 10
 
 
 def test_snapshot_hash_is_sha256_of_canonical_state() -> None:
@@ -207,6 +211,66 @@ def test_second_rebuild_replays_at_most_every_n(kind: str, tmp_path: Path, opene
     store.append_batch(workflow_events(150, start=len(stored_workflow(store))))
     assert plain.replay(WF).events_replayed == 150
     assert plain.replay(WF).events_replayed == 150
+
+
+def stages_and_tasks(n: int) -> list[Event]:
+    """``n`` steps of a stage and its task started and completed, with outputs (no retries)."""
+    events: list[Event] = []
+    for step in range(n):
+        stage, task = f"stage-{step}", f"task-{step}"
+        for kind, entity_type, entity_id, data in (
+            (EventType.STAGE_STARTED, EntityType.STAGE, stage, {"name": f"s{step}", "type": "python"}),
+            (EventType.TASK_STARTED, EntityType.TASK, task, {"name": f"t{step}", "stage_id": stage}),
+            (EventType.TASK_COMPLETED, EntityType.TASK, task, {"outputs": {"i": step, "x": [1.5, None]}}),
+            (EventType.STAGE_COMPLETED, EntityType.STAGE, stage, {"status": "SUCCEEDED"}),
+        ):
+            events.append(
+                Event(
+                    event_type=kind,
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    workflow_id=WF,
+                    timestamp=BASE + timedelta(milliseconds=len(events)),
+                    version=len(events) + 1,
+                    data=data,
+                    metadata=META,
+                )
+            )
+    return events
+
+
+@pytest.mark.parametrize("kind", ["sqlite-file", "sqlite-memory"])
+def test_fold_saves_the_snapshot_it_folds(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
+    """A built-in SQLite store asked to save a snapshot as it folds stores the state the fold
+    answers with (its hash over the stored bytes), and only when enough events were folded."""
+    store = new_store(kind, tmp_path, opened)
+    stored = store.append_batch(stages_and_tasks(30))
+    assert isinstance(store, SqliteEventStore)
+    assert "snapshot_saved" not in store.fold_workflow(WF, snapshot_after_events=121)
+    cut = store.fold_workflow(WF, to_timestamp=BASE + timedelta(hours=1), snapshot_after_events=1)
+    assert "snapshot_saved" not in cut  # a time-travel state is no checkpoint
+    assert store.get_snapshots(EntityType.WORKFLOW, WF) == []
+
+    folded = store.fold_workflow(WF, snapshot_after_events=120)
+    assert folded["snapshot_saved"] is True
+    (row,) = store.get_snapshots(EntityType.WORKFLOW, WF)
+    assert row["hash_ok"] is True and row["state_hash"].startswith("sha256-msgpack:")
+    assert (row["sequence"], row["version"]) == (stored[-1].sequence, 120)
+    assert row["max_event_time_us"] == folded["max_event_time_us"]
+    same_state(row["state"], folded["state"])
+    same_state(folded["state"], fold(WF, stored))
+
+    # A replayer with a policy uses it, and grows the next one from it.
+    replayer = policy_replayer(store, every=4)
+    second = replayer.replay(WF)
+    assert second.from_snapshot and second.events_replayed == 0
+    same_state(second.final_state, folded["state"])
+    more = store.append_batch(stages_and_tasks(31)[120:])
+    third = replayer.replay(WF)
+    assert third.from_snapshot and third.events_replayed == 4
+    newest = store.get_snapshots(EntityType.WORKFLOW, WF)[0]
+    assert (newest["sequence"], newest["version"], newest["hash_ok"]) == (more[-1].sequence, 124, True)
+    same_state(newest["state"], fold(WF, stored + more))
 
 
 def test_snapshots_live_in_the_event_database(tmp_path: Path) -> None:

@@ -227,6 +227,17 @@ pub(super) fn deferred_parts(raw: &[u8]) -> Option<(&[u8], i64)> {
 }
 
 impl WorkflowState {
+    /// The workflow's own fields after its id, keyed and ordered as the built dict has them.
+    pub(super) fn top_fields(&self) -> [(&'static str, &Val); 5] {
+        [
+            ("status", &self.status),
+            ("application", &self.application),
+            ("name", &self.name),
+            ("start_time", &self.start_time),
+            ("end_time", &self.end_time),
+        ]
+    }
+
     /// The empty state of a workflow no event has touched.
     pub fn new(workflow_id: &str) -> Self {
         WorkflowState {

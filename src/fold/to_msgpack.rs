@@ -20,13 +20,7 @@ impl WorkflowState {
         out.map_len(9);
         out.str("workflow_id");
         out.str(&self.workflow_id);
-        for (key, value) in [
-            ("status", &self.status),
-            ("application", &self.application),
-            ("name", &self.name),
-            ("start_time", &self.start_time),
-            ("end_time", &self.end_time),
-        ] {
+        for (key, value) in self.top_fields() {
             out.str(key);
             out.val(value, None)?;
         }

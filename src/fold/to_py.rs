@@ -29,13 +29,7 @@ impl WorkflowState {
         let d = PyDict::new(py);
         d.set_item("workflow_id", &self.workflow_id)?;
         let mut acyclic = true;
-        for (key, value) in [
-            ("status", &self.status),
-            ("application", &self.application),
-            ("name", &self.name),
-            ("start_time", &self.start_time),
-            ("end_time", &self.end_time),
-        ] {
+        for (key, value) in self.top_fields() {
             let (value, ok) = build.leaf(value, None)?;
             acyclic &= ok;
             d.set_item(key, value)?;
