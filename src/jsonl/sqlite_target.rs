@@ -136,8 +136,10 @@ impl SqliteTarget {
                     // The step kept the rows before the one that failed (`OR FAIL`); the
                     // transaction is rolled back by the caller.
                     let group = &fresh[at..at + n];
-                    let failed =
-                        at + written_last.and_then(|s| group.iter().position(|r| r.sequence == s)).map_or(0, |i| i + 1);
+                    let failed = at
+                        + written_last
+                            .and_then(|s| group.iter().position(|r| r.sequence == s))
+                            .map_or(0, |i| i + 1);
                     let failed = failed.min(at + n - 1);
                     return Err(self.insert_error(e, fresh[failed], lines[failed]));
                 }

@@ -136,7 +136,13 @@ impl InsertStatement {
                 }
             }
         }
-        Ok(InsertStatement { one: made[0], many: made[1], many_shared: made[2], db, lead: sequence.lead() as c_int })
+        Ok(InsertStatement {
+            one: made[0],
+            many: made[1],
+            many_shared: made[2],
+            db,
+            lead: sequence.lead() as c_int,
+        })
     }
 
     /// Insert `records` (one, or `ROWS` of them) in one step, returning the
