@@ -1,6 +1,7 @@
 //! Writing imported events into an SQLite event store's file with the
 //! sequences they had, one transaction per call, through a connection of its own
-//! (the store's own writer assigns sequences; an import keeps them).
+//! (the store's own writer assigns sequences; an import keeps them) and the
+//! store's own insert statements (`store::sqlite::insert`).
 //!
 //! An event already there (same sequence, same id) is skipped, so importing
 //! a file twice adds nothing and an interrupted import carries on. An event
