@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
+from conftest import child_env, new_event
 from helpers.jsonl_oracle import event_line, event_record
 from stabilize_events import EntityType, Event, EventMetadata, EventType, SqliteEventStore
 from stabilize_events._core import encode_payload
@@ -274,14 +274,31 @@ def test_ctrl_c_during_import_keeps_whole_chunks_and_resumes(tmp_path: Path) -> 
     assert [e.sequence for e in _all(target)] == list(range(1, 60_001))
 
 
+def _one_workflow(count: int) -> list[Event]:
+    """`count` events of one workflow sharing their metadata (rows stored sharing columns)."""
+    return [new_event() for _ in range(count)]
+
+
+def test_many_events_of_one_workflow_round_trip(tmp_path: Path) -> None:
+    source = _store(tmp_path / "a.db", _one_workflow(80))
+    dump = tmp_path / "dump.jsonl"
+    assert main(["export", str(dump), "--store", source]) == 0
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    assert main(["import", str(dump), "--store", copy]) == 0
+    for a, b in zip(_all(source), _all(copy), strict=True):
+        _same(a, b)
+
+
+# Line 40 of 80 events of one workflow is inside the second group of rows stored together.
+@pytest.mark.parametrize(("many", "line"), [(False, 3), (True, 40)])
 def test_an_event_id_stored_at_another_sequence_is_a_conflict(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], many: bool, line: int
 ) -> None:
-    source = _store(tmp_path / "a.db", _events())
+    source = _store(tmp_path / "a.db", _one_workflow(80) if many else _events())
     dump = tmp_path / "dump.jsonl"
     assert main(["export", str(dump), "--store", source]) == 0
     lines = dump.read_text().splitlines(keepends=True)
-    moved = json.loads(lines[2])
+    moved = json.loads(lines[line - 1])
     moved["sequence"] = 1000
     single = tmp_path / "moved.jsonl"
     single.write_text(json.dumps(moved) + "\n")
@@ -290,7 +307,7 @@ def test_an_event_id_stored_at_another_sequence_is_a_conflict(
     capsys.readouterr()
     assert main(["import", str(dump), "--store", target]) == 1
     err = capsys.readouterr().err
-    assert f"an event with event_id {moved['event_id']} is already stored" in err
+    assert f"line {line}: an event with event_id {moved['event_id']} is already stored" in err
     assert [e.sequence for e in _all(target)] == [1000]  # nothing of the chunk written
 
 

@@ -1,6 +1,7 @@
 //! Writing imported events into an SQLite event store's file with the
 //! sequences they had, one transaction per call, through a connection of its own
-//! (the store's own writer assigns sequences; an import keeps them).
+//! (the store's own writer assigns sequences; an import keeps them) and the
+//! store's own insert statements (`store::sqlite::insert`).
 //!
 //! An event already there (same sequence, same id) is skipped, so importing
 //! a file twice adds nothing and an interrupted import carries on. An event
@@ -17,8 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 use crate::store::sqlite::checkpoint::{Checkpointer, Committing};
-use crate::store::sqlite::index_key::index_key;
-use crate::store::sqlite::insert::row_insert_sql;
+use crate::store::sqlite::insert::{InsertStatement, Sequence, ROWS};
 use crate::store::sqlite::wal_vfs;
 
 /// How long a write waits for another writer of the file before giving up.
@@ -26,26 +26,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const FIX: &str = "Import into an empty store, or into the store this file came from";
 
-/// Rows inserted by one statement (each statement step opens cursors on the table and
-/// every index: fewer, larger steps).
-const ROWS: usize = 32;
-/// Parameters of one row: the sequence, then the columns of `row_insert_sql`.
-const PARAMS: usize = 15;
-
 pub struct SqliteTarget {
+    // Declared before `conn`: its statements are finalized before the connection closes.
+    insert: InsertStatement,
     conn: Connection,
     /// Told of the WAL's size after each commit on `conn` (see `write`).
     checkpointer: Arc<Checkpointer>,
     path: PathBuf,
-    one_sql: String,
-    many_sql: String,
-}
-
-/// The insert of `rows` rows, each with its sequence.
-fn insert_sql(rows: usize) -> String {
-    let one = row_insert_sql();
-    let (head, values) = one.split_once(" VALUES ").unwrap_or((&one, "()"));
-    format!("{head} VALUES {}", vec![values; rows].join(", "))
 }
 
 impl SqliteTarget {
@@ -64,13 +51,9 @@ impl SqliteTarget {
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4096").map_err(failed)?;
         let checkpointer = Checkpointer::new(path.to_path_buf(), true);
         Checkpointer::attach(&conn);
-        Ok(SqliteTarget {
-            conn,
-            checkpointer,
-            path: path.to_path_buf(),
-            one_sql: insert_sql(1),
-            many_sql: insert_sql(ROWS),
-        })
+        // The store's own inserts, given each event's sequence.
+        let insert = InsertStatement::prepare(&conn, Sequence::Kept).map_err(failed)?;
+        Ok(SqliteTarget { insert, conn, checkpointer, path: path.to_path_buf() })
     }
 
     fn error(&self, e: rusqlite::Error, doing: &str) -> CoreError {
@@ -95,7 +78,7 @@ impl SqliteTarget {
         written
     }
 
-    fn write_in_transaction(&self, events: &[(EventRecord, usize)]) -> CoreResult<usize> {
+    fn write_in_transaction(&mut self, events: &[(EventRecord, usize)]) -> CoreResult<usize> {
         let low = events.iter().map(|(r, _)| r.sequence).min().unwrap_or(0);
         let high = events.iter().map(|(r, _)| r.sequence).max().unwrap_or(0);
         let mut held: FxHashMap<i64, String> = FxHashMap::default();
@@ -112,86 +95,82 @@ impl SqliteTarget {
                 held.insert(sequence, id);
             }
         }
-        let mut fresh: Vec<&(EventRecord, usize)> = Vec::with_capacity(events.len());
-        for event in events {
-            let (r, line) = event;
-            match held.get(&r.sequence) {
-                Some(id) if id.as_str() == r.event_id.as_str() => continue,
+        // Sequences rising through the chunk (as an export writes them) cannot repeat in it:
+        // then only those already stored need looking up.
+        let rising = events.windows(2).all(|w| w[0].0.sequence < w[1].0.sequence);
+        let mut seen: FxHashMap<i64, &str> = FxHashMap::default();
+        let mut fresh: Vec<&EventRecord> = Vec::with_capacity(events.len());
+        let mut lines: Vec<usize> = Vec::with_capacity(events.len());
+        for (r, line) in events {
+            let holder = match held.get(&r.sequence) {
+                Some(id) => Some(id.as_str()),
+                None if rising => None,
+                None => seen.get(&r.sequence).copied(),
+            };
+            match holder {
+                Some(id) if id == r.event_id.as_str() => continue,
                 Some(id) => {
                     return Err(CoreError::new(
                         Kind::DuplicateEvent,
                         format!(
-                        "line {line}: sequence {} is held by another event ({id}, not {}); nothing of this \
-                             chunk was imported. {FIX}",
-                        r.sequence, r.event_id
-                    ),
+                            "line {line}: sequence {} is held by another event ({id}, not {}); nothing of \
+                             this chunk was imported. {FIX}",
+                            r.sequence, r.event_id
+                        ),
                     ))
                 }
                 None => {}
             }
-            held.insert(r.sequence, r.event_id.to_string());
-            fresh.push(event);
+            if !rising {
+                seen.insert(r.sequence, r.event_id.as_str());
+            }
+            fresh.push(r);
+            lines.push(*line);
         }
-        let mut rows = fresh.chunks_exact(ROWS);
-        for group in rows.by_ref() {
-            if self.insert(group).is_err() {
-                // Which row broke a constraint: row by row, the batch undone by the caller anyway.
-                for event in group {
-                    self.insert(std::slice::from_ref(event))?;
+        let mut at = 0;
+        while at < fresh.len() {
+            // Whole groups of `ROWS` in one step each, the rest one by one.
+            let n = if fresh.len() - at >= ROWS { ROWS } else { 1 };
+            match self.insert.execute(&fresh[at..at + n]) {
+                Ok(_) => at += n,
+                Err((e, written_last)) => {
+                    // The step kept the rows before the one that failed (`OR FAIL`); the
+                    // transaction is rolled back by the caller.
+                    let group = &fresh[at..at + n];
+                    let failed = at
+                        + written_last
+                            .and_then(|s| group.iter().position(|r| r.sequence == s))
+                            .map_or(0, |i| i + 1);
+                    let failed = failed.min(at + n - 1);
+                    return Err(self.insert_error(e, fresh[failed], lines[failed]));
                 }
             }
-        }
-        for event in rows.remainder() {
-            self.insert(std::slice::from_ref(event))?;
         }
         Ok(fresh.len())
     }
 
-    /// Inserts `rows` with one statement; a constraint broken names the line.
-    fn insert(&self, rows: &[&(EventRecord, usize)]) -> CoreResult<()> {
-        let sql = if rows.len() == ROWS { &self.many_sql } else { &self.one_sql };
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.error(e, "preparing the insert"))?;
-        let bound = rows.iter().enumerate().try_for_each(|(i, (r, _))| -> rusqlite::Result<()> {
-            let at = i * PARAMS;
-            stmt.raw_bind_parameter(at + 1, r.sequence)?;
-            stmt.raw_bind_parameter(at + 2, r.event_id.as_str())?;
-            stmt.raw_bind_parameter(at + 3, r.event_type.as_str())?;
-            stmt.raw_bind_parameter(at + 4, r.timestamp_us)?;
-            stmt.raw_bind_parameter(at + 5, r.entity_type.as_str())?;
-            stmt.raw_bind_parameter(at + 6, r.entity_id.as_str())?;
-            stmt.raw_bind_parameter(at + 7, r.workflow_id.as_str())?;
-            stmt.raw_bind_parameter(at + 8, r.version)?;
-            stmt.raw_bind_parameter(at + 9, r.data.as_slice())?;
-            stmt.raw_bind_parameter(at + 10, r.correlation_id.as_str())?;
-            stmt.raw_bind_parameter(at + 11, r.causation_id.as_deref())?;
-            stmt.raw_bind_parameter(at + 12, r.actor.as_str())?;
-            stmt.raw_bind_parameter(at + 13, r.source_handler.as_deref())?;
-            stmt.raw_bind_parameter(at + 14, r.schema_version)?;
-            stmt.raw_bind_parameter(at + 15, index_key(&r.workflow_id))
-        });
-        match bound.and_then(|()| stmt.raw_execute()) {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, message))
-                if rows.len() == 1
-                    && (e.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
-                        || e.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
+    /// The error of storing the event `r` of line `line` alone; a constraint broken names the line.
+    fn insert_error(&self, e: rusqlite::Error, r: &EventRecord, line: usize) -> CoreError {
+        match e {
+            rusqlite::Error::SqliteFailure(e, message)
+                if e.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
-                let (r, line) = rows[0];
                 let message = message.unwrap_or_default();
                 let why = if message.contains("event_id") {
                     format!("an event with event_id {} is already stored at another sequence", r.event_id)
                 } else {
                     format!("sequence {} appears twice in the file", r.sequence)
                 };
-                Err(CoreError::new(
+                CoreError::new(
                     Kind::DuplicateEvent,
                     format!(
                         "line {line}: {why} (in {}); nothing of this chunk was imported. {FIX}",
                         self.path.display()
                     ),
-                ))
+                )
             }
-            Err(e) => Err(self.error(e, &format!("storing line {}", rows[0].1))),
+            e => self.error(e, &format!("storing line {line}")),
         }
     }
 }

@@ -5,7 +5,10 @@
 //! eighth of a batch append. These statements bind them `SQLITE_STATIC` from
 //! the records, which outlive the step, and are reused for the writer's life.
 //! A batch goes in `ROWS` rows per step, its last few one row per step.
+//! The same statements, given each row's sequence, store an import's events
+//! with the sequences they had (`jsonl::sqlite_target`).
 
+use std::borrow::Borrow;
 use std::ffi::{c_char, c_int};
 use std::ptr::NonNull;
 
@@ -35,9 +38,9 @@ fn is_shared(param: usize) -> bool {
 
 /// Whether every record has the first one's `SHARED` columns (the workflow key
 /// follows from the workflow id).
-fn share_first(records: &[EventRecord]) -> bool {
-    let first = &records[0];
-    records[1..].iter().all(|r| {
+fn share_first<R: Borrow<EventRecord>>(records: &[R]) -> bool {
+    let first = records[0].borrow();
+    records[1..].iter().map(Borrow::borrow).all(|r: &EventRecord| {
         r.workflow_id == first.workflow_id
             && r.correlation_id == first.correlation_id
             && r.actor == first.actor
@@ -54,16 +57,40 @@ fn share_first(records: &[EventRecord]) -> bool {
 /// With `shared`, every row takes the `SHARED` columns from the first row's
 /// parameters: the rows of a batch mostly share their workflow and metadata,
 /// and each parameter bound costs about a hundred instructions.
-fn insert_sql(rows: usize, shared: bool) -> String {
+///
+/// With `sequence`, each row's first parameter is its sequence, before the `COLUMNS`.
+fn insert_sql(rows: usize, shared: bool, sequence: Sequence) -> String {
+    let lead = sequence.lead();
+    let width = PARAMS + lead;
     let row = |r: usize| {
-        let params: Vec<String> = (1..=PARAMS)
-            .map(|c| if shared && r > 0 && is_shared(c) { c } else { r * PARAMS + c })
+        let params: Vec<String> = (1..=width)
+            .map(|c| if shared && r > 0 && c > lead && is_shared(c - lead) { c } else { r * width + c })
             .map(|n| format!("?{n}"))
             .collect();
         format!("({})", params.join(", "))
     };
     let values: Vec<String> = (0..rows).map(row).collect();
-    format!("INSERT OR FAIL INTO event_log ({COLUMNS}) VALUES {}", values.join(", "))
+    let first = if lead == 1 { "sequence, " } else { "" };
+    format!("INSERT OR FAIL INTO event_log ({first}{COLUMNS}) VALUES {}", values.join(", "))
+}
+
+/// Where the inserted rows' sequences come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// The next free ones, in order (an append).
+    Assigned,
+    /// Each record's own `sequence` (an import, keeping them).
+    Kept,
+}
+
+impl Sequence {
+    /// Parameters of a row before its `COLUMNS`.
+    fn lead(self) -> usize {
+        match self {
+            Sequence::Assigned => 0,
+            Sequence::Kept => 1,
+        }
+    }
 }
 
 /// One row of `event_log`, its sequence first (NULL: the next free one), then the
@@ -75,7 +102,7 @@ pub fn row_insert_sql() -> String {
 }
 
 /// Prepared inserts into `event_log` (of one row, and of `ROWS` rows with
-/// and without `SHARED` columns), owned by the connection's writer.
+/// and without `SHARED` columns), owned by the connection's writer (or an import's).
 ///
 /// They must be dropped before their connection is closed (`Writer` orders
 /// its fields so).
@@ -84,19 +111,21 @@ pub struct InsertStatement {
     many: NonNull<ffi::sqlite3_stmt>,
     many_shared: NonNull<ffi::sqlite3_stmt>,
     db: *mut ffi::sqlite3,
+    /// Parameters of a row before its `COLUMNS` (`Sequence::lead`).
+    lead: c_int,
 }
 
 // The statements are only used under the writer's mutex, like their connection.
 unsafe impl Send for InsertStatement {}
 
 impl InsertStatement {
-    pub fn prepare(conn: &Connection) -> rusqlite::Result<InsertStatement> {
+    pub fn prepare(conn: &Connection, sequence: Sequence) -> rusqlite::Result<InsertStatement> {
         // SAFETY: the handle is valid while `conn` is open; the statements are
         // finalized (in Drop) before the owning `Writer` closes `conn`.
         let db = unsafe { conn.handle() };
         let mut made = Vec::with_capacity(3);
         for (rows, shared) in [(1, false), (ROWS, false), (ROWS, true)] {
-            match prepare(db, &insert_sql(rows, shared)) {
+            match prepare(db, &insert_sql(rows, shared, sequence)) {
                 Ok(stmt) => made.push(stmt),
                 Err(e) => {
                     // SAFETY: prepared above and not kept.
@@ -107,15 +136,24 @@ impl InsertStatement {
                 }
             }
         }
-        Ok(InsertStatement { one: made[0], many: made[1], many_shared: made[2], db })
+        Ok(InsertStatement {
+            one: made[0],
+            many: made[1],
+            many_shared: made[2],
+            db,
+            lead: sequence.lead() as c_int,
+        })
     }
 
     /// Insert `records` (one, or `ROWS` of them) in one step, returning the
-    /// sequence (rowid) the last was given; the others were given the ones
-    /// before it, in order (each row of an insert without a rowid gets one
-    /// more than the largest in the table). On failure, also the sequence the
-    /// step gave the last record it wrote before the one that failed, if any.
-    pub fn execute(&mut self, records: &[EventRecord]) -> Result<i64, (rusqlite::Error, Option<i64>)> {
+    /// sequence (rowid) the last was given; with `Sequence::Assigned` the others
+    /// were given the ones before it, in order (each row of an insert without a
+    /// rowid gets one more than the largest in the table). On failure, also the
+    /// sequence of the last record the step wrote before the one that failed, if any.
+    pub fn execute<R: Borrow<EventRecord>>(
+        &mut self,
+        records: &[R],
+    ) -> Result<i64, (rusqlite::Error, Option<i64>)> {
         let shared = records.len() > 1 && share_first(records);
         let s = match records.len() {
             1 => self.one.as_ptr(),
@@ -130,8 +168,14 @@ impl InsertStatement {
             // No event has rowid 0: still 0 after a failed step, the step wrote nothing.
             ffi::sqlite3_set_last_insert_rowid(self.db, 0);
             let mut rc = ffi::SQLITE_OK;
-            for (row, r) in records.iter().enumerate() {
-                let at = (row * PARAMS) as c_int;
+            let lead = self.lead;
+            for (row, r) in records.iter().map(Borrow::borrow).enumerate() {
+                let base = row as c_int * (PARAMS as c_int + lead);
+                if lead == 1 && rc == ffi::SQLITE_OK {
+                    rc = ffi::sqlite3_bind_int64(s, base + 1, r.sequence);
+                }
+                // Column `i` of `COLUMNS` (from 1) is parameter `at + i`.
+                let at = base + lead;
                 // The statement reads these from the first row's parameters.
                 let skip = |i: c_int| shared && row > 0 && is_shared(i as usize);
                 let mut text = |i: c_int, v: Option<&str>| {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, ErrorCode};
 
 use super::config::{sql_error, SqliteConfig};
-use super::insert::{InsertStatement, ROWS};
+use super::insert::{InsertStatement, Sequence, ROWS};
 use super::scan::ScanStatements;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
@@ -315,7 +315,7 @@ fn insert(
     let stmt = match &mut writer.insert {
         Some(stmt) => stmt,
         slot => slot.insert(
-            InsertStatement::prepare(&writer.conn)
+            InsertStatement::prepare(&writer.conn, Sequence::Assigned)
                 .map_err(|e| sql_error(e, "preparing the insert", config))?,
         ),
     };
