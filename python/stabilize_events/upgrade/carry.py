@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from stabilize_events._core import Event
 from stabilize_events.errors import PayloadError, SchemaError, StoreError
@@ -298,10 +298,55 @@ def subscription_record(
     }
 
 
+class UpgradeSteps(Protocol):
+    """One upgrade's steps over its source and our store (the SQLite and PostgreSQL runs)."""
+
+    result: Result
+
+    def copy_events(self) -> int:
+        """Copy the events ours lacks; return the last sequence copied."""
+
+    def copy_snapshots(self) -> None:
+        """Copy the snapshots ours lacks."""
+
+    def copy_subscriptions(self) -> None:
+        """Copy the subscription positions ours lacks."""
+
+    def verify_events(self, last_sequence: int) -> int:
+        """Compare every event up to ``last_sequence``; return how many the source holds."""
+
+    def verify_snapshots(self) -> None:
+        """Compare every copied snapshot."""
+
+    def verify_subscriptions(self) -> None:
+        """Compare every subscription."""
+
+    def drop_old(self, last_sequence: int, events: int) -> None:
+        """Drop Stabilize's tables unless events arrived since the verification."""
+
+
+def carry_out(run: UpgradeSteps, *, drop_old: bool) -> None:
+    """Copy, verify, and with ``drop_old`` drop Stabilize's tables, only after a verification
+    that found no difference (otherwise ``result.not_dropped`` says why)."""
+    last = run.copy_events()
+    run.copy_snapshots()
+    run.copy_subscriptions()
+    events = run.verify_events(last)
+    run.verify_snapshots()
+    run.verify_subscriptions()
+    if drop_old:
+        if run.result.verified:
+            run.drop_old(last, events)
+        else:
+            run.result.not_dropped = "the verification found differences"
+
+
 __all__ = [
     "CHANGED_DURING_UPGRADE",
     "SNAPSHOT_COLUMNS",
     "OpenStore",
+    "UpgradeSteps",
+    "carry_out",
     "compare_events",
     "compare_snapshot",
     "compare_subscriptions",

@@ -40,6 +40,7 @@ from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
     CHANGED_DURING_UPGRADE,
     SNAPSHOT_COLUMNS,
+    carry_out,
     compare_snapshot,
     compare_subscriptions,
     copy_event_chunks,
@@ -280,7 +281,7 @@ class _Upgrade:
     def _ours(self) -> AbstractContextManager[PostgresEventStore]:
         return nullcontext(self.store)
 
-    def subscriptions(self) -> list[dict[str, Any]]:
+    def _subscriptions(self) -> list[dict[str, Any]]:
         if not self.tables.has_subscriptions:
             return []
         rows = self.conn.execute(
@@ -288,6 +289,10 @@ class _Upgrade:
             f"FROM {self.tables.qualified(SUBSCRIPTIONS)} ORDER BY id"
         ).fetchall()
         return [subscription_record(*row) for row in rows]
+
+    def copy_subscriptions(self) -> None:
+        """Copy the subscription positions our table lacks."""
+        copy_subscriptions(self.result, self.store, self._subscriptions())
 
     # -- verification ------------------------------------------------------------------
 
@@ -315,6 +320,10 @@ class _Upgrade:
         for batch in self._snapshot_rows():
             for row in batch:
                 compare_snapshot(self.result, self.store, row)
+
+    def verify_subscriptions(self) -> None:
+        """Each subscription is ours with the same filters, at Stabilize's position or further on."""
+        compare_subscriptions(self.result, self.store, self._subscriptions())
 
     # -- dropping -------------------------------------------------------------------
 
@@ -345,18 +354,7 @@ def upgrade(
     `stabilize_events.upgrade.run.upgrade`."""
     run = _Upgrade(url, chunk_size, progress or Silent())
     try:
-        last = run.copy_events()
-        run.copy_snapshots()
-        subs = run.subscriptions()
-        copy_subscriptions(run.result, run.store, subs)
-        events = run.verify_events(last)
-        run.verify_snapshots()
-        compare_subscriptions(run.result, run.store, subs)
-        if drop_old:
-            if run.result.verified:
-                run.drop_old(last, events)
-            else:
-                run.result.not_dropped = "the verification found differences"
+        carry_out(run, drop_old=drop_old)
     except psycopg.Error as exc:
         raise StoreError(
             f"the upgrade of {run.survey.path} failed: {' '.join(str(exc).split())}. What was copied so "

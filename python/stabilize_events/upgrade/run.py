@@ -36,6 +36,7 @@ from stabilize_events.upgrade import convert
 from stabilize_events.upgrade.carry import (
     CHANGED_DURING_UPGRADE,
     SNAPSHOT_COLUMNS,
+    carry_out,
     compare_snapshot,
     compare_subscriptions,
     copy_event_chunks,
@@ -407,17 +408,7 @@ def upgrade(
         return postgres_run.upgrade(url, chunk_size=chunk_size, drop_old=drop_old, progress=progress)
     run = _Upgrade(url, chunk_size, progress or Silent())
     try:
-        last = run.copy_events()
-        run.copy_snapshots()
-        run.copy_subscriptions()
-        events = run.verify_events(last)
-        run.verify_snapshots()
-        run.verify_subscriptions()
-        if drop_old:
-            if run.result.verified:
-                run.drop_old(last, events)
-            else:
-                run.result.not_dropped = "the verification found differences"
+        carry_out(run, drop_old=drop_old)
     except sqlite3.Error as exc:
         raise StoreError(
             f"the upgrade of {run.survey.path} failed: {exc}. What was copied so far is kept; "
