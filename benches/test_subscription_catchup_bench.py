@@ -8,6 +8,9 @@ is up to date: ours with ``catch_up()``, the reference (whose manager has no
 catch-up call) with ``process_once()`` until its position reaches the end.
 Ours persists the position after every batch; the reference's
 ``process_once`` does not persist at all. Target: >= 200,000 ev/s.
+
+``test_subscription_catch_up_in_memory`` does the same over our `InMemoryEventStore`
+(ours only), printed as "Subscription catch-up in-memory" beside the SQLite figure.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Impl, record_rate, remove_db
-from streams import env_int
+from conftest import Impl, record_extra, record_rate, remove_db
+from streams import env_int, ours_api, store_batches
 
 TOTAL = env_int("SUB_EVENTS", 200_000)
 
@@ -75,3 +78,29 @@ def test_subscription_catch_up(benchmark: Any, impl: Impl, sub_store: Any) -> No
     )
     assert delivered == TOTAL
     record_rate(benchmark, impl, "Subscription catch-up", TOTAL)
+
+
+def test_subscription_catch_up_in_memory(benchmark: Any) -> None:
+    from stabilize_events import InMemoryEventStore, SubscriptionManager
+
+    store = InMemoryEventStore()
+    for batch in store_batches(ours_api(), TOTAL):
+        store.append_batch(batch)
+    manager = SubscriptionManager(store)
+    ids = itertools.count()
+
+    def new_subscription() -> tuple[tuple[str], dict[str, Any]]:
+        subscription_id = f"bench-{next(ids)}"
+        manager.create_subscription(subscription_id, noop, start_from="beginning")
+        return (subscription_id,), {}
+
+    delivered = benchmark.pedantic(
+        manager.catch_up, setup=new_subscription, rounds=5, iterations=1, warmup_rounds=0
+    )
+    assert delivered == TOTAL
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        eps = TOTAL / stats.stats.median
+        benchmark.extra_info.update(events=TOTAL, events_per_second=round(eps))
+        record_extra("Subscription catch-up", "in-memory", eps, benchmark.extra_info)
+    store.close()

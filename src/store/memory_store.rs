@@ -102,16 +102,21 @@ impl Backend for MemoryBackend {
 
     fn query(&self, filter: &Filter) -> CoreResult<Vec<Arc<EventRecord>>> {
         self.read(|s| {
-            let mut hits: Vec<Arc<EventRecord>> =
-                candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect();
+            let skip = filter.offset.max(0) as usize;
+            let take = filter.limit.map_or(usize::MAX, |l| l.max(0) as usize);
+            let matching = candidates(s, filter).filter(|r| filter.matches(r));
+            if filter.order_by == OrderBy::Sequence && filter.ascending {
+                // Already in answer order: stop at the limit instead of copying every match
+                // (a catch-up reading 100 events at a time would copy the whole tail each time).
+                return matching.skip(skip).take(take).cloned().collect();
+            }
+            let mut hits: Vec<Arc<EventRecord>> = matching.cloned().collect();
             if filter.order_by == OrderBy::Timestamp {
                 hits.sort_by_key(|r| (r.timestamp_us, r.sequence));
             }
             if !filter.ascending {
                 hits.reverse();
             }
-            let skip = filter.offset.max(0) as usize;
-            let take = filter.limit.map_or(usize::MAX, |l| l.max(0) as usize);
             hits.into_iter().skip(skip).take(take).collect()
         })
     }
@@ -205,7 +210,8 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// The records worth testing against `filter`, in sequence order, using an index when one applies.
+/// The records worth testing against `filter`, in sequence order, using an index when one applies
+/// and only those within its sequence range.
 fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
     let indexed = match (&filter.workflow_id, &filter.entity_id) {
         (Some(w), _) => Some(s.by_workflow.get(w.as_str())),
@@ -217,12 +223,16 @@ fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a 
             // Skip straight past from_sequence: indexes are in sequence order.
             let start =
                 filter.from_sequence.map_or(0, |from| idx.partition_point(|&i| (i as i64 + 1) <= from));
-            Box::new(idx[start..].iter().map(move |&i| &s.events[i]))
+            let end =
+                filter.to_sequence.map_or(idx.len(), |to| idx.partition_point(|&i| (i as i64 + 1) <= to));
+            Box::new(idx[start..end.max(start)].iter().map(move |&i| &s.events[i]))
         }
         Some(None) => Box::new(std::iter::empty()),
         None => {
-            let start = filter.from_sequence.map_or(0, |from| from.clamp(0, s.events.len() as i64) as usize);
-            Box::new(s.events[start..].iter())
+            let len = s.events.len() as i64;
+            let start = filter.from_sequence.map_or(0, |from| from.clamp(0, len) as usize);
+            let end = filter.to_sequence.map_or(len, |to| to.clamp(0, len)) as usize;
+            Box::new(s.events[start..end.max(start)].iter())
         }
     }
 }
