@@ -89,6 +89,25 @@ def test_workflows_time_filter(demo_url: str, capsys: pytest.CaptureFixture[str]
     assert code == 0 and "reindex-products" not in {w["name"] for w in json.loads(out)}
 
 
+def test_an_age_is_taken_as_the_value_of_a_time_option(
+    demo_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As the help shows it: `--since -1d`, not only `--since=-1d`.
+    code, out, _ = run(capsys, "workflows", "--since", "-36500d", "--json")
+    assert code == 0 and len(json.loads(out)) == 5
+    code, out, _ = run(capsys, "workflows", "--until", "-36500d", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run(capsys, "events", "--since", "-36500d", "--until", "-1s", "--json")
+    assert code == 0 and len(out.splitlines()) == 71
+    wf = workflows(capsys)["nightly-etl"]["workflow_id"]
+    code, out, _ = run(capsys, "state", wf, "--as-of-time", "-0s", "--json")
+    assert code == 0 and json.loads(out)["status"] == "SUCCEEDED"
+    # Only an age is joined: an option after a time option is still an option.
+    with pytest.raises(SystemExit):
+        run(capsys, "events", "--since", "--json")
+    assert "expected one argument" in capsys.readouterr().err
+
+
 def test_events_filters(demo_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     wf = workflows(capsys)["nightly-etl"]["workflow_id"]
     code, out, _ = run(capsys, "events", "--workflow", wf, "--json")

@@ -15,6 +15,7 @@ takes ``--json``. Exit codes are listed in `stabilize_events.cli.common`;
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import stabilize_events
@@ -30,6 +31,7 @@ from stabilize_events.cli.common import (
     STORE_ENV,
     NotFoundError,
     UsageError,
+    attach_ages,
     error,
     open_store,
 )
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_ages(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
     except UsageError as exc:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -150,15 +151,20 @@ def close(store: EventStore) -> None:
         closer()
 
 
+#: Seconds per unit of an age (``-30m``).
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: An age: a minus sign, a whole number, a unit.
+AGE = re.compile(r"-[0-9]+[smhd]")
+
+
 def parse_time(text: str) -> datetime:
     """An instant from the command line: ISO 8601 (naive means UTC) or ``-N[smhd]`` (ago).
 
     Raises `UsageError` with the accepted forms when ``text`` is neither.
     """
     value = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value.startswith("-") and value[-1:] in units and value[1:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[1:-1]) * units[value[-1]])
+    if AGE.fullmatch(value):
+        return datetime.now(UTC) - timedelta(seconds=int(value[1:-1]) * AGE_UNITS[value[-1]])
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -167,6 +173,22 @@ def parse_time(text: str) -> datetime:
             f"(no offset means UTC), or an age like -30m, -2h, -1d"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+#: The options that take a `parse_time` value.
+TIME_OPTIONS = ("--since", "--until", "--as-of-time")
+
+
+def attach_ages(argv: Sequence[str]) -> list[str]:
+    """``argv`` with an age after a time option joined to it (``--since -1d`` becomes
+    ``--since=-1d``): argparse takes a value starting with ``-`` for an option of its own."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] in TIME_OPTIONS and AGE.fullmatch(arg):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
 
 
 def time_arg(text: str) -> datetime:
