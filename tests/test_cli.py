@@ -192,6 +192,12 @@ def test_state_now_as_of_sequence_and_time(demo_url: str, capsys: pytest.Capture
     assert code == 0 and "Migrate schema" in out and "UniqueViolation" in out
     code, _, err = run(capsys, "state", "no-such-workflow")
     assert code == 3 and "no workflow 'no-such-workflow'" in err
+    # Before the workflow's first event: said so, not an empty table.
+    code, out, _ = run(capsys, "state", wf, "--as-of-seq", str(events[0]["sequence"] - 1))
+    assert code == 0 and f"had no events yet as of sequence {events[0]['sequence'] - 1}" in out
+    assert f"its first event is sequence {events[0]['sequence']}" in out
+    code, out, _ = run(capsys, "state", wf, "--as-of-time", "2000-01-01")
+    assert code == 0 and "had no events yet as of 2000-01-01T00:00:00+00:00" in out
     with pytest.raises(SystemExit):
         main(["state", wf, "--as-of-seq", "3", "--as-of-time", "-1h"])  # one or the other
 

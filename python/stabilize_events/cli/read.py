@@ -369,10 +369,20 @@ def cmd_state(args: argparse.Namespace) -> int:
         else:
             state = replayer.rebuild_workflow_state(args.workflow, as_of_sequence=args.as_of_seq)
             when = f"as of sequence {args.as_of_seq}" if args.as_of_seq is not None else "now"
+        replayed = replayer.last_result
+        first = None
+        if replayed is not None and replayed.last_sequence == 0:
+            first = next(iter(store.get_events(EventQuery(workflow_id=args.workflow, limit=1))), None)
     finally:
         close(store)
     if args.json:
         print_json(state)
+        return EXIT_OK
+    if first is not None:
+        console().print(
+            f"workflow {args.workflow} had no events yet {when}: its first event is sequence "
+            f"{first.sequence}, at {_when(first.timestamp)} UTC"
+        )
         return EXIT_OK
     _state_tables(state, f"workflow {args.workflow} {when}")
     return EXIT_OK
