@@ -169,8 +169,11 @@ def test_missing_step_strict_and_lenient() -> None:
     migrator = EventMigrator()
     migrator.register(0, 1)(v0_to_v1)
     old = ev(EventType.TASK_COMPLETED, "t1", 0, {"state": "x"}, schema_version=0)
-    with pytest.raises(ValueError, match="v1 to v2"):
+    with pytest.raises(ValueError, match="v1 to v2") as refused:
         migrator.migrate(old, target_version=2)
+    # From the documented hierarchy, naming the event and the fix.
+    assert isinstance(refused.value, errors.InvalidArgumentError)
+    assert old.event_id in str(refused.value) and "register(1, 2)" in str(refused.value)
     partly = migrator.migrate(old, target_version=2, strict=False)
     assert partly.schema_version == 1 and partly.data == {"status": "x"}  # migrated as far as possible
 
@@ -184,7 +187,7 @@ def test_newer_event_is_never_migrated_down(caplog: pytest.LogCaptureFixture) ->
     migrator = EventMigrator()
     migrator.register(0, 1)(v0_to_v1)
     newer = ev(EventType.TASK_COMPLETED, "t1", 0, {"state": "x"}, schema_version=2)
-    with pytest.raises(ValueError, match="newer"):
+    with pytest.raises(errors.InvalidArgumentError, match="newer"):
         migrator.migrate(newer)
     caplog.set_level(logging.WARNING)
     assert migrator.migrate(newer, strict=False) is newer

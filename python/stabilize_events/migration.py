@@ -43,9 +43,9 @@ class EventMigrator:
     def migrate(self, event: Event, target_version: int | None = None, strict: bool = True) -> Event:
         """``event`` migrated step by step to ``target_version`` (default: current).
 
-        A missing step raises ValueError when ``strict``; otherwise the event is
-        returned as migrated so far. An event newer than the target is refused
-        (ValueError when strict, else returned unchanged with a warning).
+        A missing step raises `InvalidArgumentError` (a ``ValueError``) when ``strict``;
+        otherwise the event is returned as migrated so far. An event newer than the target
+        is refused (the same error when strict, else returned unchanged with a warning).
         """
         target = CURRENT_SCHEMA_VERSION if target_version is None else target_version
         version = event.schema_version
@@ -53,17 +53,23 @@ class EventMigrator:
             return event
         if version > target:
             message = (
-                f"event {event.event_id} has schema v{version}, newer than v{target}; refusing to apply it"
+                f"event {event.event_id} has schema v{version}, newer than v{target}; refusing to apply it "
+                "(migrations only go up: read it with the newer build that wrote it)"
             )
             if strict:
-                raise ValueError(message)
+                raise InvalidArgumentError(message)
             logger.warning("%s", message)
             return event
         while version < target:
             step = self._migrations.get((version, version + 1))
             if step is None:
                 if strict:
-                    raise ValueError(f"no migration registered from schema v{version} to v{version + 1}")
+                    raise InvalidArgumentError(
+                        f"no migration registered from schema v{version} to v{version + 1}, needed for "
+                        f"event {event.event_id} (schema v{event.schema_version}); register one with "
+                        f"@migrator.register({version}, {version + 1}) on a function taking the v{version} "
+                        f"Event and returning it as v{version + 1}"
+                    )
                 return event
             event = step(event)
             version += 1
