@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 from helpers.models import Task, WorkflowStatus, sample_workflow
-from stabilize_events import EntityType, Event, EventStore, EventType, InMemoryEventStore, SqliteEventStore
+from stabilize_events import (
+    EntityType,
+    Event,
+    EventStore,
+    EventType,
+    InMemoryEventStore,
+    SqliteEventStore,
+    errors,
+)
 from stabilize_events.bus import SubscriptionMode, get_event_bus, reset_event_bus
 from stabilize_events.recorder import (
     EventRecorder,
@@ -159,3 +167,18 @@ def test_sqlite_events_survive_reopening(tmp_path: Path) -> None:
         assert reopened.get_events_for_workflow("wf-1") == recorded
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [("sqlite:///app.db", "SqliteEventStore('sqlite:///app.db')"), (None, "InMemoryEventStore()")],
+)
+def test_something_that_is_no_store_is_refused_with_nothing_configured(given: object, hint: str) -> None:
+    bus = get_event_bus()
+    with pytest.raises(errors.ArgumentTypeError, match=r"^event_store must be an event store") as refused:
+        configure_event_sourcing(given)  # type: ignore[arg-type]
+    assert hint in str(refused.value)
+    # Nothing was configured: no recorder, the same bus.
+    assert get_event_recorder() is None and get_event_bus() is bus
+    with pytest.raises(errors.ArgumentTypeError):
+        EventRecorder(given)  # type: ignore[arg-type]

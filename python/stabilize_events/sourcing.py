@@ -8,7 +8,7 @@ from datetime import datetime
 from stabilize_events import stabilize_bridge
 from stabilize_events.bus import configure_event_bus
 from stabilize_events.recorder.instance import configure_event_recorder
-from stabilize_events.recorder.recorder import EventRecorder
+from stabilize_events.recorder.recorder import EventRecorder, require_event_store
 from stabilize_events.store.interface import EventStore
 
 
@@ -40,6 +40,7 @@ def configure_event_sourcing(
     ``clock`` stamps each event the recorder builds with its time instead of the
     current one (see `EventRecorder`; default None: the current time).
     """
+    require_event_store(event_store)
     wire = stabilize_bridge.stabilize_installed() if stabilize is None else stabilize
     hooks = stabilize_bridge.load() if wire else None
     bus = configure_event_bus(max_workers=bus_max_workers)

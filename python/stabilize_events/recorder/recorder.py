@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 from stabilize_events._core import Event, EventMetadata
 from stabilize_events.bus import get_event_bus
+from stabilize_events.errors import ArgumentTypeError
 from stabilize_events.recorder.context import get_event_metadata
 from stabilize_events.stabilize_bridge import TransactionScope
 from stabilize_events.store.interface import EventStore
@@ -204,6 +205,23 @@ def _can_join(store: EventStore, scope: TransactionScope) -> bool:
     return url is not None and url == scope.url
 
 
+def require_event_store(event_store: object) -> None:
+    """Refuse, at the call, what cannot store events (a URL, None), rather than fail at the
+    first event recorded. Any object with ``append`` and ``append_batch`` is taken (ours or
+    Stabilize's stores)."""
+    if all(callable(getattr(event_store, name, None)) for name in ("append", "append_batch")):
+        return
+    hint = (
+        f"open one first, e.g. SqliteEventStore({event_store!r})"
+        if isinstance(event_store, str)
+        else "pass SqliteEventStore(url), InMemoryEventStore() or PostgresEventStore(url)"
+    )
+    raise ArgumentTypeError(
+        f"event_store must be an event store, not {type(event_store).__name__} {event_store!r}; "
+        f"nothing was configured ({hint})"
+    )
+
+
 class EventRecorder:
     """Records an event for every state transition: appends it to a store, then publishes it.
 
@@ -240,6 +258,7 @@ class EventRecorder:
         must be stamped with the simulation's time. Default None: the time the event is
         built, as `Event` takes it.
         """
+        require_event_store(event_store)
         self._event_store = event_store
         self._clock = clock
         self._publish_to_bus = publish_to_bus
