@@ -882,6 +882,29 @@ def test_bad_order_by_raises(store: EventStore, make_event: MakeEvent, order_by:
     assert store.count_events() == 1
 
 
+@pytest.mark.parametrize("entity_type", ["pipeline", "STAGE"])
+def test_unknown_entity_type_in_a_query_is_refused(
+    store: EventStore, make_event: MakeEvent, entity_type: str
+) -> None:
+    # Never silently empty: the name is refused with the ones there are.
+    stored = store.append(make_event())
+    for read in (lambda q: list(store.get_events(q)), store.count_events):
+        with pytest.raises(
+            errors.InvalidArgumentError, match=f"^EventQuery.entity_type: .{entity_type}. is not"
+        ):
+            read(EventQuery(entity_type=entity_type))  # type: ignore[arg-type]
+    # Its value is taken as the member is.
+    by_value = EventQuery(entity_type=stored.entity_type.value)  # type: ignore[arg-type]
+    assert [e.event_id for e in store.get_events(by_value)] == [stored.event_id]
+
+
+def test_append_batch_of_one_event_not_in_a_list_is_refused(store: EventStore, make_event: MakeEvent) -> None:
+    for wrong, match in ((make_event(), "not one event.*append_batch\\(\\[event\\]\\)"), ("abc", "not str")):
+        with pytest.raises(errors.ArgumentTypeError, match=f"^events must be a list of events, {match}"):
+            store.append_batch(wrong)  # type: ignore[arg-type]
+    assert store.count_events() == 0
+
+
 def test_get_events_for_entity(store: EventStore) -> None:
     stored = populate(store)
 

@@ -134,10 +134,27 @@ impl Filter {
         } else {
             (None, 0)
         };
+        let entity_type = match attr("entity_type")? {
+            None => None,
+            Some(v) => {
+                let value = enum_value(&v, "EventQuery.entity_type")?;
+                let known = &crate::pyrefs::entity_types(py)?.by_value;
+                if !known.contains_key(value.as_str()) {
+                    let mut names: Vec<&String> = known.keys().collect();
+                    names.sort();
+                    return raise(
+                        Kind::InvalidArgument,
+                        format!(
+                            "EventQuery.entity_type: {value:?} is not an entity type, so the query could only \
+                             match nothing; use an EntityType member or one of {names:?}"
+                        ),
+                    );
+                }
+                Some(value)
+            }
+        };
         Ok(Filter {
-            entity_type: attr("entity_type")?
-                .map(|v| enum_value(&v, "EventQuery.entity_type"))
-                .transpose()?,
+            entity_type,
             entity_id: attr("entity_id")?.map(|v| str_arg(&v, "EventQuery.entity_id")).transpose()?,
             workflow_id: attr("workflow_id")?.map(|v| str_arg(&v, "EventQuery.workflow_id")).transpose()?,
             event_types,

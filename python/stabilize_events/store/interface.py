@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events.defaults import READ_LIMIT
+from stabilize_events.errors import ArgumentTypeError
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
@@ -50,6 +51,20 @@ class EventQuery:
 
     order_by: str = "sequence"
     ascending: bool = True
+
+
+def require_event_list(events: object) -> None:
+    """Refuse, as `append_batch` is called, one event or anything else that is not a list
+    of events, with what to pass instead (iterating would fail with a bare TypeError)."""
+    if hasattr(events, "event_id"):
+        raise ArgumentTypeError(
+            "events must be a list of events, not one event; nothing was written "
+            "(use append(event), or append_batch([event]))"
+        )
+    if not hasattr(events, "__iter__") or isinstance(events, (str, bytes, dict)):
+        raise ArgumentTypeError(
+            f"events must be a list of events, not {type(events).__name__}; nothing was written"
+        )
 
 
 @dataclass

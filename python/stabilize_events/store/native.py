@@ -18,7 +18,7 @@ from stabilize_events.store.capabilities import (
     KeepsSubscriptions,
     ServesStoredSnapshots,
 )
-from stabilize_events.store.interface import EventQuery, EventStore
+from stabilize_events.store.interface import EventQuery, EventStore, require_event_list
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import EntityType, EventType
 
@@ -86,6 +86,7 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         ``expected_versions`` maps entity ids to the version each must be at,
         as for `append`; one mismatch writes nothing of the batch.
         """
+        require_event_list(events)
         if connection is not None:
             if expected_versions is not None:
                 raise InvalidArgumentError(

@@ -81,7 +81,7 @@ from stabilize_events.store.capabilities import (
     KeepsSubscriptions,
     WaitsForEvents,
 )
-from stabilize_events.store.interface import EventQuery, EventStore
+from stabilize_events.store.interface import EventQuery, EventStore, require_event_list
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType, EventType, parse_event_type
 from stabilize_events.upgrade.postgres_source import refuse_unupgraded
@@ -442,7 +442,8 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
 
         ``connection`` and ``expected_versions`` (entity id -> version) as for `append`.
         """
-        given = list(events) if not isinstance(events, (str, bytes, dict)) else events
+        require_event_list(events)
+        given = list(events)
         stored = self._append(given, connection, expected_versions)
         if given and type(given[0]) is not Event:
             return [_as_given(g, s) for g, s in zip(given, stored, strict=True)]
