@@ -112,8 +112,14 @@ def test_bad_arguments(store: EventStore) -> None:
         manager.create_subscription("s", Collector(), entity_filter={"stage_type": "x"})
     with pytest.raises(InvalidArgumentError, match="entity type"):
         manager.create_subscription("s", Collector(), entity_filter={"entity_type": "job"})
-    with pytest.raises(ArgumentTypeError):
-        manager.create_subscription("s", Collector(), event_types=["stage.started"])  # type: ignore[list-item]
+    # Event types as in EventQuery: a name that is no event type is refused, never a filter
+    # that matches nothing; something that is no type at all is a type error.
+    with pytest.raises(InvalidArgumentError, match=r"'stage\.startd' is not an event type"):
+        manager.create_subscription("s", Collector(), event_types=["stage.startd"])  # type: ignore[list-item]
+    with pytest.raises(ArgumentTypeError, match="must hold EventType members, not int 5"):
+        manager.create_subscription("s", Collector(), event_types=[5])  # type: ignore[list-item]
+    with pytest.raises(ArgumentTypeError, match="must be a list of event types"):
+        manager.create_subscription("s", Collector(), event_types=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         manager.create_subscription("", Collector())
     with pytest.raises(InvalidArgumentError):
@@ -180,6 +186,25 @@ def test_filters(store: EventStore) -> None:
     assert subscription is not None
     first, second = store.get_events_since(0, 2)
     assert subscription.matches(first) and not subscription.matches(second)
+
+
+def test_event_types_take_one_type_or_values(store: EventStore) -> None:
+    store.append_batch(make_events(10, "wf-1"))
+    manager = SubscriptionManager(store)
+    one, value, values = Collector(), Collector(), Collector()
+    manager.create_subscription("one", one, event_types=EventType.TASK_COMPLETED, start_from="beginning")
+    manager.create_subscription("value", value, event_types="task.completed", start_from="beginning")
+    manager.create_subscription(
+        "values", values, event_types=["task.completed", EventType.STAGE_STARTED], start_from="beginning"
+    )
+    manager.catch_up()
+    assert one.sequences == value.sequences == [2, 4, 6, 8, 10]
+    assert values.sequences == list(range(1, 11))
+    # Kept as members, so they persist and load back as any filter does.
+    again = SubscriptionManager(store)
+    assert again.load_subscription("value", Collector())
+    loaded = again.get_subscription("value")
+    assert loaded is not None and loaded.event_types == [EventType.TASK_COMPLETED]
 
 
 def test_polling_thread_delivers_new_events(store: EventStore) -> None:

@@ -25,7 +25,7 @@ from stabilize_events.defaults import (
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.subscriptions.delivery import BatchDelivery
 from stabilize_events.subscriptions.errors import SubscriptionNotFoundError
-from stabilize_events.subscriptions.filters import validate_filters
+from stabilize_events.subscriptions.filters import event_types_filter, validate_filters
 from stabilize_events.subscriptions.polling import Poller
 from stabilize_events.subscriptions.records import SubscriptionRecords
 from stabilize_events.subscriptions.subscription import DurableSubscription, Handler
@@ -92,7 +92,7 @@ class SubscriptionManager:
         self,
         subscription_id: str,
         handler: Handler | None,
-        event_types: list[EventType] | None = None,
+        event_types: list[EventType] | EventType | str | None = None,
         entity_filter: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         start_from: str | int = "latest",
@@ -107,7 +107,8 @@ class SubscriptionManager:
         ``"beginning"`` (every stored event) or a sequence number (as a string or
         an int: delivery starts after it). Replacing an existing id resets its
         position to ``start_from``; use `load_subscription` to resume instead.
-        ``handler`` may be None when ``webhook_url`` is given. With
+        ``event_types`` is a list of types or one type (a member, or its value such as
+        ``"task.failed"``). ``handler`` may be None when ``webhook_url`` is given. With
         ``dead_letter_undecodable`` an event whose payload cannot be decoded is
         parked in the dead-letter list at once instead of retried (see the module doc).
         """
@@ -123,13 +124,14 @@ class SubscriptionManager:
             raise InvalidArgumentError(f"max_errors must be >= 1, not {max_errors}")
         if handler_timeout is not None and handler_timeout <= 0:
             raise InvalidArgumentError(f"handler_timeout must be > 0 seconds, not {handler_timeout}")
-        validate_filters(event_types, entity_filter)
+        wanted = event_types_filter(event_types)
+        validate_filters(wanted, entity_filter)
         last_sequence = self._start_position(start_from)
 
         subscription = DurableSubscription(
             id=subscription_id,
             handler=handler,
-            event_types=list(event_types) if event_types is not None else None,
+            event_types=wanted,
             entity_filter=dict(entity_filter) if entity_filter else None,
             last_sequence=last_sequence,
             webhook_url=webhook_url,
