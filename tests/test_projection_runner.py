@@ -14,7 +14,7 @@ from stabilize_events import (
     EventType,
 )
 from stabilize_events.bus import EventBus
-from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.projections import (
     Projection,
     ProjectionRunner,
@@ -270,6 +270,10 @@ def test_bad_arguments(store: EventStore) -> None:
         ProjectionRunner(store, Recording(), from_sequence=-1)
     with pytest.raises(InvalidArgumentError):
         ProjectionRunner(store, Recording(), batch_size=0)
+    # Not a projection, or the class instead of an instance: refused at the call.
+    for wrong in (object(), Recording, None):
+        with pytest.raises(ArgumentTypeError, match=r"^projection must be a Projection .* pass an instance"):
+            ProjectionRunner(store, wrong)  # type: ignore[arg-type]
 
 
 def test_with_poll_interval_the_runner_follows_events_never_published_on_its_bus(

@@ -44,7 +44,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events.defaults import PROJECTION_BATCH_SIZE
-from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.store.capabilities import WaitsForEvents
 
 if TYPE_CHECKING:
@@ -96,6 +96,11 @@ class ProjectionRunner:
         poll_interval: float | None = None,
     ) -> None:
         """Prepare a runner; nothing is read or subscribed until `start` or `catch_up`."""
+        if isinstance(projection, type) or not callable(getattr(projection, "apply", None)):
+            raise ArgumentTypeError(
+                f"projection must be a Projection (an object with apply(event) and a name), not "
+                f"{projection!r}; pass an instance, e.g. StageMetricsProjection()"
+            )
         if from_sequence < 0:
             raise InvalidArgumentError(f"from_sequence must be >= 0, not {from_sequence}")
         if batch_size < 1:
