@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from stabilize_events import EntityType, Event, EventType
+from stabilize_events import EntityType, Event, EventType, errors
 from stabilize_events.bus import (
     EventBus,
     EventBusStats,
@@ -88,6 +88,40 @@ def test_entity_type_filter(bus: EventBus) -> None:
     bus.publish(ev(EventType.STAGE_STARTED, EntityType.STAGE, n=1))
     bus.publish(ev(EventType.TASK_STARTED, EntityType.TASK, n=2))
     assert [e.data["n"] for e in got] == [1]
+
+
+def test_type_filters_take_values_or_one_type(bus: EventBus) -> None:
+    got: dict[str, list[int]] = {"values": [], "one": [], "entity": []}
+    bus.subscribe("values", lambda e: got["values"].append(e.data["n"]), event_types={"task.failed"})
+    bus.subscribe("one", lambda e: got["one"].append(e.data["n"]), event_types="task.failed")
+    bus.subscribe("entity", lambda e: got["entity"].append(e.data["n"]), entity_types="stage")
+    bus.publish(ev(EventType.TASK_STARTED, n=1))
+    bus.publish(ev(EventType.TASK_FAILED, n=2))
+    bus.publish(ev(EventType.STAGE_STARTED, EntityType.STAGE, n=3))
+    # A bare string once made every publish raise TypeError ('in <string>'), for every subscriber.
+    assert got == {"values": [2], "one": [2], "entity": [3]}
+    assert bus.stats.errors == 0
+
+
+@pytest.mark.parametrize(
+    ("filters", "error", "match"),
+    [
+        (
+            {"event_types": {"task.faild"}},
+            errors.InvalidArgumentError,
+            r"^event_types: 'task\.faild' is not an",
+        ),
+        ({"entity_types": "pipeline"}, errors.InvalidArgumentError, r"^entity_types: 'pipeline' is not an"),
+        ({"event_types": 5}, errors.ArgumentTypeError, "^event_types must be a list of event types"),
+        ({"event_types": [5]}, errors.ArgumentTypeError, "^event_types must hold EventType members"),
+    ],
+)
+def test_type_filters_that_could_match_nothing_are_refused(
+    bus: EventBus, filters: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        bus.subscribe("bad", print, **filters)  # type: ignore[arg-type]
+    assert bus.get_subscriptions() == []
 
 
 def test_workflow_filter(bus: EventBus) -> None:

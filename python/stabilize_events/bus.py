@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize_events import stabilize_bridge
 from stabilize_events.errors import ArgumentTypeError
+from stabilize_events.types import EntityType, EventType, type_filter
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
-    from stabilize_events.types import EntityType, EventType
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class EventBus:
         self,
         subscription_id: str,
         handler: Callable[[Event], Any],
-        event_types: AbstractSet[EventType] | None = None,
-        entity_types: AbstractSet[EntityType] | None = None,
+        event_types: Iterable[EventType | str] | EventType | str | None = None,
+        entity_types: Iterable[EntityType | str] | EntityType | str | None = None,
         workflow_filter: str | None = None,
         mode: SubscriptionMode = SubscriptionMode.SYNC,
     ) -> None:
@@ -133,8 +133,10 @@ class EventBus:
 
         Only events whose type is in ``event_types``, whose entity type is in
         ``entity_types`` and whose workflow id equals ``workflow_filter`` reach it
-        (a None filter accepts everything). A ``handler`` that is not callable is
-        refused here (`ArgumentTypeError`), not at the first publish.
+        (a None filter accepts everything). Each type filter takes members, their values
+        (``"task.failed"``) or one type alone. A ``handler`` that is not callable, or a
+        type that is none, is refused here (`ArgumentTypeError`, `InvalidArgumentError`),
+        not at the first publish.
         """
         if not callable(handler):
             raise ArgumentTypeError(
@@ -142,11 +144,13 @@ class EventBus:
                 f"(subscription {subscription_id!r}): pass the function that takes each Event, "
                 "e.g. bus.subscribe('my-id', on_event)"
             )
+        wanted_events = type_filter(event_types, EventType, "event_types")
+        wanted_entities = type_filter(entity_types, EntityType, "entity_types")
         subscription = Subscription(
             id=subscription_id,
             handler=handler,
-            event_types=event_types,
-            entity_types=entity_types,
+            event_types=frozenset(wanted_events) if wanted_events is not None else None,
+            entity_types=frozenset(wanted_entities) if wanted_entities is not None else None,
             workflow_filter=workflow_filter,
             mode=mode,
         )

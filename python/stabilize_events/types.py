@@ -12,7 +12,11 @@ events read from our stores, and ours on events from Stabilize's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from enum import Enum
+from typing import TypeVar
+
+from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +108,51 @@ def parse_event_type(value: str) -> EventType:
     except ValueError:
         logger.debug("unrecognised event_type %r read as UNKNOWN", value)
         return EventType.UNKNOWN
+
+
+_Kind = TypeVar("_Kind", bound=Enum)
+
+_LABELS = {"EventType": "event type", "EntityType": "entity type"}
+
+
+def type_filter(given: object, kind: type[_Kind], name: str) -> list[_Kind] | None:
+    """A filter argument (``event_types``, ``entity_types``) as a list of ``kind`` members:
+    None stays None, one type (a member, Stabilize's equal member, or its value such as
+    ``"task.failed"``) is a list of one, values are taken as their members.
+
+    Raises `InvalidArgumentError` for a name that is no such type (a filter that could only
+    match nothing) and `ArgumentTypeError` for anything else, naming ``name``.
+    """
+    if given is None:
+        return None
+    label = _LABELS.get(kind.__name__, kind.__name__)
+    items: Iterable[object]
+    if isinstance(given, (str, Enum)):
+        items = [given]
+    elif isinstance(given, Iterable) and not isinstance(given, (bytes, dict)):
+        items = given
+    else:
+        raise ArgumentTypeError(
+            f"{name} must be a list of {label}s (or one {label}), not {type(given).__name__}"
+        )
+    wanted: list[_Kind] = []
+    for item in items:
+        value = item.value if isinstance(item, Enum) else item
+        if not isinstance(value, str):
+            raise ArgumentTypeError(
+                f"{name} must hold {kind.__name__} members, not {type(item).__name__} {item!r}"
+            )
+        try:
+            wanted.append(kind(value))
+        except ValueError:
+            members = list(kind)
+            example = (
+                ", ".join(repr(m.value) for m in members)
+                if len(members) <= 5
+                else f"{kind.__name__}.{members[0].name} or {members[0].value!r}"
+            )
+            raise InvalidArgumentError(
+                f"{name}: {value!r} is not an {label}, so the filter could only match nothing; use "
+                f"{kind.__name__} members or their values ({example})"
+            ) from None
+    return wanted

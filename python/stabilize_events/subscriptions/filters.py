@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
-from stabilize_events.types import EntityType, EventType
+from stabilize_events.errors import InvalidArgumentError
+from stabilize_events.types import EntityType, EventType, type_filter
 
 if TYPE_CHECKING:
     from stabilize_events._core import Event
 
 #: Keys an ``entity_filter`` may hold.
 FILTER_KEYS = frozenset({"entity_type", "workflow_id", "entity_id"})
-
-#: The members an ``event_types`` filter may hold: ours, and Stabilize's, which equal them.
-_EVENT_TYPES = frozenset(EventType)
-_EVENT_TYPE_VALUES = frozenset(t.value for t in EventType if t is not EventType.UNKNOWN)
 
 
 def _entity_type_value(value: Any) -> str:
@@ -50,35 +46,11 @@ def compile_matcher(
     return lambda e: all(check(e) for check in checks)
 
 
-def event_types_filter(event_types: Any) -> list[Any] | None:
-    """``event_types`` as a list of event types: one type (a member or its value, such as
-    ``"task.failed"``) is a list of one, and values are taken as their `EventType` members.
-
-    Raises `ArgumentTypeError` / `InvalidArgumentError` naming what is wrong: never a filter
-    that could only match nothing.
-    """
-    if event_types is None:
-        return None
-    if isinstance(event_types, (str, Enum)):
-        event_types = [event_types]
-    elif not isinstance(event_types, Iterable):
-        raise ArgumentTypeError(
-            f"event_types must be a list of event types (or one type), not {type(event_types).__name__}"
-        )
-    wanted: list[Any] = []
-    for t in event_types:
-        if isinstance(t, Enum) and t in _EVENT_TYPES:
-            wanted.append(t)  # Stabilize's members equal ours (same hash): they filter alike.
-        elif isinstance(t, str) and t in _EVENT_TYPE_VALUES:
-            wanted.append(EventType(t))
-        elif isinstance(t, str):
-            raise InvalidArgumentError(
-                f"event_types: {t!r} is not an event type, so the subscription could only match "
-                "nothing; use EventType members (EventType.TASK_FAILED) or their values ('task.failed')"
-            )
-        else:
-            raise ArgumentTypeError(f"event_types must hold EventType members, not {type(t).__name__} {t!r}")
-    return wanted
+def event_types_filter(event_types: Any) -> list[EventType] | None:
+    """``event_types`` as a list of `EventType` members (see `type_filter`): one type or its
+    value is a list of one; a name that is no event type is refused, never a filter that
+    could only match nothing."""
+    return type_filter(event_types, EventType, "event_types")
 
 
 def validate_filters(event_types: list[EventType] | None, entity_filter: Mapping[str, Any] | None) -> None:
