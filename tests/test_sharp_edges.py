@@ -7,8 +7,12 @@ cannot work, read-only access, metadata given as a dict, and non-callable bus ha
 from __future__ import annotations
 
 import logging
-import os
+import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +229,96 @@ def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "file.py" / "x.db").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_directory_gives_a_hint(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
-    SqliteEventStore(sqlite_url(path)).close()
-    tmp_path.chmod(0o555)
+#: Run in a fresh interpreter: a store of 3 events in a directory its user cannot write (as
+#: root, in children that become ``nobody``: root writes anywhere; the modules are imported
+#: before, since ``nobody`` may not reach them on disk). Opening it for writing must
+#: say why it cannot and point to ``?mode=ro``; ``?mode=ro`` must say what it lacks while no
+#: process has the file open, and read it while one has (the ``-shm`` file then exists).
+READ_ONLY_DIRECTORY = """
+import os, sqlite3, sys
+from stabilize_events import Event, EntityType, EventType, SqliteEventStore, errors
+
+folder = sys.argv[1]
+path = os.path.join(folder, "events.db")
+url = "sqlite:///" + path
+event = lambda: Event(event_type=EventType.TASK_STARTED, entity_type=EntityType.TASK, entity_id="t",
+                      workflow_id="wf-1")
+SqliteEventStore(url).append_batch([event() for _ in range(3)])
+os.chmod(folder, 0o555)
+
+
+def as_nobody(work):
+    if os.geteuid() != 0:  # the directory is already unwritable to this user
+        work()
+        return
+    pid = os.fork()
+    if pid != 0:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(1)
+        return
+    code = 1
     try:
-        with pytest.raises(errors.StoreError, match=r"not writable by this process.*\?mode=ro"):
-            store = SqliteEventStore(sqlite_url(path))
-            store.append(new_event())
+        os.setgid(65534)
+        os.setuid(65534)
+        work()
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
     finally:
-        tmp_path.chmod(0o755)
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def refused(open_and_use):
+    try:
+        open_and_use()
+        print("no error")
+    except errors.StoreError as e:
+        print(e)
+
+
+def unwritable():
+    refused(lambda: SqliteEventStore(url).append(event()))
+    refused(lambda: SqliteEventStore(url + "?mode=ro"))
+
+
+def readable():
+    print("read", len(SqliteEventStore(url + "?mode=ro").get_events_for_workflow("wf-1")))
+
+
+as_nobody(unwritable)
+writer = sqlite3.connect(path)  # another process's connection: the -shm file exists meanwhile
+writer.execute("SELECT count(*) FROM event_log").fetchone()
+as_nobody(readable)
+writer.close()
+"""
+
+
+def test_read_only_directory_gives_a_hint_and_mode_ro_reads_it() -> None:
+    # A folder right under the temporary directory, which nobody can reach.
+    folder = Path(tempfile.mkdtemp(prefix="stabilize-events-ro-"))
+    folder.chmod(0o755)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", READ_ONLY_DIRECTORY, str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    writing, reading_alone, read = done.stdout.splitlines()
+    assert re.search(r"not writable by this process.*\?mode=ro", writing), writing
+    assert re.search(
+        r"opened read-only \(\?mode=ro\), but reading a WAL database needs .*-shm", reading_alone
+    )
+    assert "open it read-only" not in reading_alone
+    assert read == "read 3"
 
 
 def test_read_only_mode_reads_and_refuses_writes(tmp_path: Path) -> None:

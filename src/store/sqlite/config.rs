@@ -204,6 +204,18 @@ pub fn sql_error(err: rusqlite::Error, doing: &str, config: &SqliteConfig) -> Co
             format!(" (still locked after the busy timeout of {} ms)", config.busy_timeout.as_millis())
         }
         Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen)
+            if matches!(config.location, Location::File(_)) && config.access == Access::ReadOnly =>
+        {
+            // Pointing to ?mode=ro again would not help: even a read-only reader of a WAL
+            // database needs the -shm file, which SQLite cannot create here.
+            format!(
+                "; opened read-only (?mode=ro), but reading a WAL database needs {place}-shm beside \
+                 it, which this process can neither open nor create there: read it while a process \
+                 that writes it has it open (the -shm file then exists), or copy {place} and \
+                 {place}-wal to a writable directory"
+            )
+        }
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen)
             if matches!(config.location, Location::File(_)) =>
         {
             format!(
@@ -276,6 +288,15 @@ mod tests {
         );
         assert!(err.message.contains("not writable by this process"), "{}", err.message);
         assert!(err.message.contains("sqlite:////data/events.db?mode=ro"), "{}", err.message);
+        // Already read-only: what the reader lacks, not ?mode=ro again.
+        let read_only = SqliteConfig { access: Access::ReadOnly, ..file_config() };
+        let err = sql_error(
+            failure(ffi::SQLITE_READONLY, "attempt to write a readonly database"),
+            "reading the schema",
+            &read_only,
+        );
+        assert!(err.message.contains("needs /data/events.db-shm"), "{}", err.message);
+        assert!(!err.message.contains("open it read-only"), "{}", err.message);
     }
 
     #[test]
