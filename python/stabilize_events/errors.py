@@ -20,6 +20,10 @@ and where: the event id, the sequence, the key path or the URL.
         ├── ConcurrencyError                expected_version did not match the entity's stored version
         ├── CorruptEventError               a stored row cannot be decoded; names the sequence
         └── DatabaseDamagedError            SQLite found the database file damaged: no more writes
+
+Durable subscriptions add theirs, in `stabilize_events.subscriptions`: ``SubscriptionError``
+(a `StabilizeEventsError`) with ``SubscriptionNotFoundError`` (also ``KeyError``),
+``HandlerTimeoutError`` (also ``TimeoutError``) and ``WebhookDeliveryError``.
 """
 
 from __future__ import annotations
