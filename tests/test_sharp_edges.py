@@ -104,6 +104,9 @@ def test_skip_event_moves_a_stuck_subscription_on_into_its_dead_letter_list(
         # max_errors semantics unchanged: retried, then disabled after 3 failures.
         assert got == [1, 2] and not status["enabled"] and status["error_count"] == 3
         assert status["last_sequence"] == 2
+        # Status and logs say how to get past it, since retrying cannot.
+        assert "manager.skip_event('sub', 3)" in status["disabled_reason"]
+        assert "dead_letter_undecodable=True" in status["last_error"]
 
         with pytest.raises(errors.InvalidArgumentError, match="stopped at sequence 3, not 4"):
             manager.skip_event("sub", sequence=4)

@@ -163,6 +163,13 @@ class BatchDelivery:
 
     def _record_failure(self, subscription: DurableSubscription, error: Exception, event: Event) -> None:
         description = describe(error, event)
+        if isinstance(error, CorruptEventError):
+            # Retrying cannot help: say how to get past it.
+            description += (
+                f"; its stored payload cannot be decoded, so it can never be delivered: skip it into "
+                f"the dead-letter list with manager.skip_event({subscription.id!r}, {event.sequence}), "
+                "or create the subscription with dead_letter_undecodable=True"
+            )
         with self._records.changing(subscription):
             subscription.error_count += 1
             subscription.last_error = description
