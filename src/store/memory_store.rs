@@ -104,16 +104,18 @@ impl Backend for MemoryBackend {
         self.read(|s| {
             let skip = filter.offset.max(0) as usize;
             let take = filter.limit.map_or(usize::MAX, |l| l.max(0) as usize);
-            let matching = candidates(s, filter).filter(|r| filter.matches(r));
-            if filter.order_by == OrderBy::Sequence && filter.ascending {
-                // Already in answer order: stop at the limit instead of copying every match
+            if filter.order_by == OrderBy::Sequence {
+                // Walked in answer order: stop at the limit instead of copying every match
                 // (a catch-up reading 100 events at a time would copy the whole tail each time).
-                return matching.skip(skip).take(take).cloned().collect();
+                let walk = candidates(s, filter);
+                let walk: Box<dyn Iterator<Item = _>> =
+                    if filter.ascending { walk } else { Box::new(walk.rev()) };
+                return walk.filter(|r| filter.matches(r)).skip(skip).take(take).cloned().collect();
             }
-            let mut hits: Vec<Arc<EventRecord>> = matching.cloned().collect();
-            if filter.order_by == OrderBy::Timestamp {
-                hits.sort_by_key(|r| (r.timestamp_us, r.sequence));
-            }
+            // By timestamp: every match, sorted.
+            let mut hits: Vec<Arc<EventRecord>> =
+                candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect();
+            hits.sort_by_key(|r| (r.timestamp_us, r.sequence));
             if !filter.ascending {
                 hits.reverse();
             }
@@ -212,7 +214,10 @@ impl Backend for MemoryBackend {
 
 /// The records worth testing against `filter`, in sequence order, using an index when one applies
 /// and only those within its sequence range.
-fn candidates<'a>(s: &'a State, filter: &Filter) -> Box<dyn Iterator<Item = &'a Arc<EventRecord>> + 'a> {
+fn candidates<'a>(
+    s: &'a State,
+    filter: &Filter,
+) -> Box<dyn DoubleEndedIterator<Item = &'a Arc<EventRecord>> + 'a> {
     let indexed = match (&filter.workflow_id, &filter.entity_id) {
         (Some(w), _) => Some(s.by_workflow.get(w.as_str())),
         (None, Some(e)) => Some(s.by_entity.get(e.as_str())),
