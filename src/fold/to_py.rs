@@ -7,10 +7,10 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::gc_pause::GcPause;
 use super::state::{deferred_parts, same_key, Fields, Val, WorkflowState, SHARED};
 use crate::codec::decode;
 use crate::errors::{CoreError, Kind};
+use crate::gc_pause::GcPause;
 use crate::time::IsoFormatter;
 
 impl WorkflowState {

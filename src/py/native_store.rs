@@ -20,8 +20,7 @@ use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, StoredSnapshot};
 use crate::store::sqlite::config::{
     DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_MMAP_READS, DEFAULT_PAGE_SIZE,
-    DEFAULT_SPLIT_READS,
-    DEFAULT_SYNCHRONOUS,
+    DEFAULT_SPLIT_READS, DEFAULT_SYNCHRONOUS,
 };
 use crate::store::sqlite::index_key::index_key;
 use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
