@@ -9,7 +9,9 @@
 //! allocation after the scope runs one young-generation pass.
 //!
 //! The switch is the process's (`gc.disable()`), so threads that run while a
-//! paused read waits for rows run with it off too, for as long as the read.
+//! paused read waits for rows run with it off too, for as long as the read,
+//! and a collector that was on when the scope began is turned on again when
+//! it ends, even if another thread turned it off meanwhile.
 
 /// Pauses Python's cyclic garbage collector while alive (if it was running).
 pub struct GcPause {
