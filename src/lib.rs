@@ -5,6 +5,7 @@
 //! - `jsonl/`: events as JSON Lines (`export` and `import`).
 //! - `store/`: the `Backend` trait and its SQLite and in-memory backends.
 //! - `py/`: `NativeStore`, the stores' Python face over a backend.
+//! - `gc_pause`: Python's garbage collector paused while a store builds objects by the thousand.
 //! - `allocator`: mimalloc, and its settings; `tuning`: switching those and the string cache off.
 
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod errors;
 pub mod event;
 pub mod fold;
+mod gc_pause;
 pub mod jsonl;
 pub mod py;
 pub mod pyrefs;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -746,6 +747,81 @@ def test_the_read_strategy_is_the_stores_option_not_earlier_reads(tmp_path: Path
     finally:
         for s in stores.values():
             s.close()
+
+
+def _mapped(path: Path) -> bool:
+    """Whether this process maps ``path`` into memory (Linux: /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip("\n").endswith(str(path)) for line in maps)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_mmap_reads_is_the_stores_option(tmp_path: Path) -> None:
+    # With mmap_reads (the default) a store's reads go through a map of its file; without
+    # it the file is never mapped. The events read are the same either way, and opening
+    # (or writing) maps nothing.
+    assert SqliteEventStore.__init__.__kwdefaults__["mmap_reads"] is _core.DEFAULT_MMAP_READS is True
+    options = {"default": {}, "on": {"mmap_reads": True}, "off": {"mmap_reads": False}}
+    writer = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    written = [e.data for e in writer.append_batch([new_event(data={"i": i}) for i in range(3_000)])]
+    close_store(writer)  # the last close checkpoints: the events are in the main file
+    for name in options:
+        shutil.copy(tmp_path / "events.db", tmp_path / f"{name}.db")
+    stores = {name: SqliteEventStore(sqlite_url(tmp_path / f"{name}.db"), **o) for name, o in options.items()}  # type: ignore[arg-type]
+    try:
+        assert not any(_mapped(tmp_path / f"{name}.db") for name in stores)
+        for s in stores.values():
+            assert [e.data for e in s.get_events_since(0, limit=5_000)] == written
+        assert {name: _mapped(tmp_path / f"{name}.db") for name in stores} == {
+            "default": True,
+            "on": True,
+            "off": False,
+        }
+        with pytest.raises(errors.ArgumentTypeError, match="mmap_reads must be a bool"):
+            SqliteEventStore(sqlite_url(tmp_path / "x.db"), mmap_reads=1)  # type: ignore[arg-type]
+    finally:
+        for s in stores.values():
+            s.close()
+
+
+@pytest.mark.parametrize("mode", READ_MODES)
+def test_a_read_sets_off_no_collection_and_leaves_the_collector_as_it_was(tmp_path: Path, mode: str) -> None:
+    # A read's events and payloads are kept off the cyclic collector, so their thousands of
+    # allocations must not set off collections of everything else in the middle of the read
+    # (unpaused, these 6,000 events and 12,000 dicts would set off about 25). Their count
+    # carries over: at most one young-generation pass, when the collector is back on.
+    # The collector is left as the read found it: running, or turned off by the application.
+    s = SqliteEventStore(sqlite_url(tmp_path / "events.db"), **read_options(mode))
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    try:
+        s.append_batch([new_event(workflow_id="wf-a", data={"i": i, "d": {"x": i}}) for i in range(6_000)])
+        gc.collect()
+        gc.callbacks.append(seen)
+        try:
+            events = s.get_events_for_workflow("wf-a")
+            assert collections in ([], [0])
+            assert gc.isenabled()
+            assert [e.data["d"]["x"] for e in events] == list(range(6_000))
+            gc.disable()
+            collections.clear()
+            try:
+                assert len(s.get_events_for_workflow("wf-a")) == 6_000
+                assert not gc.isenabled()
+            finally:
+                gc.enable()
+            assert collections == []
+            # The read's allocations still count: the collector runs once it is asked to again.
+            junk = [[] for _ in range(1_000)]
+            assert collections and junk
+        finally:
+            gc.callbacks.remove(seen)
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("mode", READ_MODES)

@@ -26,6 +26,8 @@ DEFAULT_SYNCHRONOUS: str
 DEFAULT_SPLIT_READS: bool
 #: Whether each commit's WAL frames are written with one system call.
 DEFAULT_COALESCE_WAL_WRITES: bool
+#: Whether SQLite read connections map the database file into memory.
+DEFAULT_MMAP_READS: bool
 #: Largest encoded payload a store accepts, in bytes.
 DEFAULT_MAX_PAYLOAD_BYTES: int
 #: Whether a large read decodes its payloads as its rows arrive.
@@ -128,6 +130,7 @@ class NativeStore:
         decode_ahead: bool = ...,
         split_reads: bool = ...,
         coalesce_wal_writes: bool = ...,
+        mmap_reads: bool = ...,
     ) -> NativeStore:
         """Open an SQLite store; an option not given takes its ``DEFAULT_*`` constant."""
     @staticmethod

@@ -35,6 +35,9 @@ SQLITE_SPLIT_READS: bool = _core.DEFAULT_SPLIT_READS
 #: Whether each SQLite commit writes its WAL frames with one system call.
 SQLITE_COALESCE_WAL_WRITES: bool = _core.DEFAULT_COALESCE_WAL_WRITES
 
+#: Whether SQLite read connections map the database file into memory (``PRAGMA mmap_size``).
+SQLITE_MMAP_READS: bool = _core.DEFAULT_MMAP_READS
+
 #: The PostgreSQL store's pool: fewest and most connections.
 POSTGRES_MIN_POOL_SIZE = 1
 POSTGRES_MAX_POOL_SIZE = 8
@@ -83,6 +86,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_COALESCE_WAL_WRITES",
     "SQLITE_DECODE_AHEAD",
+    "SQLITE_MMAP_READS",
     "SQLITE_PAGE_SIZE",
     "SQLITE_SPLIT_READS",
     "SQLITE_SYNCHRONOUS",

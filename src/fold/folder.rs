@@ -128,7 +128,7 @@ impl Folder {
     /// (so it is the state a fold would build from it); None otherwise.
     fn decoded_seed<'py>(py: Python<'py>, workflow_id: &str, raw: &[u8]) -> Option<Bound<'py, PyDict>> {
         // Thousands of dicts are made here: a collection pass in the middle would walk them for nothing.
-        let _pause = super::gc_pause::GcPause::new();
+        let _pause = crate::gc_pause::GcPause::new(py);
         let decoded = crate::codec::decode::decode(py, raw).ok()?;
         let d = decoded.cast_into::<PyDict>().ok()?;
         let keys_match = d.len() == STATE_KEYS.len()

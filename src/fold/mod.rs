@@ -3,10 +3,9 @@
 //! Backends stream borrowed `EventView`s (no `Event` objects, no payload
 //! decoding beyond the few keys a rule reads); `WorkflowState` applies the
 //! reference's rules (`state`) and becomes a Python dict only at the end
-//! (`to_py`, with the garbage collector paused: `gc_pause`).
+//! (`to_py`, with the garbage collector paused: `crate::gc_pause`).
 
 mod folder;
-mod gc_pause;
 mod state;
 mod to_msgpack;
 mod to_py;

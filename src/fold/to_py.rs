@@ -7,10 +7,10 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::gc_pause::GcPause;
 use super::state::{deferred_parts, same_key, Fields, Val, WorkflowState, SHARED};
 use crate::codec::decode;
 use crate::errors::{CoreError, Kind};
+use crate::gc_pause::GcPause;
 use crate::time::IsoFormatter;
 
 impl WorkflowState {
@@ -18,7 +18,7 @@ impl WorkflowState {
     pub fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Thousands of acyclic dicts are built here: a collection pass in the
         // middle would only walk them for nothing.
-        let _pause = GcPause::new();
+        let _pause = GcPause::new(py);
         let mut build = Build {
             py,
             session: decode::session(),

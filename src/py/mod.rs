@@ -25,6 +25,7 @@ pub fn add_defaults(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_SYNCHRONOUS", config::DEFAULT_SYNCHRONOUS.pragma())?;
     m.add("DEFAULT_SPLIT_READS", config::DEFAULT_SPLIT_READS)?;
     m.add("DEFAULT_COALESCE_WAL_WRITES", config::DEFAULT_COALESCE_WAL_WRITES)?;
+    m.add("DEFAULT_MMAP_READS", config::DEFAULT_MMAP_READS)?;
     m.add("DEFAULT_MAX_PAYLOAD_BYTES", options::DEFAULT_MAX_PAYLOAD_BYTES)?;
     m.add("DEFAULT_DECODE_AHEAD", options::DEFAULT_DECODE_AHEAD)?;
     m.add("SPLIT_READ_FIRST_PART", split_read::FIRST_PART)?;

@@ -15,11 +15,12 @@ use crate::args::{enum_value, int_arg, str_arg};
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
 use crate::fold::Folder;
+use crate::gc_pause::GcPause;
 use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, StoredSnapshot};
 use crate::store::sqlite::config::{
-    DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_PAGE_SIZE, DEFAULT_SPLIT_READS,
-    DEFAULT_SYNCHRONOUS,
+    DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_COALESCE_WAL_WRITES, DEFAULT_MMAP_READS, DEFAULT_PAGE_SIZE,
+    DEFAULT_SPLIT_READS, DEFAULT_SYNCHRONOUS,
 };
 use crate::store::sqlite::index_key::index_key;
 use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
@@ -57,6 +58,8 @@ impl NativeStore {
     /// here as its rows come in; otherwise it is read in two halves and its
     /// payloads left to `data`.
     fn read_events<'py>(&self, py: Python<'py>, filter: Filter) -> PyResult<Bound<'py, PyList>> {
+        // Its events and payloads are kept off the collector: no collection should run for them.
+        let _pause = GcPause::new(py);
         let events = if self.decode_ahead {
             read_ahead(py, &*self.backend, filter)?
         } else {
@@ -112,7 +115,7 @@ impl NativeStore {
     #[staticmethod]
     #[pyo3(signature = (
         url, create_tables=None, synchronous=None, busy_timeout_ms=None, page_size=None, max_payload_bytes=None,
-        decode_ahead=None, split_reads=None, coalesce_wal_writes=None
+        decode_ahead=None, split_reads=None, coalesce_wal_writes=None, mmap_reads=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn sqlite(
@@ -126,6 +129,7 @@ impl NativeStore {
         decode_ahead: Option<&Bound<'_, PyAny>>,
         split_reads: Option<&Bound<'_, PyAny>>,
         coalesce_wal_writes: Option<&Bound<'_, PyAny>>,
+        mmap_reads: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeStore> {
         let max_payload_bytes = payload_limit(max_payload_bytes)?;
         let page_size = match page_size {
@@ -167,6 +171,7 @@ impl NativeStore {
                 "coalesce_wal_writes",
                 DEFAULT_COALESCE_WAL_WRITES,
             )?,
+            mmap_reads: bool_option(mmap_reads, "mmap_reads", DEFAULT_MMAP_READS)?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
         Ok(NativeStore { backend: Box::new(backend), max_payload_bytes, decode_ahead })

@@ -33,6 +33,7 @@ from stabilize_events.defaults import (
     SQLITE_BUSY_TIMEOUT_MS,
     SQLITE_COALESCE_WAL_WRITES,
     SQLITE_DECODE_AHEAD,
+    SQLITE_MMAP_READS,
     SQLITE_PAGE_SIZE,
     SQLITE_SPLIT_READS,
     SQLITE_SYNCHRONOUS,
@@ -70,6 +71,12 @@ class SqliteEventStore(NativeEventStore):
       each is then decoded when its ``data`` is first read.
     - ``split_reads`` (default on): the rows of a large read are read on two threads.
       Off, every read runs on the calling thread alone.
+    - ``mmap_reads`` (default on): read connections map the first GiB of the file into
+      memory, so a process's first large read runs nearly as fast as its later ones
+      (without the map, each connection first copies every page it reads into a cache of
+      its own). The price: an I/O error while reading the file (a failing disk, a file
+      truncated by another program) stops the process with ``SIGBUS`` instead of raising
+      `StoreError`. Turn it off where that matters more than the first read's speed.
 
     ``coalesce_wal_writes`` (default on) writes each commit's WAL frames with one system
     call instead of two per page (see ``src/store/sqlite/wal_vfs.rs``); off, SQLite's own
@@ -92,6 +99,7 @@ class SqliteEventStore(NativeEventStore):
         decode_ahead: bool = SQLITE_DECODE_AHEAD,
         split_reads: bool = SQLITE_SPLIT_READS,
         coalesce_wal_writes: bool = SQLITE_COALESCE_WAL_WRITES,
+        mmap_reads: bool = SQLITE_MMAP_READS,
     ) -> None:
         # A Path becomes its text; how the text is read is decided in one place (Location::parse).
         if isinstance(connection_string, os.PathLike):
@@ -110,6 +118,7 @@ class SqliteEventStore(NativeEventStore):
                 decode_ahead=decode_ahead,
                 split_reads=split_reads,
                 coalesce_wal_writes=coalesce_wal_writes,
+                mmap_reads=mmap_reads,
             )
         )
         #: As given (a Path as its text): the recorder compares it with the workflow store's URL.

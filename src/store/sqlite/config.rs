@@ -152,6 +152,8 @@ pub struct SqliteConfig {
     pub split_reads: bool,
     /// Write each transaction's WAL frames with one system call (see `wal_vfs`).
     pub coalesce_wal_writes: bool,
+    /// Read connections map the file into memory (`PRAGMA mmap_size`, see `READ_MMAP_BYTES`).
+    pub mmap_reads: bool,
 }
 
 impl SqliteConfig {
@@ -167,6 +169,7 @@ impl SqliteConfig {
             access: Access::ReadWrite,
             split_reads: DEFAULT_SPLIT_READS,
             coalesce_wal_writes: DEFAULT_COALESCE_WAL_WRITES,
+            mmap_reads: DEFAULT_MMAP_READS,
         }
     }
 }
@@ -180,6 +183,17 @@ pub const DEFAULT_SYNCHRONOUS: Synchronous = Synchronous::Normal;
 pub const DEFAULT_SPLIT_READS: bool = true;
 /// Default `coalesce_wal_writes`: on. It saves most of an append's system calls.
 pub const DEFAULT_COALESCE_WAL_WRITES: bool = true;
+/// Default `mmap_reads`: on. A read connection's own page cache starts empty, so
+/// without a map a process's first read of a large result copies every page in with
+/// a `pread` into freshly allocated cache memory, a system call and a page fault for
+/// each, which its later reads skip: the first read ran at about two thirds of the
+/// later ones' rate. Through the map the first read touches the OS's cached pages
+/// directly (the kernel maps them many at a time), as every later read does.
+/// The cost: an I/O error while reading the file is a `SIGBUS` instead of an error.
+pub const DEFAULT_MMAP_READS: bool = true;
+/// How much of the database file a read connection maps (`mmap_reads`): 1 GiB.
+/// Pages past it are read into SQLite's cache as without the map.
+pub const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// Default page size of new files. Every commit writes each page it dirtied
 /// (the table's last leaf and one leaf per index) to the WAL, so smaller pages

@@ -123,8 +123,11 @@ impl SqliteBackend {
             Some(r) => r,
             None => {
                 let conn = Self::connect(&self.config, false)?;
-                conn.execute_batch("PRAGMA cache_size=-32768; PRAGMA query_only=1;")
-                    .map_err(|e| sql_error(e, "configuring a reader", &self.config))?;
+                let mmap_bytes = if self.config.mmap_reads { config::READ_MMAP_BYTES } else { 0 };
+                conn.execute_batch(&format!(
+                    "PRAGMA cache_size=-32768; PRAGMA query_only=1; PRAGMA mmap_size={mmap_bytes};"
+                ))
+                .map_err(|e| sql_error(e, "configuring a reader", &self.config))?;
                 Reader { scans: ScanStatements::default(), conn }
             }
         };
