@@ -21,9 +21,10 @@ it (the VM's speed changes from minute to minute):
 Each floor is reported as the rate it alone would allow (events / its median time), and the
 summary adds the rate both together allow, ``1 / (1/scan + 1/build)``: the workload's ceiling
 on this machine at that moment for an implementation that does both halves on one thread.
-(Our store reads a large result's rows on a second thread, and once a large read's payloads
-were used it decodes the next one's while their rows are read, so W3 may come out above it;
-the build stays on the thread that holds the GIL.)
+(By default our store reads a large result's rows on a second thread and decodes their
+payloads there while later rows are read (the store options ``split_reads`` and
+``decode_ahead``), so W3 may come out above it; the build stays on the thread that holds the
+GIL.)
 """
 
 from __future__ import annotations
