@@ -43,6 +43,23 @@ impl Scalar<'_> {
     }
 }
 
+/// Writes the length `n` of a map (or list) into the byte `out[header]` kept for it, making
+/// room when `n` needs more than that byte (16 or more).
+fn set_len(out: &mut Vec<u8>, header: usize, n: usize, map: bool) {
+    if n < 16 {
+        // fixmap / fixarray
+        out[header] = if map { 0x80 } else { 0x90 } | n as u8;
+        return;
+    }
+    let mut len = Vec::with_capacity(5);
+    if map {
+        mp::write_map_len(&mut len, n as u32).ok();
+    } else {
+        mp::write_array_len(&mut len, n as u32).ok();
+    }
+    out.splice(header..header + 1, len);
+}
+
 pub struct Parser<'a> {
     text: &'a str,
     at: usize,
@@ -313,9 +330,7 @@ impl<'a> Parser<'a> {
                     mp::write_str(out, &key).ok();
                     p.transcode(out, depth + 1)
                 })?;
-                let mut len = Vec::with_capacity(5);
-                mp::write_map_len(&mut len, n as u32).ok();
-                out.splice(header..header + 1, len);
+                set_len(out, header, n, true);
             }
             Some(b'[') => {
                 self.at += 1;
@@ -338,9 +353,7 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                let mut len = Vec::with_capacity(5);
-                mp::write_array_len(&mut len, n as u32).ok();
-                out.splice(header..header + 1, len);
+                set_len(out, header, n, false);
             }
             _ => match self.scalar()? {
                 Scalar::Str(s) => {
