@@ -20,18 +20,27 @@ const METADATA: [&str; 4] = ["correlation_id", "causation_id", "actor", "source_
 struct Slots<'a, const N: usize> {
     names: &'static [&'static str; N],
     values: [Option<Scalar<'a>>; N],
+    /// The slot after the last one filled.
+    next: usize,
 }
 
 impl<'a, const N: usize> Slots<'a, N> {
     fn new(names: &'static [&'static str; N]) -> Self {
-        Slots { names, values: std::array::from_fn(|_| None) }
+        Slots { names, values: std::array::from_fn(|_| None), next: 0 }
     }
 
     /// Reads the value of `key` into its slot (or past it, for a field not named).
     fn read(&mut self, p: &mut Parser<'a>, key: &str) -> Result<(), String> {
         let value = p.scalar()?;
-        if let Some(i) = self.names.iter().position(|n| *n == key) {
+        // An export writes the fields in one order: the slot after the last one read is
+        // looked at first.
+        let i = match self.names.get(self.next) {
+            Some(n) if *n == key => Some(self.next),
+            _ => self.names.iter().position(|n| *n == key),
+        };
+        if let Some(i) = i {
             self.values[i] = Some(value);
+            self.next = i + 1;
         }
         Ok(())
     }
