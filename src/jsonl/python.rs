@@ -157,7 +157,9 @@ impl JsonlReader {
         let own = unsafe { libc::dup(fd) };
         if own < 0 {
             let e = std::io::Error::last_os_error();
-            return Err(CoreError::new(Kind::InvalidArgument, format!("cannot read descriptor {fd}: {e}")).into());
+            return Err(
+                CoreError::new(Kind::InvalidArgument, format!("cannot read descriptor {fd}: {e}")).into()
+            );
         }
         let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(own) };
         let chunks = ChunkReader::start(file, chunk, skip_bad, 1)?;
