@@ -408,3 +408,45 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `b` ends the plain run of a string.
+    fn special(b: u8) -> bool {
+        b == b'"' || b == b'\\' || b < 0x20
+    }
+
+    #[test]
+    fn special_bytes_marks_the_first_special_byte_of_a_word() {
+        for at in 0..8 {
+            for b in 0..=255u8 {
+                // Plain bytes before `b`, and special ones after it (which may be marked falsely).
+                let mut word = [b'a', 0xc3, 0xa9, b'~', b' ', 0x7f, 0xff, b'Z'];
+                word[at] = b;
+                for later in word.iter_mut().skip(at + 1) {
+                    *later = [b'"', b'\\', 0x00, 0x1f][usize::from(b) % 4];
+                }
+                let found = special_bytes(u64::from_le_bytes(word));
+                let first = (found != 0).then(|| found.trailing_zeros() as usize / 8);
+                let expected = word.iter().position(|&c| special(c));
+                assert_eq!(first, expected, "byte {b:#04x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_with_escapes_and_controls_past_its_first_words() {
+        fn read(text: &str) -> Result<Cow<'_, str>, String> {
+            Parser::new(text).string()
+        }
+        assert_eq!(read(r#""0123456789abcdef""#).unwrap(), "0123456789abcdef");
+        assert_eq!(read(r#""0123456789\nabcdef""#).unwrap(), "0123456789\nabcdef");
+        assert_eq!(read(r#""01234567""#).unwrap(), "01234567");
+        let err = read("\"0123456789a\tb\"").unwrap_err();
+        assert!(err.contains("no control character inside a string at column 13"), "{err}");
+        let err = read(r#""0123456789abcdef"#).unwrap_err();
+        assert!(err.contains("the end of the string") || err.contains("line ends"), "{err}");
+    }
+}
