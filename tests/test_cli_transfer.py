@@ -8,6 +8,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -509,3 +510,35 @@ def test_import_from_stdin_and_of_a_file_cut_short(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "imported 21 events" in done.stderr and "50 were already there" in done.stderr
     assert len(_all(target)) == 71
+
+
+def test_a_second_ctrl_c_stops_an_import_waiting_on_an_idle_pipe(tmp_path: Path) -> None:
+    """The core's reader waits for the rest of a chunk that never comes: the first Ctrl-C asks
+    to stop after the chunk, the second stops at once (exit 130), nothing written."""
+    _dump, lines = _demo_dump(tmp_path)
+    b = tmp_path / "b.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stabilize_events", "import", "-", "--store", f"sqlite:///{b}"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write("".join(lines[:10]))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not b.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the wait for the rest of the chunk
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert code == 130, proc.stderr.read()
+    assert "interrupted" in proc.stderr.read()
+    assert _all(f"sqlite:///{b}") == []

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::decode::{self, ReadLines};
 use super::encode::LineWriter;
-use super::reader::ChunkReader;
+use super::reader::{ChunkReader, Next};
 use super::sqlite_target::SqliteTarget;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event};
@@ -137,6 +137,9 @@ pub fn jsonl_parse(py: Python<'_>, block: &[u8], first_line: usize, skip_bad: bo
     JsonlLines { read: py.detach(|| decode::lines(block, first_line, skip_bad)), bytes: block.len() }
 }
 
+/// How often a wait for the next chunk lets Python's signal handlers run.
+const SIGNAL_CHECKS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The lines of an open file, from where it stands, read a chunk at a time on a thread of its
 /// own (a few chunks ahead at most) as `JsonlLines`; without `skip_bad` the last chunk ends at
 /// the first bad line.
@@ -170,9 +173,16 @@ impl JsonlReader {
         slf
     }
 
-    /// The next chunk's lines, waiting for them without the GIL.
+    /// The next chunk's lines, waiting for them without the GIL; Python's signal handlers run
+    /// while it waits (a second Ctrl-C stops an import waiting on an idle pipe).
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<JsonlLines>> {
-        let next = py.detach(|| self.chunks.lock().unwrap_or_else(PoisonError::into_inner).next());
+        let next = loop {
+            let wait = || self.chunks.lock().unwrap_or_else(PoisonError::into_inner).next(SIGNAL_CHECKS);
+            match py.detach(wait) {
+                Next::Ready(next) => break next,
+                Next::NotYet => py.check_signals()?,
+            }
+        };
         match next {
             None => Ok(None),
             Some(chunk) => {

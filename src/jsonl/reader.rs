@@ -6,8 +6,9 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
+use std::time::Duration;
 
 use super::decode::{self, ReadLines};
 use crate::errors::{CoreError, CoreResult, Kind};
@@ -23,6 +24,13 @@ pub struct Chunk {
     pub read: ReadLines,
     pub bytes: usize,
     pub last: bool,
+}
+
+/// What waiting for the next chunk gave.
+pub enum Next {
+    Ready(Option<CoreResult<Chunk>>),
+    /// Nothing yet (a pipe with nothing to read, say).
+    NotYet,
 }
 
 /// The chunks of a file, read on a thread that stops at the end of the file, at the first bad
@@ -45,9 +53,13 @@ impl ChunkReader {
         Ok(ChunkReader { chunks })
     }
 
-    /// The next chunk, waiting for it; `None` once the last was given.
-    pub fn next(&self) -> Option<CoreResult<Chunk>> {
-        self.chunks.recv().ok()
+    /// The next chunk, waiting for it at most `wait`: `Ready(None)` once the last was given.
+    pub fn next(&self, wait: Duration) -> Next {
+        match self.chunks.recv_timeout(wait) {
+            Ok(chunk) => Next::Ready(Some(chunk)),
+            Err(RecvTimeoutError::Timeout) => Next::NotYet,
+            Err(RecvTimeoutError::Disconnected) => Next::Ready(None),
+        }
     }
 }
 
