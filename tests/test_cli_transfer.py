@@ -8,6 +8,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,119 @@ def test_export_to_a_text_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[s
     dump = tmp_path / "dump.jsonl"
     assert main(["export", str(dump), "--store", source]) == 0
     assert out.getvalue().encode() == dump.read_bytes()
+
+
+def _read_in_chunks(path: Path, chunk: int, skip_bad: bool) -> list[Any]:
+    from stabilize_events._core import JsonlReader
+
+    with path.open("rb") as f:
+        reader = JsonlReader(f.fileno(), chunk, skip_bad)
+        chunks = list(reader)
+        assert reader.finished
+    return chunks
+
+
+def test_the_reader_numbers_lines_across_chunks_and_reads(tmp_path: Path) -> None:
+    """Blank and CRLF lines, a line longer than a read (1 MiB) and a last line with no newline:
+    the reader gives the events of the whole file with their line numbers, `chunk` lines at
+    a time, and counts every byte."""
+    from stabilize_events._core import jsonl_parse
+
+    _dump, lines = _demo_dump(tmp_path)
+    record = json.loads(lines[30])
+    record["data"]["long"] = "y" * 1_500_000
+    lines[30] = json.dumps(record) + "\n"
+    lines[10] = lines[10].replace("\n", "\r\n")
+    lines[20:20] = ["\n", "  \n"]
+    lines[-1] = lines[-1].rstrip("\n")
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(lines))
+    data = path.read_bytes()
+
+    chunks = _read_in_chunks(path, 7, False)
+    assert [len(c) for c in chunks[:5]] == [7, 7, 6, 6, 7]  # lines 21 and 22 are blank
+    assert sum(c.size for c in chunks) == len(data)
+    assert all(not c.bad for c in chunks)
+    read = [(e.sequence, e.data) for c in chunks for e in c.events()]
+    whole = jsonl_parse(data, 1, False)
+    assert read == [(e.sequence, e.data) for e in whole.events()]
+    assert len(read) == len(lines) - 2 and read[-1][0] == 71
+    assert [e.data.get("long") for c in chunks for e in c.events() if e.sequence == 31] == ["y" * 1_500_000]
+
+
+def test_the_reader_stops_at_a_bad_line_unless_told_to_skip(tmp_path: Path) -> None:
+    _dump, lines = _demo_dump(tmp_path)
+    lines[12] = '{"sequence": 13, "event_id"\n'
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(lines))
+
+    chunks = _read_in_chunks(path, 5, False)
+    assert [len(c) for c in chunks] == [5, 5, 2]  # the last ends at line 13
+    assert chunks[-1].bad[0][0] == 13 and "not JSON" in chunks[-1].bad[0][1]
+    assert chunks[-1].size == sum(len(line.encode()) for line in lines[10:13])
+
+    chunks = _read_in_chunks(path, 5, True)
+    assert sum(len(c) for c in chunks) == len(lines) - 1
+    assert [n for c in chunks for n, _why in c.bad] == [13]
+
+
+def test_import_from_stdin_and_of_a_file_cut_short(tmp_path: Path) -> None:
+    """`import -` reads a pipe; a last line cut short (no newline, not whole JSON) is a bad line
+    named by its number, everything before it imported."""
+    dump, lines = _demo_dump(tmp_path)
+    cut = "".join(lines[:50]) + lines[50][:40]
+    target = f"sqlite:///{tmp_path / 'piped.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "stabilize_events", "import", "-", "--store", target],
+        input=cut,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "-: line 51: not JSON" in done.stderr
+    assert [e.sequence for e in _all(target)] == list(range(1, 51))
+    done = subprocess.run(
+        [sys.executable, "-m", "stabilize_events", "import", "-", "--store", target],
+        input=dump.read_text(),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imported 21 events" in done.stderr and "50 were already there" in done.stderr
+    assert len(_all(target)) == 71
+
+
+def test_a_second_ctrl_c_stops_an_import_waiting_on_an_idle_pipe(tmp_path: Path) -> None:
+    """The core's reader waits for the rest of a chunk that never comes: the first Ctrl-C asks
+    to stop after the chunk, the second stops at once (exit 130), nothing written."""
+    _dump, lines = _demo_dump(tmp_path)
+    b = tmp_path / "b.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stabilize_events", "import", "-", "--store", f"sqlite:///{b}"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write("".join(lines[:10]))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not b.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the wait for the rest of the chunk
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert code == 130, proc.stderr.read()
+    assert "interrupted" in proc.stderr.read()
+    assert _all(f"sqlite:///{b}") == []

@@ -292,7 +292,25 @@ class JsonlLines:
         """The bad lines as ``(line number, why)``."""
     def events(self) -> list[Event]:
         """The events read, with the sequences the lines give."""
+    @property
+    def size(self) -> int:
+        """Bytes of the file (or block) the lines took."""
     def __len__(self) -> int: ...
+
+@final
+class JsonlReader:
+    """The lines of the open file ``fd`` (a copy of the descriptor; the caller closes its own),
+    from where it stands, read ``chunk`` lines at a time on a thread of the core's own, a few
+    chunks ahead at most; without ``skip_bad`` the last chunk ends at the first bad line. A
+    last line with no newline is a line too."""
+
+    def __init__(self, fd: int, chunk: int, skip_bad: bool) -> None: ...
+    def __iter__(self) -> JsonlReader: ...
+    def __next__(self) -> JsonlLines: ...
+    @property
+    def finished(self) -> bool:
+        """Whether the last chunk was given (the end of the file, or a bad line without
+        ``skip_bad``)."""
 
 def jsonl_parse(block: bytes, first_line: int, skip_bad: bool) -> JsonlLines:
     """Read the JSON Lines in ``block`` (its first line numbered ``first_line``); blank lines are

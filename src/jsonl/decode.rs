@@ -20,18 +20,27 @@ const METADATA: [&str; 4] = ["correlation_id", "causation_id", "actor", "source_
 struct Slots<'a, const N: usize> {
     names: &'static [&'static str; N],
     values: [Option<Scalar<'a>>; N],
+    /// The slot after the last one filled.
+    next: usize,
 }
 
 impl<'a, const N: usize> Slots<'a, N> {
     fn new(names: &'static [&'static str; N]) -> Self {
-        Slots { names, values: std::array::from_fn(|_| None) }
+        Slots { names, values: std::array::from_fn(|_| None), next: 0 }
     }
 
     /// Reads the value of `key` into its slot (or past it, for a field not named).
     fn read(&mut self, p: &mut Parser<'a>, key: &str) -> Result<(), String> {
         let value = p.scalar()?;
-        if let Some(i) = self.names.iter().position(|n| *n == key) {
+        // An export writes the fields in one order: the slot after the last one read is
+        // looked at first.
+        let i = match self.names.get(self.next) {
+            Some(n) if *n == key => Some(self.next),
+            _ => self.names.iter().position(|n| *n == key),
+        };
+        if let Some(i) = i {
             self.values[i] = Some(value);
+            self.next = i + 1;
         }
         Ok(())
     }
@@ -213,36 +222,43 @@ pub struct ReadLines {
     pub bad: Vec<(usize, String)>,
 }
 
+/// Reads one line (numbered `number`, its `\n` taken off) into `read`: an event, a bad
+/// line, or nothing for a blank one. Returns false for a bad line.
+pub fn line(raw: &[u8], number: usize, read: &mut ReadLines) -> bool {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    let parsed = match crate::codec::utf8(raw) {
+        Ok(line) => record(line),
+        Err(e) => Err(format!(
+            "not UTF-8 text (the byte at position {} cannot be read); a damaged or re-encoded file?",
+            e.valid_up_to() + 1
+        )),
+    };
+    match parsed {
+        Ok(r) => {
+            read.events.push((r, number));
+            true
+        }
+        Err(why) => {
+            read.bad.push((number, why));
+            false
+        }
+    }
+}
+
 /// The events of the lines in `block` (the first being line `first_line`) and the bad
 /// lines. Blank lines are passed over. Without `skip_bad` reading stops at the first bad line.
 pub fn lines(block: &[u8], first_line: usize, skip_bad: bool) -> ReadLines {
     let mut read = ReadLines::default();
-    let (events, bad) = (&mut read.events, &mut read.bad);
     let block = block.strip_suffix(b"\n").unwrap_or(block);
     if block.is_empty() {
         return read;
     }
     for (i, raw) in block.split(|&b| b == b'\n').enumerate() {
-        let number = first_line + i;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let parsed = match crate::codec::utf8(raw) {
-            Ok(line) => record(line),
-            Err(e) => Err(format!(
-                "not UTF-8 text (the byte at position {} cannot be read); a damaged or re-encoded file?",
-                e.valid_up_to() + 1
-            )),
-        };
-        match parsed {
-            Ok(r) => events.push((r, number)),
-            Err(why) => {
-                bad.push((number, why));
-                if !skip_bad {
-                    break;
-                }
-            }
+        if !line(raw, first_line + i, &mut read) && !skip_bad {
+            break;
         }
     }
     read

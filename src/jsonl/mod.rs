@@ -12,6 +12,7 @@
 //! - `payload_json`: a stored msgpack payload as JSON, when it is plain.
 //! - `parser`: a JSON reader that turns a payload into msgpack as it reads it.
 //! - `encode` / `decode`: one event record to a line, and a line back.
+//! - `reader`: a file's lines read into events a chunk at a time, on a thread of its own.
 //! - `sqlite_target`: writing decoded events into an SQLite file with their own sequences.
 //! - `python`: the functions and class Python calls.
 
@@ -22,6 +23,7 @@ pub mod number;
 pub mod parser;
 pub mod payload_json;
 pub mod python;
+pub mod reader;
 pub mod sqlite_target;
 pub mod text;
 pub mod timestamp;

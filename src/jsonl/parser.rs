@@ -43,6 +43,35 @@ impl Scalar<'_> {
     }
 }
 
+/// Writes the length `n` of a map (or list) into the byte `out[header]` kept for it, making
+/// room when `n` needs more than that byte (16 or more).
+fn set_len(out: &mut Vec<u8>, header: usize, n: usize, map: bool) {
+    if n < 16 {
+        // fixmap / fixarray
+        out[header] = if map { 0x80 } else { 0x90 } | n as u8;
+        return;
+    }
+    let mut len = Vec::with_capacity(5);
+    if map {
+        mp::write_map_len(&mut len, n as u32).ok();
+    } else {
+        mp::write_array_len(&mut len, n as u32).ok();
+    }
+    out.splice(header..header + 1, len);
+}
+
+/// The high bit of each byte of `word` that is `"`, `\\` or a control character (below
+/// 0x20), each of which ends the plain run of a string. The lowest bit set is exact (bytes
+/// after it may be marked falsely, by a borrow): it marks the first such byte.
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` is zero (below 0x20 for `below`) where its high bit comes out set.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    zero(word ^ (ONES * b'"' as u64)) | zero(word ^ (ONES * b'\\' as u64)) | below
+}
+
 pub struct Parser<'a> {
     text: &'a str,
     at: usize,
@@ -130,7 +159,16 @@ impl<'a> Parser<'a> {
         self.expect(b'"', "'\"'")?;
         let bytes = self.bytes();
         let start = self.at;
-        // Fast path: no escapes.
+        // Fast path: no escapes. Eight bytes at a time up to the first that ends the plain run,
+        // then byte by byte.
+        while let Some(word) = bytes.get(self.at..self.at + 8) {
+            let special = special_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+            if special != 0 {
+                self.at += special.trailing_zeros() as usize / 8;
+                break;
+            }
+            self.at += 8;
+        }
         while let Some(&b) = bytes.get(self.at) {
             match b {
                 b'"' => {
@@ -313,9 +351,7 @@ impl<'a> Parser<'a> {
                     mp::write_str(out, &key).ok();
                     p.transcode(out, depth + 1)
                 })?;
-                let mut len = Vec::with_capacity(5);
-                mp::write_map_len(&mut len, n as u32).ok();
-                out.splice(header..header + 1, len);
+                set_len(out, header, n, true);
             }
             Some(b'[') => {
                 self.at += 1;
@@ -338,9 +374,7 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                let mut len = Vec::with_capacity(5);
-                mp::write_array_len(&mut len, n as u32).ok();
-                out.splice(header..header + 1, len);
+                set_len(out, header, n, false);
             }
             _ => match self.scalar()? {
                 Scalar::Str(s) => {
@@ -372,5 +406,47 @@ impl<'a> Parser<'a> {
             },
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `b` ends the plain run of a string.
+    fn special(b: u8) -> bool {
+        b == b'"' || b == b'\\' || b < 0x20
+    }
+
+    #[test]
+    fn special_bytes_marks_the_first_special_byte_of_a_word() {
+        for at in 0..8 {
+            for b in 0..=255u8 {
+                // Plain bytes before `b`, and special ones after it (which may be marked falsely).
+                let mut word = [b'a', 0xc3, 0xa9, b'~', b' ', 0x7f, 0xff, b'Z'];
+                word[at] = b;
+                for later in word.iter_mut().skip(at + 1) {
+                    *later = [b'"', b'\\', 0x00, 0x1f][usize::from(b) % 4];
+                }
+                let found = special_bytes(u64::from_le_bytes(word));
+                let first = (found != 0).then(|| found.trailing_zeros() as usize / 8);
+                let expected = word.iter().position(|&c| special(c));
+                assert_eq!(first, expected, "byte {b:#04x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_with_escapes_and_controls_past_its_first_words() {
+        fn read(text: &str) -> Result<Cow<'_, str>, String> {
+            Parser::new(text).string()
+        }
+        assert_eq!(read(r#""0123456789abcdef""#).unwrap(), "0123456789abcdef");
+        assert_eq!(read(r#""0123456789\nabcdef""#).unwrap(), "0123456789\nabcdef");
+        assert_eq!(read(r#""01234567""#).unwrap(), "01234567");
+        let err = read("\"0123456789a\tb\"").unwrap_err();
+        assert!(err.contains("no control character inside a string at column 13"), "{err}");
+        let err = read(r#""0123456789abcdef"#).unwrap_err();
+        assert!(err.contains("the end of the string") || err.contains("line ends"), "{err}");
     }
 }

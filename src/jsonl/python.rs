@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::decode::{self, ReadLines};
 use super::encode::LineWriter;
+use super::reader::{ChunkReader, Next};
 use super::sqlite_target::SqliteTarget;
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event};
@@ -94,6 +95,8 @@ pub fn jsonl_encode_events<'py>(
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct JsonlLines {
     read: ReadLines,
+    /// Bytes of the file the lines took.
+    bytes: usize,
 }
 
 #[pymethods]
@@ -115,6 +118,12 @@ impl JsonlLines {
         PyList::new(py, events)
     }
 
+    /// Bytes of the file (or block) the lines took.
+    #[getter]
+    fn size(&self) -> usize {
+        self.bytes
+    }
+
     fn __len__(&self) -> usize {
         self.read.events.len()
     }
@@ -125,7 +134,72 @@ impl JsonlLines {
 /// read while the last one is written.
 #[pyfunction]
 pub fn jsonl_parse(py: Python<'_>, block: &[u8], first_line: usize, skip_bad: bool) -> JsonlLines {
-    JsonlLines { read: py.detach(|| decode::lines(block, first_line, skip_bad)) }
+    JsonlLines { read: py.detach(|| decode::lines(block, first_line, skip_bad)), bytes: block.len() }
+}
+
+/// How often a wait for the next chunk lets Python's signal handlers run.
+const SIGNAL_CHECKS: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The lines of an open file, from where it stands, read a chunk at a time on a thread of its
+/// own (a few chunks ahead at most) as `JsonlLines`; without `skip_bad` the last chunk ends at
+/// the first bad line.
+#[pyclass(frozen, module = "stabilize_events._core")]
+pub struct JsonlReader {
+    chunks: Mutex<ChunkReader>,
+    /// The last chunk was given.
+    finished: std::sync::atomic::AtomicBool,
+}
+
+#[pymethods]
+impl JsonlReader {
+    /// Read the file open as the descriptor `fd` (a copy of it: the caller still closes its
+    /// own), `chunk` lines at a time.
+    #[new]
+    fn new(fd: i32, chunk: usize, skip_bad: bool) -> PyResult<Self> {
+        // SAFETY: `dup` makes a descriptor that the `File` alone owns and closes.
+        let own = unsafe { libc::dup(fd) };
+        if own < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(
+                CoreError::new(Kind::InvalidArgument, format!("cannot read descriptor {fd}: {e}")).into()
+            );
+        }
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(own) };
+        let chunks = ChunkReader::start(file, chunk, skip_bad, 1)?;
+        Ok(JsonlReader { chunks: Mutex::new(chunks), finished: Default::default() })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// The next chunk's lines, waiting for them without the GIL; Python's signal handlers run
+    /// while it waits (a second Ctrl-C stops an import waiting on an idle pipe).
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<JsonlLines>> {
+        let next = loop {
+            let wait = || self.chunks.lock().unwrap_or_else(PoisonError::into_inner).next(SIGNAL_CHECKS);
+            match py.detach(wait) {
+                Next::Ready(next) => break next,
+                Next::NotYet => py.check_signals()?,
+            }
+        };
+        match next {
+            None => Ok(None),
+            Some(chunk) => {
+                let chunk = chunk?;
+                if chunk.last {
+                    self.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Some(JsonlLines { read: chunk.read, bytes: chunk.bytes }))
+            }
+        }
+    }
+
+    /// Whether the last chunk was given (the end of the file, or a bad line without `skip_bad`).
+    #[getter]
+    fn finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Imports JSON Lines into the SQLite event store in a file, keeping every event's
@@ -172,6 +246,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jsonl_encode_events, m)?)?;
     m.add_function(wrap_pyfunction!(jsonl_parse, m)?)?;
     m.add_class::<JsonlLines>()?;
+    m.add_class::<JsonlReader>()?;
     m.add_class::<SqliteJsonlImport>()?;
     Ok(())
 }

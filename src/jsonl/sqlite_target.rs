@@ -27,8 +27,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 const FIX: &str = "Import into an empty store, or into the store this file came from";
 
 pub struct SqliteTarget {
-    // Declared before `conn`: its statements are finalized before the connection closes.
+    // Declared before `conn`: their statements are finalized before the connection closes.
     insert: InsertStatement,
+    /// The store's appends, for rows whose sequences are the next free ones anyway: SQLite
+    /// then takes each from the end of the table instead of looking it up.
+    append: InsertStatement,
     conn: Connection,
     /// Told of the WAL's size after each commit on `conn` (see `write`).
     checkpointer: Arc<Checkpointer>,
@@ -53,7 +56,8 @@ impl SqliteTarget {
         Checkpointer::attach(&conn);
         // The store's own inserts, given each event's sequence.
         let insert = InsertStatement::prepare(&conn, Sequence::Kept).map_err(failed)?;
-        Ok(SqliteTarget { insert, conn, checkpointer, path: path.to_path_buf() })
+        let append = InsertStatement::prepare(&conn, Sequence::Assigned).map_err(failed)?;
+        Ok(SqliteTarget { insert, append, conn, checkpointer, path: path.to_path_buf() })
     }
 
     fn error(&self, e: rusqlite::Error, doing: &str) -> CoreError {
@@ -127,12 +131,25 @@ impl SqliteTarget {
             fresh.push(r);
             lines.push(*line);
         }
+        // The largest sequence stored (the transaction keeps other writers out while it runs).
+        let mut top: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(sequence), 0) FROM event_log", [], |row| row.get(0))
+            .map_err(|e| self.error(e, "reading the last sequence"))?;
         let mut at = 0;
         while at < fresh.len() {
             // Whole groups of `ROWS` in one step each, the rest one by one.
             let n = if fresh.len() - at >= ROWS { ROWS } else { 1 };
-            match self.insert.execute(&fresh[at..at + n]) {
-                Ok(_) => at += n,
+            let group = &fresh[at..at + n];
+            // Rows whose sequences follow the largest stored, one by one, get the same ones
+            // when SQLite assigns them (each gets one more than the largest in the table).
+            let follows = group.iter().zip(1..).all(|(r, i)| top.checked_add(i) == Some(r.sequence));
+            let statement = if follows { &mut self.append } else { &mut self.insert };
+            match statement.execute(group) {
+                Ok(_) => {
+                    top = group.iter().map(|r| r.sequence).fold(top, i64::max);
+                    at += n;
+                }
                 Err((e, written_last)) => {
                     // The step kept the rows before the one that failed (`OR FAIL`); the
                     // transaction is rolled back by the caller.

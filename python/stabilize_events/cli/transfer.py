@@ -15,7 +15,8 @@ as ``"data_msgpack"``: base64 of the store's own encoding, so it reads back exac
 UTF-8; U+2028 and U+2029 are written escaped, since some tools break lines on them.
 
 Both ways the work is done by the Rust core (`_core.jsonl_*`): an export streams rows from
-the store to these bytes a page at a time, and an import parses the lines into rows.
+the store to these bytes a page at a time, and an import reads the file's lines into rows
+(`_core.JsonlReader`, a chunk at a time on a thread of its own).
 
 Importing into an SQLite file keeps every event's sequence, id and timestamp: each chunk of
 `CHUNK` lines is one transaction written by `_core.SqliteJsonlImport`, so an interrupted import
@@ -35,10 +36,8 @@ import io
 import signal
 import sys
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -46,11 +45,11 @@ from typing import IO, Any
 from stabilize_events import EventStore
 from stabilize_events._core import (
     JsonlLines,
+    JsonlReader,
     NativeStore,
     SqliteJsonlImport,
     jsonl_encode_events,
     jsonl_export_page,
-    jsonl_parse,
 )
 from stabilize_events.cli.common import (
     EXIT_FAILED,
@@ -295,14 +294,6 @@ class _BatchTarget:
         pass
 
 
-def _blocks(source: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """``CHUNK`` lines of ``source`` at a time, with the number of the first."""
-    number = 1
-    while lines := list(islice(source, CHUNK)):
-        yield number, b"".join(lines)
-        number += len(lines)
-
-
 def import_lines(
     source: IO[bytes],
     target: _SqliteTarget | _BatchTarget,
@@ -310,39 +301,26 @@ def import_lines(
     stop: _Interrupt | None = None,
     progress: _Progress | None = None,
 ) -> ImportResult:
-    """Import JSON Lines from ``source``, a transaction per `CHUNK` lines; stops at the first bad
-    line (the lines before it imported) unless ``skip_bad``.
+    """Import JSON Lines from ``source`` (a file with a descriptor, read from where it stands),
+    a transaction per `CHUNK` lines; stops at the first bad line (the lines before it imported)
+    unless ``skip_bad``.
 
-    The next chunk is read on a second thread while one is written (both let the GIL go).
+    The core reads the next chunks on a thread of its own while one is written.
     """
     result = ImportResult()
-    blocks = _blocks(source)
-
-    def read_next() -> Future[tuple[JsonlLines, int]] | None:
-        block = next(blocks, None)
-        if block is None:
-            return None
-        first_line, data = block
-        return reader.submit(lambda: (jsonl_parse(data, first_line, skip_bad), len(data)))
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonl-import") as reader:
-        pending = read_next()
-        while pending is not None:
-            lines, size = pending.result()
-            pending = read_next() if skip_bad or not lines.bad else None
-            imported, present = target.write(lines)
-            result.imported += imported
-            result.already_present += present
-            result.bad_lines.extend(lines.bad)
-            if progress is not None:
-                progress.advance(size)
-            if lines.bad and not skip_bad:
-                break
-            if stop is not None and stop.asked:
-                result.interrupted = pending is not None
-                break
-        if pending is not None:
-            pending.cancel()
+    reader = JsonlReader(source.fileno(), CHUNK, skip_bad)
+    for lines in reader:
+        imported, present = target.write(lines)
+        result.imported += imported
+        result.already_present += present
+        result.bad_lines.extend(lines.bad)
+        if progress is not None:
+            progress.advance(lines.size)
+        if lines.bad and not skip_bad:
+            break
+        if stop is not None and stop.asked:
+            result.interrupted = not reader.finished
+            break
     return result
 
 
