@@ -246,13 +246,13 @@ def test_fold_saves_the_snapshot_it_folds(kind: str, tmp_path: Path, opened: lis
     store = new_store(kind, tmp_path, opened)
     stored = store.append_batch(stages_and_tasks(30))
     assert isinstance(store, SqliteEventStore)
-    assert "snapshot_saved" not in store.fold_workflow(WF, snapshot_after_events=121)
+    assert "snapshot_queued" not in store.fold_workflow(WF, snapshot_after_events=121)
     cut = store.fold_workflow(WF, to_timestamp=BASE + timedelta(hours=1), snapshot_after_events=1)
-    assert "snapshot_saved" not in cut  # a time-travel state is no checkpoint
+    assert "snapshot_queued" not in cut  # a time-travel state is no checkpoint
     assert store.get_snapshots(EntityType.WORKFLOW, WF) == []
 
     folded = store.fold_workflow(WF, snapshot_after_events=120)
-    assert folded["snapshot_saved"] is True
+    assert folded["snapshot_queued"] is True
     (row,) = store.get_snapshots(EntityType.WORKFLOW, WF)
     assert row["hash_ok"] is True and row["state_hash"].startswith("sha256-msgpack:")
     assert (row["sequence"], row["version"]) == (stored[-1].sequence, 120)

@@ -153,7 +153,7 @@ class EventReplayer:
             skipped_newer=list(folded["skipped_newer"]),
             skipped_corrupt=list(folded["skipped_corrupt"]),
         )
-        if folded.get("snapshot_saved") and self._snapshot_store is not None:
+        if folded.get("snapshot_queued") and self._snapshot_store is not None:
             self._snapshot_store.record_saved(workflow_id)
         elif as_of_time is None:
             # A state folded up to a sequence is a valid checkpoint for it.

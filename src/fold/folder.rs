@@ -7,6 +7,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::background_save::SnapshotSaver;
 use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
@@ -274,35 +275,27 @@ impl Folder {
         self.result_py(py, state)
     }
 
-    /// `into_py`, saving `snapshot` (from `snapshot_due`) of the state to `backend` as well:
-    /// encoded, hashed and written on another thread while the dict is built, and committed
-    /// before this returns. `"snapshot_saved": True` is added; a failed save raises.
-    pub fn into_py_saving<'py>(
+    /// `into_py`, with `snapshot` (from `snapshot_due`) of the state handed to `saver`, which
+    /// writes it after this returns (see `background_save`); `"snapshot_queued": True` is
+    /// added then. A state only Python can encode is not handed over (no key is added: the
+    /// caller saves it from the dict if it wants it).
+    pub fn into_py_queueing<'py>(
         mut self,
         py: Python<'py>,
-        backend: &dyn Backend,
-        mut snapshot: SnapshotRecord,
+        saver: &SnapshotSaver,
+        backend: &Arc<dyn Backend>,
+        snapshot: SnapshotRecord,
     ) -> PyResult<Bound<'py, PyDict>> {
         self.seed_state()?;
-        let Some(bytes) = self.state.to_msgpack() else {
-            // A state only Python can encode: the caller saves it from the dict.
+        if !self.state.encodes_without_python() {
             return self.into_py(py);
-        };
-        let (state, saved) = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || {
-                snapshot.state_hash = crate::store::snapshot::bytes_hash(&bytes);
-                snapshot.state = bytes;
-                backend.save_snapshot(&snapshot)
-            });
-            let state = self.state.to_py(py);
-            // The writer may need the GIL (a store's hooks): let it go while waiting.
-            let saved = py.detach(|| writer.join());
-            (state, saved)
-        });
-        let saved = saved.map_err(|_| CoreError::new(Kind::Store, "saving the snapshot panicked"))?;
-        saved?;
-        let d = self.result_py(py, state?)?;
-        d.set_item("snapshot_saved", true)?;
+        }
+        let state = self.state.to_py(py)?;
+        let folded = std::mem::replace(&mut self.state, WorkflowState::new(""));
+        // It waits only when the saver is full, for a save that may need the writer's lock.
+        py.detach(|| saver.submit(backend, folded, snapshot));
+        let d = self.result_py(py, state)?;
+        d.set_item("snapshot_queued", true)?;
         Ok(d)
     }
 

@@ -5,6 +5,7 @@
 //! reference's rules (`state`) and becomes a Python dict only at the end
 //! (`to_py`, with the garbage collector paused: `gc_pause`).
 
+mod background_save;
 mod folder;
 mod gc_pause;
 mod state;
@@ -12,6 +13,7 @@ mod to_msgpack;
 mod to_py;
 mod view;
 
+pub use background_save::SnapshotSaver;
 pub use folder::{FoldOptions, Folder};
 pub use state::WorkflowState;
 pub use view::EventView;

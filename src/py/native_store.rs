@@ -14,7 +14,7 @@ use super::records::{encode_dict, snapshot_dict, subscription_dict};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
-use crate::fold::Folder;
+use crate::fold::{Folder, SnapshotSaver};
 use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, StoredSnapshot};
 use crate::store::sqlite::config::{
@@ -29,7 +29,9 @@ use crate::time;
 /// An event store backend callable from Python (wrapped by the public store classes).
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct NativeStore {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
+    /// Writes the snapshots rebuilds hand over, after they return.
+    saver: SnapshotSaver,
     /// Largest encoded payload accepted by `append` (a guard against runaway events).
     max_payload_bytes: usize,
     /// Whether a large read decodes its payloads as its rows arrive (see `read_events`).
@@ -169,7 +171,7 @@ impl NativeStore {
             )?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes, decode_ahead })
+        Ok(NativeStore { backend: Arc::new(backend), saver: SnapshotSaver::default(), max_payload_bytes, decode_ahead })
     }
 
     /// A new, empty in-memory store.
@@ -177,7 +179,8 @@ impl NativeStore {
     #[pyo3(signature = (max_payload_bytes=None))]
     fn memory(max_payload_bytes: Option<&Bound<'_, PyAny>>) -> PyResult<NativeStore> {
         Ok(NativeStore {
-            backend: Box::new(MemoryBackend::new()),
+            backend: Arc::new(MemoryBackend::new()),
+            saver: SnapshotSaver::default(),
             max_payload_bytes: payload_limit(max_payload_bytes)?,
             // Its reads are never large (see `Backend::parallel_reads_pay`): nothing to decode ahead.
             decode_ahead: false,
@@ -357,8 +360,9 @@ impl NativeStore {
     /// `to_timestamp`) into its state, starting from `initial_state` if given.
     /// Runs without the GIL except to upcast older events through `upcast`.
     /// With `snapshot_after_events`, a snapshot of the state is saved too when at least that
-    /// many events were applied (none skipped, no `to_timestamp`), written while the answer is
-    /// built and committed before this returns; the result then holds `"snapshot_saved": True`.
+    /// many events were applied (none skipped, no `to_timestamp`): handed to a worker thread
+    /// that writes it after this returns (`flush_snapshots` and `close` wait for it, and so
+    /// do this entity's snapshot reads); the result then holds `"snapshot_queued": True`.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
         upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None
@@ -413,7 +417,7 @@ impl NativeStore {
         }
         scanned?;
         match folder.snapshot_due(&entity_id, snapshot_after_events) {
-            Some(snapshot) => folder.into_py_saving(py, backend, snapshot),
+            Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
             None => folder.into_py(py),
         }
     }
@@ -471,7 +475,11 @@ impl NativeStore {
         let entity_id = str_arg(entity_id, "entity_id")?;
         let max_sequence =
             max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
-        let rows = self.run(py, move |b| b.snapshots(&entity_type, &entity_id, max_sequence, limit))?;
+        let saver = &self.saver;
+        let rows = self.run(py, move |b| {
+            saver.wait_for(&entity_id);
+            b.snapshots(&entity_type, &entity_id, max_sequence, limit)
+        })?;
         PyList::new(py, rows.iter().map(|r| snapshot_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
@@ -493,9 +501,12 @@ impl NativeStore {
         let entity_id = str_arg(entity_id, "entity_id")?;
         let max_sequence =
             max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
-        let (found, skipped) = self.run(py, move |b| {
+        let saver = &self.saver;
+        let (found, mut skipped) = self.run(py, move |b| {
+            saver.wait_for(&entity_id);
             snapshot::latest_usable(b, &entity_type, &entity_id, max_sequence, max_event_time_us, limit)
         })?;
+        skipped.extend(self.saver.take_failures());
         Ok((found.map(|record| StoredSnapshot { record: Arc::new(record) }), skipped))
     }
 
@@ -563,8 +574,20 @@ impl NativeStore {
             .transpose()
     }
 
-    /// Release the database; later calls raise `StoreClosedError`.
-    fn close(&self, py: Python<'_>) {
-        py.detach(|| self.backend.close())
+    /// Wait until every snapshot handed over by a rebuild is written; why any save failed
+    /// (one line each), since the last call.
+    fn flush_snapshots(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| self.saver.wait_all());
+        self.saver.take_failures()
+    }
+
+    /// Write the pending snapshots (`flush_snapshots`, whose lines it returns), then release
+    /// the database; later calls raise `StoreClosedError`.
+    fn close(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            self.saver.wait_all();
+            self.backend.close();
+        });
+        self.saver.take_failures()
     }
 }

@@ -64,10 +64,14 @@ class FoldsWorkflows(ABC):
         ``skipped_newer`` (``(event_id, schema_version)`` pairs), ``skipped_corrupt`` (event ids)
         and ``max_event_time_us`` (the newest event time folded, or None).
 
-        With ``snapshot_after_events``, a store may also save a snapshot of the workflow's state
-        when at least that many events were folded (none skipped, no ``to_timestamp``), durable
-        before it returns; it then adds ``snapshot_saved: True`` to the result. Without that key
-        the caller saves one itself if it wants one.
+        With ``snapshot_after_events``, a store may also take over saving a snapshot of the
+        workflow's state when at least that many events were folded (none skipped, no
+        ``to_timestamp``); it then adds ``snapshot_queued: True`` to the result. Without that key
+        the caller saves one itself if it wants one. A snapshot taken over may still be written
+        after this returns: it is there for every later read of that workflow's snapshots, and
+        durable once `KeepsSnapshots.flush_snapshots` or the store's ``close()`` returns. A crash
+        before then loses the snapshot only (never an event), and a snapshot whose bytes do not
+        match its hash is never used.
         """
 
 
@@ -102,6 +106,10 @@ class KeepsSnapshots(ABC):
     @abstractmethod
     def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
         """The newest snapshot of an entity, as a dict, or None."""
+
+    def flush_snapshots(self) -> None:
+        """Wait until every snapshot the store took over from a fold is written (nothing to
+        wait for in a store that writes each before its fold returns, as this default does)."""
 
 
 class ServesStoredSnapshots(ABC):
