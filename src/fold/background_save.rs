@@ -2,29 +2,42 @@
 //! folded them has returned.
 //!
 //! A snapshot is a cache: a rebuild hands its folded state over and returns at
-//! once, and one worker thread per store encodes it (`to_msgpack`), hashes the
-//! bytes and writes the row in its own transaction. What that guarantees:
+//! once, and one worker thread per store encodes it (`to_msgpack`) and hashes
+//! the bytes straight away, then writes what it holds in one transaction once
+//! no new save has come for `QUIET`, or as soon as someone waits for it.
+//! Writing a burst of rebuilds' snapshots together takes one commit instead of
+//! one each, and spares the rebuilds still running a commit between them (a
+//! commit makes every reader of the database drop its page cache).
+//!
+//! What that guarantees:
 //!
 //! - Reads of an entity's snapshots (`wait_for`) and `wait_all` (a store's
 //!   `flush_snapshots` and `close`) wait for its pending saves, so a process
 //!   that reads or closes sees every snapshot it handed over.
-//! - A crash before the row commits loses the snapshot and nothing else: the
-//!   events are already stored, the row is written in one transaction, and a
-//!   row whose bytes do not match its hash is never used anyway.
+//! - A crash before the write commits loses those snapshots and nothing else:
+//!   the events are already stored, the rows are written in one transaction,
+//!   and a row whose bytes do not match its hash is never used anyway.
 //! - A save that fails is reported, not raised: `take_failures` hands its
 //!   message back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::WorkflowState;
 use crate::store::snapshot::bytes_hash;
 use crate::store::{Backend, SnapshotRecord};
 
-/// Saves handed over and not yet written, past which a new one waits for room:
-/// each holds a whole folded state in memory.
-const MAX_PENDING: usize = 32;
-/// Failure messages kept until someone waits; later ones are only counted.
+/// States handed over and not yet encoded past which a new one waits for room.
+const MAX_QUEUED: usize = 32;
+/// Encoded snapshots held back for a quiet moment, at most (count, bytes): more are written at once.
+const MAX_HELD: usize = 256;
+const MAX_HELD_BYTES: usize = 64 << 20;
+/// How long no save must come before the held ones are written.
+const QUIET: Duration = Duration::from_millis(50);
+/// How long the worker waits with nothing to do before it ends (a later save starts another).
+const IDLE: Duration = Duration::from_secs(2);
+/// Failure messages kept until taken; later ones are only counted.
 const MAX_FAILURES: usize = 16;
 
 /// One state to save: the folded state and its row, still without bytes and hash.
@@ -35,21 +48,62 @@ struct Job {
 
 #[derive(Default)]
 struct Queue {
+    /// States to encode, in order.
     jobs: VecDeque<Job>,
+    /// Encoded snapshots to write, and their bytes in all.
+    held: Vec<SnapshotRecord>,
+    held_bytes: usize,
     /// Saves handed over and not finished, by entity id.
     pending: HashMap<String, usize>,
-    /// All saves handed over and not finished (queued or being written).
+    /// All saves handed over and not finished.
     in_flight: usize,
+    /// Threads waiting for saves to finish: the held ones are written at once then.
+    waiters: usize,
+    last_arrival: Option<Instant>,
     worker_running: bool,
     failures: Vec<String>,
     failures_dropped: usize,
 }
 
+impl Queue {
+    /// Whether the held snapshots are to be written now.
+    fn write_now(&self) -> bool {
+        !self.held.is_empty()
+            && (self.waiters > 0
+                || self.held.len() >= MAX_HELD
+                || self.held_bytes >= MAX_HELD_BYTES
+                || self.last_arrival.is_none_or(|t| t.elapsed() >= QUIET))
+    }
+
+    /// Count a save as finished, keeping the message of a failed one.
+    fn finish(&mut self, record: &SnapshotRecord, outcome: &Result<(), String>) {
+        if let Some(n) = self.pending.get_mut(&record.entity_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending.remove(&record.entity_id);
+            }
+        }
+        self.in_flight -= 1;
+        if let Err(why) = outcome {
+            if self.failures.len() < MAX_FAILURES {
+                self.failures.push(format!(
+                    "snapshot of {} {} at sequence {} was not saved: {why}",
+                    record.entity_type, record.entity_id, record.sequence
+                ));
+            } else {
+                self.failures_dropped += 1;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled whenever a save finishes.
+    /// Signalled whenever saves finish.
     finished: Condvar,
+    /// Signalled whenever a save is handed over or someone starts waiting.
+    wake: Condvar,
 }
 
 impl Shared {
@@ -57,8 +111,18 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        self.finished.wait(guard).unwrap_or_else(|p| p.into_inner())
+    /// Wait (as a waiter: held snapshots are written at once) until `done` holds.
+    fn wait_until(&self, done: impl Fn(&Queue) -> bool) {
+        let mut queue = self.lock();
+        if done(&queue) {
+            return;
+        }
+        queue.waiters += 1;
+        self.wake.notify_all();
+        while !done(&queue) {
+            queue = self.finished.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        queue.waiters -= 1;
     }
 }
 
@@ -70,48 +134,43 @@ pub struct SnapshotSaver {
 
 impl SnapshotSaver {
     /// Hand `state` over to be saved as `record` (its `state` and `state_hash` are filled
-    /// in by the worker). Waits only when `MAX_PENDING` saves are still pending. Call it
-    /// without the GIL.
+    /// in by the worker). Waits only while `MAX_QUEUED` states are still to be encoded.
+    /// Call it without the GIL.
     pub fn submit(&self, backend: &Arc<dyn Backend>, state: WorkflowState, record: SnapshotRecord) {
+        self.shared.wait_until(|q| q.jobs.len() < MAX_QUEUED);
         let mut queue = self.shared.lock();
-        while queue.in_flight >= MAX_PENDING {
-            queue = self.shared.wait(queue);
-        }
         *queue.pending.entry(record.entity_id.clone()).or_default() += 1;
         queue.in_flight += 1;
+        queue.last_arrival = Some(Instant::now());
         queue.jobs.push_back(Job { state, record });
-        if !queue.worker_running {
-            queue.worker_running = true;
-            let (shared, backend) = (Arc::clone(&self.shared), Arc::clone(backend));
-            let spawned = std::thread::Builder::new()
-                .name("snapshot-saver".into())
-                .spawn(move || work(&shared, &*backend));
-            if let Err(e) = spawned {
-                // No thread to be had: the saves are dropped (a snapshot is a cache), and said so.
-                queue.worker_running = false;
-                let dropped: Vec<Job> = queue.jobs.drain(..).collect();
-                for job in dropped {
-                    finish(&mut queue, &job.record, Err(format!("no thread to save it on: {e}")));
-                }
-                self.shared.finished.notify_all();
+        self.shared.wake.notify_all();
+        if queue.worker_running {
+            return;
+        }
+        queue.worker_running = true;
+        let (shared, backend) = (Arc::clone(&self.shared), Arc::clone(backend));
+        let spawned =
+            std::thread::Builder::new().name("snapshot-saver".into()).spawn(move || work(&shared, &*backend));
+        if let Err(e) = spawned {
+            // No thread to be had: the saves are dropped (a snapshot is a cache), and said so.
+            queue.worker_running = false;
+            let why = Err(format!("no thread to save it on: {e}"));
+            let dropped: Vec<Job> = queue.jobs.drain(..).collect();
+            for job in dropped {
+                queue.finish(&job.record, &why);
             }
+            self.shared.finished.notify_all();
         }
     }
 
     /// Wait until no save of `entity_id` is pending. Call it without the GIL.
     pub fn wait_for(&self, entity_id: &str) {
-        let mut queue = self.shared.lock();
-        while queue.pending.contains_key(entity_id) {
-            queue = self.shared.wait(queue);
-        }
+        self.shared.wait_until(|q| !q.pending.contains_key(entity_id));
     }
 
     /// Wait until every save handed over is written. Call it without the GIL.
     pub fn wait_all(&self) {
-        let mut queue = self.shared.lock();
-        while queue.in_flight > 0 {
-            queue = self.shared.wait(queue);
-        }
+        self.shared.wait_until(|q| q.in_flight == 0);
     }
 
     /// Why the saves that failed since the last call failed, one line each.
@@ -126,55 +185,77 @@ impl SnapshotSaver {
     }
 }
 
-/// Count a save as finished, keeping the message of a failed one.
-fn finish(queue: &mut Queue, record: &SnapshotRecord, outcome: Result<(), String>) {
-    if let Some(n) = queue.pending.get_mut(&record.entity_id) {
-        *n -= 1;
-        if *n == 0 {
-            queue.pending.remove(&record.entity_id);
-        }
-    }
-    queue.in_flight -= 1;
-    if let Err(why) = outcome {
-        if queue.failures.len() < MAX_FAILURES {
-            queue.failures.push(format!(
-                "snapshot of {} {} at sequence {} was not saved: {why}",
-                record.entity_type, record.entity_id, record.sequence
-            ));
-        } else {
-            queue.failures_dropped += 1;
+/// What the worker does next.
+enum Step {
+    Encode(Job),
+    Write(Vec<SnapshotRecord>),
+    End,
+}
+
+/// The worker: encodes states as they come, writes the held snapshots when `write_now`
+/// says, and ends once idle for `IDLE`.
+fn work(shared: &Shared, backend: &dyn Backend) {
+    loop {
+        let step = {
+            let mut queue = shared.lock();
+            loop {
+                if let Some(job) = queue.jobs.pop_front() {
+                    break Step::Encode(job);
+                }
+                if queue.write_now() {
+                    queue.held_bytes = 0;
+                    break Step::Write(std::mem::take(&mut queue.held));
+                }
+                let timeout = match (queue.held.is_empty(), queue.last_arrival) {
+                    (false, Some(t)) => QUIET.saturating_sub(t.elapsed()),
+                    _ => IDLE,
+                };
+                let (next, waited) = shared.wake.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner());
+                queue = next;
+                if waited.timed_out() && queue.held.is_empty() && queue.jobs.is_empty() {
+                    queue.worker_running = false;
+                    break Step::End;
+                }
+            }
+        };
+        match step {
+            Step::Encode(job) => encode(shared, job),
+            Step::Write(records) => {
+                // A panic must still count the saves as finished, or their waiters would wait for ever.
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    backend.save_snapshots(&records).map_err(|e| e.message)
+                }));
+                let outcome = written.unwrap_or_else(|_| Err("writing it panicked".into()));
+                let mut queue = shared.lock();
+                for record in &records {
+                    queue.finish(record, &outcome);
+                }
+                shared.finished.notify_all();
+            }
+            Step::End => return,
         }
     }
 }
 
-/// The worker: saves jobs in order until none is left, then ends (a later submit starts another).
-fn work(shared: &Shared, backend: &dyn Backend) {
-    loop {
-        let job = {
-            let mut queue = shared.lock();
-            match queue.jobs.pop_front() {
-                Some(job) => job,
-                None => {
-                    queue.worker_running = false;
-                    return;
-                }
-            }
-        };
-        let Job { state, mut record } = job;
-        // A panic must still count the save as finished, or its waiters would wait for ever.
-        let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match state.to_msgpack() {
-            Some(bytes) => {
-                drop(state);
-                record.state_hash = bytes_hash(&bytes);
-                record.state = bytes;
-                backend.save_snapshot(&record).map_err(|e| e.message)
-            }
-            // `submit`'s callers check `encodes_without_python` first.
-            None => Err("its state can only be encoded from Python".into()),
-        }));
-        let outcome = saved.unwrap_or_else(|_| Err("saving it panicked".into()));
-        let mut queue = shared.lock();
-        finish(&mut queue, &record, outcome);
-        shared.finished.notify_all();
+/// Encode and hash one job's state and hold the snapshot for writing.
+fn encode(shared: &Shared, job: Job) {
+    let Job { state, mut record } = job;
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.to_msgpack().map(|bytes| (bytes_hash(&bytes), bytes))
+    }));
+    drop(state);
+    let mut queue = shared.lock();
+    match encoded {
+        Ok(Some((hash, bytes))) => {
+            record.state_hash = hash;
+            record.state = bytes;
+            queue.held_bytes += record.state.len();
+            queue.held.push(record);
+        }
+        // `submit`'s callers check `encodes_without_python` first.
+        Ok(None) => queue.finish(&record, &Err("its state can only be encoded from Python".into())),
+        Err(_) => queue.finish(&record, &Err("encoding it panicked".into())),
     }
+    // A waiter for room in the queue may go on.
+    shared.finished.notify_all();
 }
