@@ -125,15 +125,8 @@ class EventReplayer:
 
         snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
         start = snapshot.sequence if snapshot else 0
-        folded = self._fold(
-            workflow_id,
-            start,
-            as_of_sequence,
-            as_of_time,
-            _seed(snapshot),
-            skip_corrupt,
-            self._snapshot_after_events(workflow_id, snapshot, as_of_time),
-        )
+        due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
+        folded = self._fold(workflow_id, start, as_of_sequence, as_of_time, _seed(snapshot), skip_corrupt, due)
         for event_id, version in folded["skipped_newer"]:
             logger.warning(
                 "replay of %s skipped event %s: schema v%d is newer than this build's v%d",
@@ -153,9 +146,12 @@ class EventReplayer:
             skipped_newer=list(folded["skipped_newer"]),
             skipped_corrupt=list(folded["skipped_corrupt"]),
         )
+        if self._snapshot_store is not None and as_of_sequence is None and as_of_time is None:
+            self._snapshot_store.note_rebuild(workflow_id, snapshot is not None, result.events_replayed)
         if folded.get("snapshot_queued") and self._snapshot_store is not None:
             self._snapshot_store.record_saved(workflow_id)
-        elif as_of_time is None:
+        elif as_of_time is None and (due is None or result.events_replayed >= due):
+            # Unless the fold was asked to save one and too few events were due for it.
             # A state folded up to a sequence is a valid checkpoint for it.
             self._maybe_snapshot(result, snapshot, folded["max_event_time_us"])
         self.last_result = result
@@ -207,7 +203,7 @@ class EventReplayer:
     def _usable_snapshot(
         self, workflow_id: str, as_of_sequence: int | None, as_of_time: datetime | None
     ) -> _core.StoredSnapshot | Snapshot | None:
-        if self._snapshot_store is None:
+        if self._snapshot_store is None or not self._snapshot_store.worth_looking(workflow_id):
             return None
         return self._snapshot_store.latest_usable(
             EntityType.WORKFLOW, workflow_id, max_sequence=as_of_sequence, max_event_time=as_of_time
