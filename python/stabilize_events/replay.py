@@ -25,7 +25,7 @@ from stabilize_events._core import Event
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
-from stabilize_events.store.capabilities import FoldsWorkflows
+from stabilize_events.store.capabilities import FoldsWorkflows, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType
 
@@ -123,10 +123,23 @@ class EventReplayer:
         if as_of_time is not None and not isinstance(as_of_time, datetime):
             raise ArgumentTypeError(f"as_of_time must be a datetime, not {type(as_of_time).__name__}")
 
-        snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
+        due = self._snapshot_after_events(workflow_id, None, as_of_time)
+        folded = self._fold_looking_up(workflow_id, as_of_sequence, as_of_time, skip_corrupt, due)
+        if folded is not None:
+            snapshot: _core.StoredSnapshot | Snapshot | None = folded["snapshot"]
+        else:
+            snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
+            due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
+            folded = self._fold(
+                workflow_id,
+                snapshot.sequence if snapshot else 0,
+                as_of_sequence,
+                as_of_time,
+                _seed(snapshot),
+                skip_corrupt,
+                due,
+            )
         start = snapshot.sequence if snapshot else 0
-        due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
-        folded = self._fold(workflow_id, start, as_of_sequence, as_of_time, _seed(snapshot), skip_corrupt, due)
         for event_id, version in folded["skipped_newer"]:
             logger.warning(
                 "replay of %s skipped event %s: schema v%d is newer than this build's v%d",
@@ -146,8 +159,6 @@ class EventReplayer:
             skipped_newer=list(folded["skipped_newer"]),
             skipped_corrupt=list(folded["skipped_corrupt"]),
         )
-        if self._snapshot_store is not None and as_of_sequence is None and as_of_time is None:
-            self._snapshot_store.note_rebuild(workflow_id, snapshot is not None, result.events_replayed)
         if folded.get("snapshot_queued") and self._snapshot_store is not None:
             self._snapshot_store.record_saved(workflow_id)
         elif as_of_time is None and (due is None or result.events_replayed >= due):
@@ -203,11 +214,57 @@ class EventReplayer:
     def _usable_snapshot(
         self, workflow_id: str, as_of_sequence: int | None, as_of_time: datetime | None
     ) -> _core.StoredSnapshot | Snapshot | None:
-        if self._snapshot_store is None or not self._snapshot_store.worth_looking(workflow_id):
+        if self._snapshot_store is None:
             return None
         return self._snapshot_store.latest_usable(
             EntityType.WORKFLOW, workflow_id, max_sequence=as_of_sequence, max_event_time=as_of_time
         )
+
+    def _fold_looking_up(
+        self,
+        workflow_id: str,
+        as_of_sequence: int | None,
+        as_of_time: datetime | None,
+        skip_corrupt: bool,
+        snapshot_after_events: int | None,
+    ) -> dict[str, Any] | None:
+        """The fold of a store that looks for the snapshot itself as it folds (see
+        `FoldsWorkflows.fold_workflow`'s ``look_up_snapshot_at``), its result holding the
+        ``snapshot`` it started from; None where that does not apply (no policy, a store that
+        cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
+
+        A workflow with fewer events than the policy's ``every_n_events`` is folded with no
+        look-up: this policy saves it no snapshot, and looking costs about as much as folding
+        that few events (a snapshot saved for it otherwise is passed over).
+        """
+        snapshots, store = self._snapshot_store, self._event_store
+        if (
+            snapshots is None
+            or snapshots.policy is None
+            or skip_corrupt
+            or not isinstance(store, FoldsWorkflows)
+            or not isinstance(store, ServesStoredSnapshots)
+            or _upcaster() is not None
+        ):
+            return None
+        folded = store.fold_workflow(
+            workflow_id,
+            0,
+            as_of_sequence,
+            as_of_time,
+            None,
+            None,
+            CURRENT_SCHEMA_VERSION,
+            False,
+            snapshot_after_events,
+            snapshots.policy.every_n_events,
+        )
+        if "legacy_snapshot" in folded:
+            # Checked in Python: the lookup is made again the slow way (which says what it skips).
+            return None
+        for why in folded["snapshot_skipped"]:
+            logger.warning("%s", why)
+        return folded
 
     def _snapshot_after_events(
         self, workflow_id: str, used: _core.StoredSnapshot | Snapshot | None, as_of_time: datetime | None

@@ -176,12 +176,9 @@ class SnapshotStore:
             )
         self._event_store: KeepsSnapshots = event_store
         self.policy = policy
-        #: Workflows not worth looking up a snapshot for (see `worth_looking`).
-        self._too_small: set[str] = set()
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Persist ``snapshot`` with the hash of its state."""
-        self._too_small.discard(snapshot.entity_id)
         max_us = None if snapshot.max_event_time is None else datetime_to_micros(snapshot.max_event_time)
         self._event_store.save_snapshot(
             snapshot.entity_type,
@@ -297,29 +294,9 @@ class SnapshotStore:
         written and durable (`KeepsSnapshots.flush_snapshots`; closing the store waits too)."""
         self._event_store.flush_snapshots()
 
-    def worth_looking(self, entity_id: str) -> bool:
-        """Whether a rebuild of ``entity_id`` is to look for a snapshot first.
-
-        Not when its last rebuild with this store found none and folded fewer events than the
-        policy's ``every_n_events`` (so none was saved): looking costs more than folding that
-        few events. It is looked for again once a rebuild folds enough to save one; a snapshot
-        another process saves for it meanwhile is passed over until then.
-        """
-        return entity_id not in self._too_small
-
-    def note_rebuild(self, entity_id: str, from_snapshot: bool, events_replayed: int) -> None:
-        """Note how a rebuild of ``entity_id`` up to its newest event went, for `worth_looking`."""
-        if self.policy is None or from_snapshot or events_replayed >= self.policy.every_n_events:
-            self._too_small.discard(entity_id)
-            return
-        if len(self._too_small) >= _MAX_TOO_SMALL:
-            self._too_small.clear()
-        self._too_small.add(entity_id)
-
     def record_saved(self, entity_id: str) -> None:
         """Note that a snapshot of ``entity_id`` was saved (or taken over by the store, as it
         folded)."""
-        self._too_small.discard(entity_id)
         if self.policy is not None:
             self.policy.record_snapshot(entity_id)
 
@@ -331,8 +308,6 @@ class SnapshotStore:
 
 #: How many snapshots of an entity a replay looks at, newest first, before replaying from the start.
 _MAX_SNAPSHOTS_TRIED = 50
-#: Workflows `SnapshotStore.worth_looking` remembers at most (past that it forgets them all).
-_MAX_TOO_SMALL = 100_000
 
 
 def snapshot_row_intact(row: dict[str, Any]) -> bool:

@@ -2,12 +2,13 @@
 //! folded them has returned.
 //!
 //! A snapshot is a cache: a rebuild hands its folded state over and returns at
-//! once, and one worker thread per store encodes it (`to_msgpack`) and hashes
-//! the bytes straight away, then writes what it holds in one transaction once
-//! no new save has come for `QUIET`, or as soon as someone waits for it.
-//! Writing a burst of rebuilds' snapshots together takes one commit instead of
-//! one each, and spares the rebuilds still running a commit between them (a
-//! commit makes every reader of the database drop its page cache).
+//! once. One worker thread per store encodes the states it holds
+//! (`to_msgpack`), hashes the bytes and writes them in one transaction once no
+//! new save has come for `QUIET`, or as soon as someone waits for one of them
+//! (or too much is held). A burst of rebuilds thus runs with no saving beside
+//! it (no core taken from it, no commit between its reads: a commit makes
+//! every reader of the database drop its page cache), and its snapshots take
+//! one commit instead of one each.
 //!
 //! What that guarantees:
 //!
@@ -28,11 +29,10 @@ use super::WorkflowState;
 use crate::store::snapshot::bytes_hash;
 use crate::store::{Backend, SnapshotRecord};
 
-/// States handed over and not yet encoded past which a new one waits for room.
-const MAX_QUEUED: usize = 32;
-/// Encoded snapshots held back for a quiet moment, at most (count, bytes): more are written at once.
+/// States held for a quiet moment, at most (count, and stages plus tasks in all): past
+/// either, they are saved at once.
 const MAX_HELD: usize = 256;
-const MAX_HELD_BYTES: usize = 64 << 20;
+const MAX_HELD_ENTITIES: usize = 500_000;
 /// How long no save must come before the held ones are written.
 const QUIET: Duration = Duration::from_millis(50);
 /// How long the worker waits with nothing to do before it ends (a later save starts another).
@@ -48,11 +48,9 @@ struct Job {
 
 #[derive(Default)]
 struct Queue {
-    /// States to encode, in order.
+    /// States to save, in order, and their stages and tasks in all.
     jobs: VecDeque<Job>,
-    /// Encoded snapshots to write, and their bytes in all.
-    held: Vec<SnapshotRecord>,
-    held_bytes: usize,
+    held_entities: usize,
     /// Saves handed over and not finished, by entity id.
     pending: HashMap<String, usize>,
     /// All saves handed over and not finished.
@@ -66,12 +64,12 @@ struct Queue {
 }
 
 impl Queue {
-    /// Whether the held snapshots are to be written now.
-    fn write_now(&self) -> bool {
-        !self.held.is_empty()
+    /// Whether the held states are to be saved now.
+    fn save_now(&self) -> bool {
+        !self.jobs.is_empty()
             && (self.waiters > 0
-                || self.held.len() >= MAX_HELD
-                || self.held_bytes >= MAX_HELD_BYTES
+                || self.jobs.len() >= MAX_HELD
+                || self.held_entities >= MAX_HELD_ENTITIES
                 || self.last_arrival.is_none_or(|t| t.elapsed() >= QUIET))
     }
 
@@ -134,16 +132,21 @@ pub struct SnapshotSaver {
 
 impl SnapshotSaver {
     /// Hand `state` over to be saved as `record` (its `state` and `state_hash` are filled
-    /// in by the worker). Waits only while `MAX_QUEUED` states are still to be encoded.
-    /// Call it without the GIL.
+    /// in by the worker). Never waits for a save; call it without the GIL all the same (it
+    /// takes a lock the worker holds briefly).
     pub fn submit(&self, backend: &Arc<dyn Backend>, state: WorkflowState, record: SnapshotRecord) {
-        self.shared.wait_until(|q| q.jobs.len() < MAX_QUEUED);
         let mut queue = self.shared.lock();
         *queue.pending.entry(record.entity_id.clone()).or_default() += 1;
         queue.in_flight += 1;
         queue.last_arrival = Some(Instant::now());
+        queue.held_entities += state.entity_count();
+        let was_empty = queue.jobs.is_empty();
         queue.jobs.push_back(Job { state, record });
-        self.shared.wake.notify_all();
+        if queue.save_now() || was_empty {
+            // The worker waits for a quiet moment from the first state on; a later one only
+            // moves that moment, which the worker sees when it wakes.
+            self.shared.wake.notify_all();
+        }
         if queue.worker_running {
             return;
         }
@@ -185,77 +188,65 @@ impl SnapshotSaver {
     }
 }
 
-/// What the worker does next.
-enum Step {
-    Encode(Job),
-    Write(Vec<SnapshotRecord>),
-    End,
-}
-
-/// The worker: encodes states as they come, writes the held snapshots when `write_now`
-/// says, and ends once idle for `IDLE`.
+/// The worker: saves the held states when `save_now` says, and ends once idle for `IDLE`.
 fn work(shared: &Shared, backend: &dyn Backend) {
     loop {
-        let step = {
+        let jobs = {
             let mut queue = shared.lock();
             loop {
-                if let Some(job) = queue.jobs.pop_front() {
-                    break Step::Encode(job);
+                if queue.save_now() {
+                    queue.held_entities = 0;
+                    break std::mem::take(&mut queue.jobs);
                 }
-                if queue.write_now() {
-                    queue.held_bytes = 0;
-                    break Step::Write(std::mem::take(&mut queue.held));
-                }
-                let timeout = match (queue.held.is_empty(), queue.last_arrival) {
+                let timeout = match (queue.jobs.is_empty(), queue.last_arrival) {
                     (false, Some(t)) => QUIET.saturating_sub(t.elapsed()),
                     _ => IDLE,
                 };
                 let (next, waited) = shared.wake.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner());
                 queue = next;
-                if waited.timed_out() && queue.held.is_empty() && queue.jobs.is_empty() {
+                if waited.timed_out() && queue.jobs.is_empty() {
                     queue.worker_running = false;
-                    break Step::End;
+                    return;
                 }
             }
         };
-        match step {
-            Step::Encode(job) => encode(shared, job),
-            Step::Write(records) => {
-                // A panic must still count the saves as finished, or their waiters would wait for ever.
-                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    backend.save_snapshots(&records).map_err(|e| e.message)
-                }));
-                let outcome = written.unwrap_or_else(|_| Err("writing it panicked".into()));
-                let mut queue = shared.lock();
-                for record in &records {
-                    queue.finish(record, &outcome);
-                }
-                shared.finished.notify_all();
-            }
-            Step::End => return,
-        }
+        save(shared, backend, jobs);
     }
 }
 
-/// Encode and hash one job's state and hold the snapshot for writing.
-fn encode(shared: &Shared, job: Job) {
-    let Job { state, mut record } = job;
-    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        state.to_msgpack().map(|bytes| (bytes_hash(&bytes), bytes))
-    }));
-    drop(state);
-    let mut queue = shared.lock();
-    match encoded {
-        Ok(Some((hash, bytes))) => {
-            record.state_hash = hash;
-            record.state = bytes;
-            queue.held_bytes += record.state.len();
-            queue.held.push(record);
+/// Encode, hash and write `jobs` (in one transaction), and count them as finished.
+fn save(shared: &Shared, backend: &dyn Backend, jobs: VecDeque<Job>) {
+    let mut records = Vec::with_capacity(jobs.len());
+    let mut outcomes = Vec::new();
+    for Job { state, mut record } in jobs {
+        // A panic must still count the save as finished, or its waiters would wait for ever.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.to_msgpack().map(|bytes| (bytes_hash(&bytes), bytes))
+        }));
+        match encoded {
+            Ok(Some((hash, bytes))) => {
+                record.state_hash = hash;
+                record.state = bytes;
+                records.push(record);
+            }
+            // `submit`'s callers check `encodes_without_python` first.
+            Ok(None) => outcomes.push((record, Err("its state can only be encoded from Python".into()))),
+            Err(_) => outcomes.push((record, Err("encoding it panicked".into()))),
         }
-        // `submit`'s callers check `encodes_without_python` first.
-        Ok(None) => queue.finish(&record, &Err("its state can only be encoded from Python".into())),
-        Err(_) => queue.finish(&record, &Err("encoding it panicked".into())),
     }
-    // A waiter for room in the queue may go on.
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if records.is_empty() {
+            return Ok(());
+        }
+        backend.save_snapshots(&records).map_err(|e| e.message)
+    }));
+    let written = written.unwrap_or_else(|_| Err("writing it panicked".into()));
+    let mut queue = shared.lock();
+    for record in &records {
+        queue.finish(record, &written);
+    }
+    for (record, outcome) in &outcomes {
+        queue.finish(record, outcome);
+    }
     shared.finished.notify_all();
 }

@@ -40,6 +40,11 @@ pub struct Folder {
     /// What the fold started from, for a snapshot it saves: nothing, a stored snapshot's
     /// (version, newest event time), or a state given as a dict (no snapshot is saved then).
     start: Start,
+    /// Rows to fold before the scan is stopped (`stop_after`), and rows seen so far.
+    stop_after: Option<u64>,
+    rows_seen: u64,
+    /// Whether the scan was stopped there, with rows left.
+    pub stopped: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -70,7 +75,26 @@ impl Folder {
             py_error: None,
             seed: None,
             start: Start::Empty,
+            stop_after: None,
+            rows_seen: 0,
+            stopped: false,
         }
+    }
+
+    /// A folder starting from a stored snapshot (its hash checked when it was chosen),
+    /// seeded from its bytes lazily; events after its sequence are to be folded.
+    pub fn from_stored(workflow_id: &str, record: Arc<SnapshotRecord>, options: FoldOptions) -> Self {
+        let mut folder = Folder::new(WorkflowState::new(workflow_id), record.sequence, options);
+        folder.start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
+        folder.seed = Some((workflow_id.to_owned(), record));
+        folder
+    }
+
+    /// Stop the scan (with an error the caller drops, `stopped` set) when a row comes after
+    /// `rows` rows, before it is folded in; `None` folds on to the end.
+    pub fn stop_after(&mut self, rows: Option<u64>) {
+        self.stop_after = rows;
+        self.stopped = false;
     }
 
     /// A folder from the Python-facing arguments shared by every fold entry point.
@@ -82,15 +106,18 @@ impl Folder {
         current_schema_version: i64,
         skip_corrupt: bool,
     ) -> PyResult<Folder> {
-        let mut seed = None;
+        let options = FoldOptions {
+            current_schema_version,
+            skip_corrupt,
+            upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
+        };
         let mut start = Start::Empty;
         let state = match initial_state.filter(|s| !s.is_none()) {
-            // A stored snapshot (its hash checked when it was chosen): seeded from its bytes, lazily.
             Some(s) if s.is_instance_of::<StoredSnapshot>() => {
                 let record = Arc::clone(&s.cast::<StoredSnapshot>()?.get().record);
-                start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
-                seed = Some((workflow_id.to_owned(), record));
-                WorkflowState::new(workflow_id)
+                let mut folder = Folder::from_stored(workflow_id, record, options);
+                folder.last_sequence = from_sequence;
+                return Ok(folder);
             }
             Some(s) => {
                 if !s.is_instance_of::<PyDict>() {
@@ -106,13 +133,7 @@ impl Folder {
             }
             None => WorkflowState::new(workflow_id),
         };
-        let options = FoldOptions {
-            current_schema_version,
-            skip_corrupt,
-            upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
-        };
         let mut folder = Folder::new(state, from_sequence, options);
-        folder.seed = seed;
         folder.start = start;
         Ok(folder)
     }
@@ -158,6 +179,13 @@ impl Folder {
 
     /// Fold one scanned row in.
     pub fn visit(&mut self, row: CoreResult<EventView<'_>>) -> CoreResult<()> {
+        if let Some(limit) = self.stop_after {
+            if self.rows_seen >= limit {
+                self.stopped = true;
+                return Err(CoreError::new(Kind::Store, "the fold stopped to look for a snapshot"));
+            }
+            self.rows_seen += 1;
+        }
         let view = match row {
             Ok(v) => v,
             Err(e) if self.options.skip_corrupt && e.kind == Kind::CorruptEvent => {

@@ -6,6 +6,11 @@ use super::state::{deferred_parts, Fields, Val, WorkflowState};
 use crate::time::IsoFormatter;
 
 impl WorkflowState {
+    /// Stages and tasks in all: a measure of the state's size.
+    pub fn entity_count(&self) -> usize {
+        self.stages.items.len() + self.tasks.items.len()
+    }
+
     /// Whether `to_msgpack` gives the state's bytes (it is None only for the rare states
     /// described there), checked without encoding.
     pub fn encodes_without_python(&self) -> bool {

@@ -14,7 +14,7 @@ use super::records::{encode_dict, snapshot_dict, subscription_dict};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
-use crate::fold::{Folder, SnapshotSaver};
+use crate::fold::{FoldOptions, Folder, SnapshotSaver};
 use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, StoredSnapshot};
 use crate::store::sqlite::config::{
@@ -38,7 +38,31 @@ pub struct NativeStore {
     decode_ahead: bool,
 }
 
+/// What a fold that looks for a snapshot as it goes found (see `fold_workflow`).
+enum LookUp {
+    /// The workflow has fewer events than the fold looks up at: nothing was looked for.
+    NotReached,
+    /// The snapshot the fold went on from, if any, and why newer ones were passed over.
+    Done(Option<Arc<SnapshotRecord>>, Vec<String>),
+    /// The newest usable snapshot has a legacy hash, to be checked in Python: nothing folded.
+    Legacy(SnapshotRecord, Vec<String>),
+}
+
 impl NativeStore {
+    /// The result of a finished fold, with its snapshot handed to the saver when one is due.
+    fn fold_result<'py>(
+        &self,
+        py: Python<'py>,
+        folder: Folder,
+        entity_id: &str,
+        snapshot_after_events: Option<i64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        match folder.snapshot_due(entity_id, snapshot_after_events) {
+            Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
+            None => folder.into_py(py),
+        }
+    }
+
     /// The backend this store runs on (for the JSON Lines export, `jsonl::python`).
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
@@ -363,9 +387,17 @@ impl NativeStore {
     /// many events were applied (none skipped, no `to_timestamp`): handed to a worker thread
     /// that writes it after this returns (`flush_snapshots` and `close` wait for it, and so
     /// do this entity's snapshot reads); the result then holds `"snapshot_queued": True`.
+    /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
+    /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
+    /// that many events, and goes on from it if it is further on: a smaller workflow is folded
+    /// with no look-up. The result then holds `"snapshot"` (the `StoredSnapshot` it started
+    /// from, or None) and `"snapshot_skipped"` (why snapshots were passed over); when the
+    /// snapshot found has a legacy hash it holds only `"legacy_snapshot"` and
+    /// `"snapshot_skipped"`, and nothing is folded.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
-        upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None
+        upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None,
+        look_up_snapshot_at=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn fold_workflow<'py>(
@@ -380,6 +412,7 @@ impl NativeStore {
         current_schema_version: i64,
         skip_corrupt: bool,
         snapshot_after_events: Option<i64>,
+        look_up_snapshot_at: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
@@ -391,6 +424,14 @@ impl NativeStore {
             Some(_) => return raise(Kind::ArgumentType, "as_of_time must be a datetime"),
             None => None,
         };
+        let plain_start = from_sequence == 0 && given(initial_state).is_none() && given(upcast).is_none();
+        if look_up_snapshot_at.is_some() && !(plain_start && !skip_corrupt) {
+            return raise(
+                Kind::InvalidArgument,
+                "look_up_snapshot_at folds from the first event: it takes no from_sequence, \
+                 initial_state, upcast or skip_corrupt",
+            );
+        }
         let mut folder = Folder::from_py(
             &workflow_id,
             from_sequence,
@@ -402,7 +443,7 @@ impl NativeStore {
         // A state folded up to an instant is no checkpoint for a sequence: no snapshot then.
         let snapshot_after_events = snapshot_after_events.filter(|_| to_timestamp.is_none());
         let entity_id = workflow_id.clone();
-        let filter = Filter {
+        let mut filter = Filter {
             workflow_id: Some(workflow_id),
             from_sequence: Some(from_sequence),
             to_sequence,
@@ -411,15 +452,56 @@ impl NativeStore {
         };
         let full = folder.needs_full_rows();
         let backend: &dyn Backend = &*self.backend;
-        let scanned = py.detach(|| backend.scan(&filter, full, &mut |row| folder.visit(row)));
-        if let Some(err) = folder.py_error.take() {
-            return Err(err);
-        }
-        scanned?;
-        match folder.snapshot_due(&entity_id, snapshot_after_events) {
-            Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
-            None => folder.into_py(py),
-        }
+        let Some(at) = look_up_snapshot_at else {
+            let scanned = py.detach(|| backend.scan(&filter, full, &mut |row| folder.visit(row)));
+            if let Some(err) = folder.py_error.take() {
+                return Err(err);
+            }
+            scanned?;
+            return self.fold_result(py, folder, &entity_id, snapshot_after_events);
+        };
+        let saver = &self.saver;
+        let looked_up = py.detach(|| -> CoreResult<LookUp> {
+            folder.stop_after(Some(u64::try_from(at.max(1) - 1).unwrap_or(0)));
+            let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
+            if !folder.stopped {
+                return scanned.map(|()| LookUp::NotReached);
+            }
+            folder.stop_after(None);
+            saver.wait_for(&entity_id);
+            let (found, skipped) =
+                snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?;
+            let found = match found {
+                Some(record) if !record.state_hash.starts_with(snapshot::HASH_PREFIX) => {
+                    return Ok(LookUp::Legacy(record, skipped));
+                }
+                Some(record) if record.sequence > folder.last_sequence => {
+                    let record = Arc::new(record);
+                    let options = FoldOptions { current_schema_version, skip_corrupt: false, upcast: None };
+                    folder = Folder::from_stored(&entity_id, Arc::clone(&record), options);
+                    Some(record)
+                }
+                _ => None,
+            };
+            filter.from_sequence = Some(folder.last_sequence);
+            backend.scan(&filter, false, &mut |row| folder.visit(row))?;
+            Ok(LookUp::Done(found, skipped))
+        })?;
+        let (found, mut skipped) = match looked_up {
+            LookUp::NotReached => (None, Vec::new()),
+            LookUp::Done(found, skipped) => (found, skipped),
+            LookUp::Legacy(record, skipped) => {
+                let d = PyDict::new(py);
+                d.set_item("legacy_snapshot", StoredSnapshot { record: Arc::new(record) })?;
+                d.set_item("snapshot_skipped", skipped)?;
+                return Ok(d);
+            }
+        };
+        skipped.extend(self.saver.take_failures());
+        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events)?;
+        d.set_item("snapshot", found.map(|record| StoredSnapshot { record }))?;
+        d.set_item("snapshot_skipped", skipped)?;
+        Ok(d)
     }
 
     /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).
