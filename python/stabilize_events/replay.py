@@ -22,6 +22,7 @@ from typing import Any
 
 from stabilize_events import _core
 from stabilize_events._core import Event
+from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
@@ -233,9 +234,9 @@ class EventReplayer:
         ``snapshot`` it started from; None where that does not apply (no policy, a store that
         cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
 
-        A workflow with fewer events than the policy's ``every_n_events`` is folded with no
-        look-up: this policy saves it no snapshot, and looking costs about as much as folding
-        that few events (a snapshot saved for it otherwise is passed over).
+        The look-up is made once the fold reaches `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the
+        policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
+        which would cost about as much as folding it (a snapshot of it is passed over).
         """
         snapshots, store = self._snapshot_store, self._event_store
         if (
@@ -257,7 +258,7 @@ class EventReplayer:
             CURRENT_SCHEMA_VERSION,
             False,
             snapshot_after_events,
-            snapshots.policy.every_n_events,
+            min(snapshots.policy.every_n_events, SNAPSHOT_LOOK_UP_AT_EVENTS),
         )
         if "legacy_snapshot" in folded:
             # Checked in Python: the lookup is made again the slow way (which says what it skips).

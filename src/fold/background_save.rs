@@ -29,10 +29,9 @@ use super::WorkflowState;
 use crate::store::snapshot::bytes_hash;
 use crate::store::{Backend, SnapshotRecord};
 
-/// States held for a quiet moment, at most (count, and stages plus tasks in all): past
-/// either, they are saved at once.
-const MAX_HELD: usize = 256;
-const MAX_HELD_ENTITIES: usize = 500_000;
+/// How much the states held for a quiet moment may weigh in all (each one plus its stages
+/// and tasks, some 200 bytes each once encoded): past that they are saved at once.
+const MAX_HELD_WEIGHT: usize = 500_000;
 /// How long no save must come before the held ones are written.
 const QUIET: Duration = Duration::from_millis(50);
 /// How long the worker waits with nothing to do before it ends (a later save starts another).
@@ -48,9 +47,9 @@ struct Job {
 
 #[derive(Default)]
 struct Queue {
-    /// States to save, in order, and their stages and tasks in all.
+    /// States to save, in order, and their weight in all (see `MAX_HELD_WEIGHT`).
     jobs: VecDeque<Job>,
-    held_entities: usize,
+    held_weight: usize,
     /// Saves handed over and not finished, by entity id.
     pending: HashMap<String, usize>,
     /// All saves handed over and not finished.
@@ -68,8 +67,7 @@ impl Queue {
     fn save_now(&self) -> bool {
         !self.jobs.is_empty()
             && (self.waiters > 0
-                || self.jobs.len() >= MAX_HELD
-                || self.held_entities >= MAX_HELD_ENTITIES
+                || self.held_weight >= MAX_HELD_WEIGHT
                 || self.last_arrival.is_none_or(|t| t.elapsed() >= QUIET))
     }
 
@@ -139,7 +137,7 @@ impl SnapshotSaver {
         *queue.pending.entry(record.entity_id.clone()).or_default() += 1;
         queue.in_flight += 1;
         queue.last_arrival = Some(Instant::now());
-        queue.held_entities += state.entity_count();
+        queue.held_weight += 1 + state.entity_count();
         let was_empty = queue.jobs.is_empty();
         queue.jobs.push_back(Job { state, record });
         if queue.save_now() || was_empty {
@@ -195,7 +193,7 @@ fn work(shared: &Shared, backend: &dyn Backend) {
             let mut queue = shared.lock();
             loop {
                 if queue.save_now() {
-                    queue.held_entities = 0;
+                    queue.held_weight = 0;
                     break std::mem::take(&mut queue.jobs);
                 }
                 let timeout = match (queue.jobs.is_empty(), queue.last_arrival) {
