@@ -157,9 +157,9 @@ def test_snapshot_rebuild_vs_plain(benchmark: Any, shape_name: str, db: Path) ->
                     seconds(lambda: rebuild_all(plain, first=True)) if shape.late else times["plain"][-1]
                 )
 
-            def timed_first() -> list[Any]:
+            def timed_first(replayer: EventReplayer, snapshots: SnapshotStore) -> list[Any]:
                 start = time.perf_counter()
-                results = rebuild_all(snapshotting, first=True)
+                results = rebuild_all(replayer, first=True)
                 times["first"].append(time.perf_counter() - start)
                 times["save"].append(seconds(snapshots.flush))
                 return results
@@ -169,12 +169,12 @@ def test_snapshot_rebuild_vs_plain(benchmark: Any, shape_name: str, db: Path) ->
             # The two sides take turns going first.
             rebuild_all(plain)
             if round_no % 2:
-                firsts = timed_first()
+                firsts = timed_first(snapshotting, snapshots)
                 rebuild_all(plain)
                 timed_plain()
             else:
                 timed_plain()
-                firsts = timed_first()
+                firsts = timed_first(snapshotting, snapshots)
                 rebuild_all(plain)
             start = time.perf_counter()
             seconds_results = rebuild_all(snapshotting)

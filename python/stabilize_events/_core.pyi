@@ -178,6 +178,7 @@ class NativeStore:
         current_schema_version: int = 1,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]: ...
     def latest_snapshot(
         self,

@@ -53,6 +53,7 @@ class FoldsWorkflows(ABC):
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]:
         """Fold the events of ``workflow_id`` after ``from_sequence`` (up to ``to_sequence`` and
         ``to_timestamp``, both inclusive, when given) onto ``initial_state``.
@@ -72,6 +73,15 @@ class FoldsWorkflows(ABC):
         durable once `KeepsSnapshots.flush_snapshots` or the store's ``close()`` returns. A crash
         before then loses the snapshot only (never an event), and a snapshot whose bytes do not
         match its hash is never used.
+
+        ``look_up_snapshot_at`` (only for a store that also `ServesStoredSnapshots`; others raise
+        `InvalidArgumentError`; it takes no ``from_sequence``, ``initial_state``, ``upcast`` or
+        ``skip_corrupt``): the fold looks for the newest usable snapshot itself once it has
+        reached that many events, and goes on from it if it is further on; a smaller workflow is
+        folded with no look-up. The result then also holds ``snapshot`` (the `StoredSnapshot`
+        started from, or None) and ``snapshot_skipped`` (why newer snapshots were passed over).
+        When the snapshot found has a legacy hash (checked by the caller), the result holds only
+        ``legacy_snapshot`` and ``snapshot_skipped``, and nothing is folded.
         """
 
 
@@ -107,9 +117,10 @@ class KeepsSnapshots(ABC):
     def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
         """The newest snapshot of an entity, as a dict, or None."""
 
+    @abstractmethod
     def flush_snapshots(self) -> None:
-        """Wait until every snapshot the store took over from a fold is written (nothing to
-        wait for in a store that writes each before its fold returns, as this default does)."""
+        """Wait until every snapshot the store took over from a fold is written and durable
+        (nothing to wait for in a store that writes each before its fold returns)."""
 
 
 class ServesStoredSnapshots(ABC):

@@ -890,11 +890,18 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]:
         """Fold a workflow's events into its state in Rust (`_core.fold_events`), the rows
         streamed from a server-side cursor (memory bounded however long the workflow).
-        ``snapshot_after_events`` is not acted on here: the replayer saves snapshots itself."""
+        ``snapshot_after_events`` is not acted on here: the replayer saves snapshots itself.
+        ``look_up_snapshot_at`` is refused (this store does not serve stored snapshots)."""
         self._check_open()
+        if look_up_snapshot_at is not None:
+            raise InvalidArgumentError(
+                "look_up_snapshot_at: the PostgreSQL store does not look snapshots up as it folds; "
+                "look the snapshot up first (SnapshotStore.latest_usable) and pass it as initial_state"
+            )
         text = (
             f"SELECT {_COLUMNS} FROM {self._prefix}event_log WHERE workflow_id = %s AND sequence > %s "
             f"AND sequence < {_HORIZON}"
@@ -1054,6 +1061,9 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         """The newest snapshot of an entity, as a dict, or None."""
         found = self.get_snapshots(entity_type, entity_id, None, 1)
         return found[0] if found else None
+
+    def flush_snapshots(self) -> None:
+        """Nothing to wait for: this store writes every snapshot before the call that saves it returns."""
 
     # -- durable subscription positions ---------------------------------------------
 
