@@ -200,7 +200,8 @@ fn work(shared: &Shared, backend: &dyn Backend) {
                     (false, Some(t)) => QUIET.saturating_sub(t.elapsed()),
                     _ => IDLE,
                 };
-                let (next, waited) = shared.wake.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner());
+                let (next, waited) =
+                    shared.wake.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner());
                 queue = next;
                 if waited.timed_out() && queue.jobs.is_empty() {
                     queue.worker_running = false;

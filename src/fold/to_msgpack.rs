@@ -18,7 +18,10 @@ impl WorkflowState {
             fields.items.iter().any(|(_, v)| matches!(v, Val::Raw(raw) if deferred_parts(raw).is_some()))
         };
         self.context_tail.is_empty()
-            && !self.top_fields().iter().any(|(_, v)| matches!(v, Val::Raw(raw) if deferred_parts(raw).is_some()))
+            && !self
+                .top_fields()
+                .iter()
+                .any(|(_, v)| matches!(v, Val::Raw(raw) if deferred_parts(raw).is_some()))
             && !deferred(&self.context)
             && ![&self.stages, &self.tasks].iter().any(|e| e.items.iter().any(|(_, f)| deferred(f)))
     }

@@ -195,7 +195,12 @@ impl NativeStore {
             )?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Arc::new(backend), saver: SnapshotSaver::default(), max_payload_bytes, decode_ahead })
+        Ok(NativeStore {
+            backend: Arc::new(backend),
+            saver: SnapshotSaver::default(),
+            max_payload_bytes,
+            decode_ahead,
+        })
     }
 
     /// A new, empty in-memory store.
@@ -425,7 +430,7 @@ impl NativeStore {
             None => None,
         };
         let plain_start = from_sequence == 0 && given(initial_state).is_none() && given(upcast).is_none();
-        if look_up_snapshot_at.is_some() && !(plain_start && !skip_corrupt) {
+        if look_up_snapshot_at.is_some() && (!plain_start || skip_corrupt) {
             return raise(
                 Kind::InvalidArgument,
                 "look_up_snapshot_at folds from the first event: it takes no from_sequence, \

@@ -283,7 +283,9 @@ impl Backend for SqliteBackend {
             }
             tx.commit()
         }
-        self.with_writer(|conn| write(conn, snapshots).map_err(|e| sql_error(e, "saving snapshots", &self.config)))
+        self.with_writer(|conn| {
+            write(conn, snapshots).map_err(|e| sql_error(e, "saving snapshots", &self.config))
+        })
     }
 
     fn snapshots(
