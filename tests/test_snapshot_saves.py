@@ -215,3 +215,33 @@ def test_fold_that_looks_up_a_snapshot_starts_from_the_first_event(tmp_path: Pat
                 store.fold_workflow(WF, look_up_snapshot_at=5, **bad)  # type: ignore[arg-type]
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_does_not_wait_for_its_parents_pending_save(tmp_path: Path) -> None:
+    """A child made by ``fork`` while a save is pending has no worker of its own: its flush
+    returns at once (the parent writes the snapshot) instead of waiting for ever."""
+    path = tmp_path / "events.db"
+    store = SqliteEventStore(sqlite_url(path))
+    try:
+        store.append_batch(workflow_events(600))
+        policy_replayer(store).replay(WF)
+        pid = os.fork()
+        if pid == 0:  # the child: flush and leave without running the parent's cleanup
+            try:
+                store.flush_snapshots()
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's flush_snapshots waited for its parent's save")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        store.flush_snapshots()
+        assert len(snapshot_rows(path)) == 1
+    finally:
+        store.close()

@@ -47,6 +47,9 @@ struct Job {
 
 #[derive(Default)]
 struct Queue {
+    /// The process the state below belongs to: a child made by `fork` has no worker, and its
+    /// parent saves what was pending (see `Shared::lock`).
+    pid: u32,
     /// States to save, in order, and their weight in all (see `MAX_HELD_WEIGHT`).
     jobs: VecDeque<Job>,
     held_weight: usize,
@@ -104,7 +107,13 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = std::process::id();
+        if queue.pid != pid {
+            // A new process (first use, or a forked child): nothing of another's is waited for.
+            *queue = Queue { pid, ..Queue::default() };
+        }
+        queue
     }
 
     /// Wait (as a waiter: held snapshots are written at once) until `done` holds.
@@ -126,6 +135,13 @@ impl Shared {
 #[derive(Default)]
 pub struct SnapshotSaver {
     shared: Arc<Shared>,
+}
+
+impl Drop for SnapshotSaver {
+    /// A store let go without `close` still writes what its rebuilds handed over.
+    fn drop(&mut self) {
+        self.wait_all();
+    }
 }
 
 impl SnapshotSaver {
