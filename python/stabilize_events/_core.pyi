@@ -207,8 +207,10 @@ def fold_events(
     upcast: Callable[[Event], Event] | None = None,
     current_schema_version: int = 1,
     skip_corrupt: bool = False,
+    snapshot_after_events: int | None = None,
 ) -> dict[str, Any]:
-    """Fold events given as objects into the state of ``workflow_id``."""
+    """Fold events given as objects into the state of ``workflow_id`` (with
+    ``snapshot_after_events``, a ``snapshot_row`` to store when one is due)."""
 
 def sqlite_database_path(url: str) -> Path | None:
     """The absolute database file ``url`` (a URL or plain path) names; None for ``:memory:``.

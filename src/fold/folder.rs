@@ -11,7 +11,7 @@ use super::background_save::SnapshotSaver;
 use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
-use crate::store::snapshot::StoredSnapshot;
+use crate::store::snapshot::{bytes_hash, StoredSnapshot};
 use crate::store::{Backend, SnapshotRecord};
 
 /// How a fold treats events it cannot simply apply.
@@ -324,6 +324,39 @@ impl Folder {
         py.detach(|| saver.submit(backend, folded, snapshot));
         let d = self.result_py(py, state)?;
         d.set_item("snapshot_queued", true)?;
+        Ok(d)
+    }
+
+    /// `into_py`, with `"snapshot_row"` added: `snapshot` (from `snapshot_due`) with the
+    /// state's msgpack and its hash, encoded on another thread while the dict is built, as a
+    /// dict for the caller to store. A state only Python can encode gets no row.
+    pub fn into_py_with_snapshot_row<'py>(
+        mut self,
+        py: Python<'py>,
+        snapshot: SnapshotRecord,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.seed_state()?;
+        if !self.state.encodes_without_python() {
+            return self.into_py(py);
+        }
+        let folded = &self.state;
+        let (state, encoded) = std::thread::scope(|scope| {
+            let encoder = scope.spawn(|| folded.to_msgpack().map(|bytes| (bytes_hash(&bytes), bytes)));
+            let state = folded.to_py(py);
+            (state, py.detach(|| encoder.join()))
+        });
+        let state = state?;
+        let Ok(Some((hash, bytes))) = encoded else {
+            return Err(CoreError::new(Kind::Store, "encoding the snapshot failed").into());
+        };
+        let row = PyDict::new(py);
+        row.set_item("version", snapshot.version)?;
+        row.set_item("sequence", snapshot.sequence)?;
+        row.set_item("state", pyo3::types::PyBytes::new(py, &bytes))?;
+        row.set_item("state_hash", hash)?;
+        row.set_item("max_event_time_us", snapshot.max_event_us)?;
+        let d = self.result_py(py, state)?;
+        d.set_item("snapshot_row", row)?;
         Ok(d)
     }
 

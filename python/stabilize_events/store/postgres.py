@@ -894,8 +894,11 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
     ) -> dict[str, Any]:
         """Fold a workflow's events into its state in Rust (`_core.fold_events`), the rows
         streamed from a server-side cursor (memory bounded however long the workflow).
-        ``snapshot_after_events`` is not acted on here: the replayer saves snapshots itself.
-        ``look_up_snapshot_at`` is refused (this store does not serve stored snapshots)."""
+        With ``snapshot_after_events`` due (folding from the first event), the snapshot is
+        encoded from the folded state in Rust as the answer is built and written before this
+        returns (``snapshot_queued`` in the result); from a given ``initial_state`` the replayer
+        saves it. ``look_up_snapshot_at`` is refused (this store does not serve stored
+        snapshots)."""
         self._check_open()
         if look_up_snapshot_at is not None:
             raise InvalidArgumentError(
@@ -931,8 +934,22 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                         upcast,
                         current_schema_version,
                         skip_corrupt,
+                        None if to_timestamp is not None else snapshot_after_events,
                     )
         folded["last_sequence"] = max(folded["last_sequence"], from_sequence)
+        row = folded.pop("snapshot_row", None)
+        if row is not None:
+            self._write_snapshot(
+                EntityType.WORKFLOW.value,
+                workflow_id,
+                workflow_id,
+                row["version"],
+                row["sequence"],
+                row["state"],
+                row["state_hash"],
+                row["max_event_time_us"],
+            )
+            folded["snapshot_queued"] = True
         return folded
 
     # -- live delivery ---------------------------------------------------------------
@@ -981,6 +998,22 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             raise ArgumentTypeError("state must be a dict")
         encoded = _core.encode_payload(state)
         digest = state_hash_hex if state_hash_hex is not None else _core.snapshot_hash(encoded)
+        self._write_snapshot(
+            _value(entity_type), entity_id, workflow_id, version, sequence, encoded, digest, max_event_time_us
+        )
+
+    def _write_snapshot(
+        self,
+        entity_type: str,
+        entity_id: str,
+        workflow_id: str,
+        version: int,
+        sequence: int,
+        encoded: bytes,
+        digest: str,
+        max_event_time_us: int | None,
+    ) -> None:
+        """Store one snapshot row: its state as encoded, with its hash."""
         self._check_open()
         with self._connection() as conn:
             conn.execute(
@@ -992,7 +1025,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                 f"EXCLUDED.state_hash, created_at_us = EXCLUDED.created_at_us, max_event_us = "
                 f"EXCLUDED.max_event_us",
                 (
-                    _value(entity_type),
+                    entity_type,
                     entity_id,
                     _int("sequence", sequence),
                     workflow_id,
