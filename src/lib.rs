@@ -44,8 +44,17 @@ fn decode_payload<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bo
 
 /// Fold events given as objects (from a store not backed by this core) into
 /// the state of `workflow_id`; same result shape as `NativeStore.fold_workflow`.
+/// With `snapshot_after_events`, when at least that many events were applied (none skipped)
+/// onto nothing or a `StoredSnapshot`, the result also holds `"snapshot_row"`: the snapshot
+/// to store, `{"version", "sequence", "state", "state_hash", "max_event_time_us"}`, its state
+/// the msgpack of the answer (encoded from the folded state while the answer is built) and
+/// its hash over those bytes, for the caller to write.
 #[pyfunction]
-#[pyo3(signature = (workflow_id, events, initial_state=None, upcast=None, current_schema_version=1, skip_corrupt=false))]
+#[pyo3(signature = (
+    workflow_id, events, initial_state=None, upcast=None, current_schema_version=1, skip_corrupt=false,
+    snapshot_after_events=None
+))]
+#[allow(clippy::too_many_arguments)]
 fn fold_events<'py>(
     py: Python<'py>,
     workflow_id: &str,
@@ -54,6 +63,7 @@ fn fold_events<'py>(
     upcast: Option<&Bound<'py, PyAny>>,
     current_schema_version: i64,
     skip_corrupt: bool,
+    snapshot_after_events: Option<i64>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let mut folder =
         fold::Folder::from_py(workflow_id, 0, initial_state, upcast, current_schema_version, skip_corrupt)?;
@@ -66,7 +76,10 @@ fn fold_events<'py>(
         }
         visited?;
     }
-    folder.into_py(py)
+    match folder.snapshot_due(workflow_id, snapshot_after_events) {
+        Some(snapshot) => folder.into_py_with_snapshot_row(py, snapshot),
+        None => folder.into_py(py),
+    }
 }
 
 /// The database file `url` names (a URL or plain path, read as `SqliteEventStore` reads it,

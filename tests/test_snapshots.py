@@ -35,6 +35,7 @@ from stabilize_events._core import encode_payload
 from stabilize_events.canonical import canonical_json, state_hash
 from stabilize_events.replay import EventReplayer, ReplayResult
 from stabilize_events.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
+from stabilize_events.store.capabilities import FoldsWorkflows
 from test_replay import WF, streams
 
 BASE = datetime(2024, 5, 1, 8, 0, 0, 250000, tzinfo=UTC)
@@ -239,20 +240,20 @@ def stages_and_tasks(n: int) -> list[Event]:
     return events
 
 
-@pytest.mark.parametrize("kind", ["sqlite-file", "sqlite-memory"])
+@pytest.mark.parametrize("kind", ["sqlite-file", "sqlite-memory", "in-memory", "postgres"])
 def test_fold_saves_the_snapshot_it_folds(kind: str, tmp_path: Path, opened: list[EventStore]) -> None:
-    """A built-in SQLite store asked to save a snapshot as it folds stores the state the fold
+    """A built-in store asked to save a snapshot as it folds stores the state the fold
     answers with (its hash over the stored bytes), and only when enough events were folded."""
     store = new_store(kind, tmp_path, opened)
     stored = store.append_batch(stages_and_tasks(30))
-    assert isinstance(store, SqliteEventStore)
-    assert "snapshot_saved" not in store.fold_workflow(WF, snapshot_after_events=121)
+    assert isinstance(store, FoldsWorkflows)
+    assert "snapshot_queued" not in store.fold_workflow(WF, snapshot_after_events=121)
     cut = store.fold_workflow(WF, to_timestamp=BASE + timedelta(hours=1), snapshot_after_events=1)
-    assert "snapshot_saved" not in cut  # a time-travel state is no checkpoint
+    assert "snapshot_queued" not in cut  # a time-travel state is no checkpoint
     assert store.get_snapshots(EntityType.WORKFLOW, WF) == []
 
     folded = store.fold_workflow(WF, snapshot_after_events=120)
-    assert folded["snapshot_saved"] is True
+    assert folded["snapshot_queued"] is True
     (row,) = store.get_snapshots(EntityType.WORKFLOW, WF)
     assert row["hash_ok"] is True and row["state_hash"].startswith("sha256-msgpack:")
     assert (row["sequence"], row["version"]) == (stored[-1].sequence, 120)

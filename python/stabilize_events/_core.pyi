@@ -181,6 +181,7 @@ class NativeStore:
         current_schema_version: int = 1,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]: ...
     def latest_snapshot(
         self,
@@ -199,7 +200,8 @@ class NativeStore:
     def delete_subscription(self, subscription_id: str) -> bool: ...
     def subscriptions(self) -> list[dict[str, Any]]: ...
     def commit_stats(self) -> dict[str, int] | None: ...
-    def close(self) -> None: ...
+    def flush_snapshots(self) -> list[str]: ...
+    def close(self) -> list[str]: ...
 
 def fold_events(
     workflow_id: str,
@@ -208,8 +210,10 @@ def fold_events(
     upcast: Callable[[Event], Event] | None = None,
     current_schema_version: int = 1,
     skip_corrupt: bool = False,
+    snapshot_after_events: int | None = None,
 ) -> dict[str, Any]:
-    """Fold events given as objects into the state of ``workflow_id``."""
+    """Fold events given as objects into the state of ``workflow_id`` (with
+    ``snapshot_after_events``, a ``snapshot_row`` to store when one is due)."""
 
 def sqlite_database_path(url: str) -> Path | None:
     """The absolute database file ``url`` (a URL or plain path) names; None for ``:memory:``.

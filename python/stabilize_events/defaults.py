@@ -99,3 +99,10 @@ __all__ = [
     "WEBHOOK_MAX_BACKOFF",
     "WEBHOOK_TIMEOUT",
 ]
+
+# -- snapshots -------------------------------------------------------------------------
+
+#: A rebuild with a snapshot policy looks for a snapshot once it has folded this many events
+#: (or the policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
+#: which would cost about as much as folding it.
+SNAPSHOT_LOOK_UP_AT_EVENTS = 32

@@ -18,14 +18,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from stabilize_events import _core
 from stabilize_events._core import Event
+from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
-from stabilize_events.store.capabilities import FoldsWorkflows
+from stabilize_events.store.capabilities import FoldsWorkflows, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType
 
@@ -100,6 +101,10 @@ class EventReplayer:
     def __init__(self, event_store: EventStore, snapshot_store: SnapshotStore | None = None) -> None:
         self._event_store = event_store
         self._snapshot_store = snapshot_store
+        # What the store can do, asked once (an ABC check costs a rebuild of a small workflow
+        # a few percent): it folds its own rows, and it also looks snapshots up as it folds.
+        self._folds = isinstance(event_store, FoldsWorkflows)
+        self._folds_from_snapshots = self._folds and isinstance(event_store, ServesStoredSnapshots)
         #: The `ReplayResult` of the most recent rebuild (how it was done).
         self.last_result: ReplayResult | None = None
 
@@ -123,17 +128,23 @@ class EventReplayer:
         if as_of_time is not None and not isinstance(as_of_time, datetime):
             raise ArgumentTypeError(f"as_of_time must be a datetime, not {type(as_of_time).__name__}")
 
-        snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
+        due = self._snapshot_after_events(workflow_id, None, as_of_time)
+        folded = self._fold_looking_up(workflow_id, as_of_sequence, as_of_time, skip_corrupt, due)
+        if folded is not None:
+            snapshot: _core.StoredSnapshot | Snapshot | None = folded["snapshot"]
+        else:
+            snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
+            due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
+            folded = self._fold(
+                workflow_id,
+                snapshot.sequence if snapshot else 0,
+                as_of_sequence,
+                as_of_time,
+                _seed(snapshot),
+                skip_corrupt,
+                due,
+            )
         start = snapshot.sequence if snapshot else 0
-        folded = self._fold(
-            workflow_id,
-            start,
-            as_of_sequence,
-            as_of_time,
-            _seed(snapshot),
-            skip_corrupt,
-            self._snapshot_after_events(workflow_id, snapshot, as_of_time),
-        )
         for event_id, version in folded["skipped_newer"]:
             logger.warning(
                 "replay of %s skipped event %s: schema v%d is newer than this build's v%d",
@@ -153,9 +164,10 @@ class EventReplayer:
             skipped_newer=list(folded["skipped_newer"]),
             skipped_corrupt=list(folded["skipped_corrupt"]),
         )
-        if folded.get("snapshot_saved") and self._snapshot_store is not None:
+        if folded.get("snapshot_queued") and self._snapshot_store is not None:
             self._snapshot_store.record_saved(workflow_id)
-        elif as_of_time is None:
+        elif as_of_time is None and (due is None or result.events_replayed >= due):
+            # Unless the fold was asked to save one and too few events were due for it.
             # A state folded up to a sequence is a valid checkpoint for it.
             self._maybe_snapshot(result, snapshot, folded["max_event_time_us"])
         self.last_result = result
@@ -213,6 +225,51 @@ class EventReplayer:
             EntityType.WORKFLOW, workflow_id, max_sequence=as_of_sequence, max_event_time=as_of_time
         )
 
+    def _fold_looking_up(
+        self,
+        workflow_id: str,
+        as_of_sequence: int | None,
+        as_of_time: datetime | None,
+        skip_corrupt: bool,
+        snapshot_after_events: int | None,
+    ) -> dict[str, Any] | None:
+        """The fold of a store that looks for the snapshot itself as it folds (see
+        `FoldsWorkflows.fold_workflow`'s ``look_up_snapshot_at``), its result holding the
+        ``snapshot`` it started from; None where that does not apply (no policy, a store that
+        cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
+
+        The look-up is made once the fold reaches `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the
+        policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
+        which would cost about as much as folding it (a snapshot of it is passed over).
+        """
+        snapshots, store = self._snapshot_store, self._event_store
+        if (
+            snapshots is None
+            or snapshots.policy is None
+            or skip_corrupt
+            or not self._folds_from_snapshots
+            or _upcaster() is not None
+        ):
+            return None
+        folded = cast(FoldsWorkflows, store).fold_workflow(
+            workflow_id,
+            0,
+            as_of_sequence,
+            as_of_time,
+            None,
+            None,
+            CURRENT_SCHEMA_VERSION,
+            False,
+            snapshot_after_events,
+            min(snapshots.policy.every_n_events, SNAPSHOT_LOOK_UP_AT_EVENTS),
+        )
+        if "legacy_snapshot" in folded:
+            # Checked in Python: the lookup is made again the slow way (which says what it skips).
+            return None
+        for why in folded["snapshot_skipped"]:
+            logger.warning("%s", why)
+        return folded
+
     def _snapshot_after_events(
         self, workflow_id: str, used: _core.StoredSnapshot | Snapshot | None, as_of_time: datetime | None
     ) -> int | None:
@@ -237,8 +294,8 @@ class EventReplayer:
         snapshot_after_events: int | None,
     ) -> dict[str, Any]:
         upcast = _upcaster()
-        if isinstance(self._event_store, FoldsWorkflows):
-            return self._event_store.fold_workflow(
+        if self._folds:
+            return cast(FoldsWorkflows, self._event_store).fold_workflow(
                 workflow_id,
                 start,
                 as_of_sequence,

@@ -289,8 +289,14 @@ class SnapshotStore:
         None without a policy."""
         return None if self.policy is None else self.policy.events_due(entity_id)
 
+    def flush(self) -> None:
+        """Wait until every snapshot the event store is still writing after a rebuild is
+        written and durable (`KeepsSnapshots.flush_snapshots`; closing the store waits too)."""
+        self._event_store.flush_snapshots()
+
     def record_saved(self, entity_id: str) -> None:
-        """Note that a snapshot of ``entity_id`` was saved (by the store, as it folded)."""
+        """Note that a snapshot of ``entity_id`` was saved (or taken over by the store, as it
+        folded)."""
         if self.policy is not None:
             self.policy.record_snapshot(entity_id)
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::background_save::SnapshotSaver;
 use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
-use crate::store::snapshot::StoredSnapshot;
+use crate::store::snapshot::{bytes_hash, StoredSnapshot};
 use crate::store::{Backend, SnapshotRecord};
 
 /// How a fold treats events it cannot simply apply.
@@ -39,6 +40,11 @@ pub struct Folder {
     /// What the fold started from, for a snapshot it saves: nothing, a stored snapshot's
     /// (version, newest event time), or a state given as a dict (no snapshot is saved then).
     start: Start,
+    /// Rows to fold before the scan is stopped (`stop_after`), and rows seen so far.
+    stop_after: Option<u64>,
+    rows_seen: u64,
+    /// Whether the scan was stopped there, with rows left.
+    pub stopped: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -69,7 +75,26 @@ impl Folder {
             py_error: None,
             seed: None,
             start: Start::Empty,
+            stop_after: None,
+            rows_seen: 0,
+            stopped: false,
         }
+    }
+
+    /// A folder starting from a stored snapshot (its hash checked when it was chosen),
+    /// seeded from its bytes lazily; events after its sequence are to be folded.
+    pub fn from_stored(workflow_id: &str, record: Arc<SnapshotRecord>, options: FoldOptions) -> Self {
+        let mut folder = Folder::new(WorkflowState::new(workflow_id), record.sequence, options);
+        folder.start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
+        folder.seed = Some((workflow_id.to_owned(), record));
+        folder
+    }
+
+    /// Stop the scan (with an error the caller drops, `stopped` set) when a row comes after
+    /// `rows` rows, before it is folded in; `None` folds on to the end.
+    pub fn stop_after(&mut self, rows: Option<u64>) {
+        self.stop_after = rows;
+        self.stopped = false;
     }
 
     /// A folder from the Python-facing arguments shared by every fold entry point.
@@ -81,15 +106,18 @@ impl Folder {
         current_schema_version: i64,
         skip_corrupt: bool,
     ) -> PyResult<Folder> {
-        let mut seed = None;
+        let options = FoldOptions {
+            current_schema_version,
+            skip_corrupt,
+            upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
+        };
         let mut start = Start::Empty;
         let state = match initial_state.filter(|s| !s.is_none()) {
-            // A stored snapshot (its hash checked when it was chosen): seeded from its bytes, lazily.
             Some(s) if s.is_instance_of::<StoredSnapshot>() => {
                 let record = Arc::clone(&s.cast::<StoredSnapshot>()?.get().record);
-                start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
-                seed = Some((workflow_id.to_owned(), record));
-                WorkflowState::new(workflow_id)
+                let mut folder = Folder::from_stored(workflow_id, record, options);
+                folder.last_sequence = from_sequence;
+                return Ok(folder);
             }
             Some(s) => {
                 if !s.is_instance_of::<PyDict>() {
@@ -105,13 +133,7 @@ impl Folder {
             }
             None => WorkflowState::new(workflow_id),
         };
-        let options = FoldOptions {
-            current_schema_version,
-            skip_corrupt,
-            upcast: upcast.filter(|u| !u.is_none()).map(|u| u.clone().unbind()),
-        };
         let mut folder = Folder::new(state, from_sequence, options);
-        folder.seed = seed;
         folder.start = start;
         Ok(folder)
     }
@@ -157,6 +179,13 @@ impl Folder {
 
     /// Fold one scanned row in.
     pub fn visit(&mut self, row: CoreResult<EventView<'_>>) -> CoreResult<()> {
+        if let Some(limit) = self.stop_after {
+            if self.rows_seen >= limit {
+                self.stopped = true;
+                return Err(CoreError::new(Kind::Store, "the fold stopped to look for a snapshot"));
+            }
+            self.rows_seen += 1;
+        }
         let view = match row {
             Ok(v) => v,
             Err(e) if self.options.skip_corrupt && e.kind == Kind::CorruptEvent => {
@@ -274,35 +303,60 @@ impl Folder {
         self.result_py(py, state)
     }
 
-    /// `into_py`, saving `snapshot` (from `snapshot_due`) of the state to `backend` as well:
-    /// encoded, hashed and written on another thread while the dict is built, and committed
-    /// before this returns. `"snapshot_saved": True` is added; a failed save raises.
-    pub fn into_py_saving<'py>(
+    /// `into_py`, with `snapshot` (from `snapshot_due`) of the state handed to `saver`, which
+    /// writes it after this returns (see `background_save`); `"snapshot_queued": True` is
+    /// added then. A state only Python can encode is not handed over (no key is added: the
+    /// caller saves it from the dict if it wants it).
+    pub fn into_py_queueing<'py>(
         mut self,
         py: Python<'py>,
-        backend: &dyn Backend,
-        mut snapshot: SnapshotRecord,
+        saver: &SnapshotSaver,
+        backend: &Arc<dyn Backend>,
+        snapshot: SnapshotRecord,
     ) -> PyResult<Bound<'py, PyDict>> {
         self.seed_state()?;
-        let Some(bytes) = self.state.to_msgpack() else {
-            // A state only Python can encode: the caller saves it from the dict.
+        if !self.state.encodes_without_python() {
             return self.into_py(py);
-        };
-        let (state, saved) = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || {
-                snapshot.state_hash = crate::store::snapshot::bytes_hash(&bytes);
-                snapshot.state = bytes;
-                backend.save_snapshot(&snapshot)
-            });
-            let state = self.state.to_py(py);
-            // The writer may need the GIL (a store's hooks): let it go while waiting.
-            let saved = py.detach(|| writer.join());
-            (state, saved)
+        }
+        let state = self.state.to_py(py)?;
+        let folded = std::mem::replace(&mut self.state, WorkflowState::new(""));
+        // It waits only when the saver is full, for a save that may need the writer's lock.
+        py.detach(|| saver.submit(backend, folded, snapshot));
+        let d = self.result_py(py, state)?;
+        d.set_item("snapshot_queued", true)?;
+        Ok(d)
+    }
+
+    /// `into_py`, with `"snapshot_row"` added: `snapshot` (from `snapshot_due`) with the
+    /// state's msgpack and its hash, encoded on another thread while the dict is built, as a
+    /// dict for the caller to store. A state only Python can encode gets no row.
+    pub fn into_py_with_snapshot_row<'py>(
+        mut self,
+        py: Python<'py>,
+        snapshot: SnapshotRecord,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.seed_state()?;
+        if !self.state.encodes_without_python() {
+            return self.into_py(py);
+        }
+        let folded = &self.state;
+        let (state, encoded) = std::thread::scope(|scope| {
+            let encoder = scope.spawn(|| folded.to_msgpack().map(|bytes| (bytes_hash(&bytes), bytes)));
+            let state = folded.to_py(py);
+            (state, py.detach(|| encoder.join()))
         });
-        let saved = saved.map_err(|_| CoreError::new(Kind::Store, "saving the snapshot panicked"))?;
-        saved?;
-        let d = self.result_py(py, state?)?;
-        d.set_item("snapshot_saved", true)?;
+        let state = state?;
+        let Ok(Some((hash, bytes))) = encoded else {
+            return Err(CoreError::new(Kind::Store, "encoding the snapshot failed").into());
+        };
+        let row = PyDict::new(py);
+        row.set_item("version", snapshot.version)?;
+        row.set_item("sequence", snapshot.sequence)?;
+        row.set_item("state", pyo3::types::PyBytes::new(py, &bytes))?;
+        row.set_item("state_hash", hash)?;
+        row.set_item("max_event_time_us", snapshot.max_event_us)?;
+        let d = self.result_py(py, state)?;
+        d.set_item("snapshot_row", row)?;
         Ok(d)
     }
 

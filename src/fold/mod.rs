@@ -5,12 +5,14 @@
 //! reference's rules (`state`) and becomes a Python dict only at the end
 //! (`to_py`, with the garbage collector paused: `crate::gc_pause`).
 
+mod background_save;
 mod folder;
 mod state;
 mod to_msgpack;
 mod to_py;
 mod view;
 
+pub use background_save::SnapshotSaver;
 pub use folder::{FoldOptions, Folder};
 pub use state::WorkflowState;
 pub use view::EventView;

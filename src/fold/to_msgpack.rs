@@ -6,6 +6,26 @@ use super::state::{deferred_parts, Fields, Val, WorkflowState};
 use crate::time::IsoFormatter;
 
 impl WorkflowState {
+    /// Stages and tasks in all: a measure of the state's size.
+    pub fn entity_count(&self) -> usize {
+        self.stages.items.len() + self.tasks.items.len()
+    }
+
+    /// Whether `to_msgpack` gives the state's bytes (it is None only for the rare states
+    /// described there), checked without encoding.
+    pub fn encodes_without_python(&self) -> bool {
+        let deferred = |fields: &Fields| {
+            fields.items.iter().any(|(_, v)| matches!(v, Val::Raw(raw) if deferred_parts(raw).is_some()))
+        };
+        self.context_tail.is_empty()
+            && !self
+                .top_fields()
+                .iter()
+                .any(|(_, v)| matches!(v, Val::Raw(raw) if deferred_parts(raw).is_some()))
+            && !deferred(&self.context)
+            && ![&self.stages, &self.tasks].iter().any(|e| e.items.iter().any(|(_, f)| deferred(f)))
+    }
+
     /// The state as msgpack, shaped as `to_py`'s dict; None for the rare states
     /// whose dict only Python can build (context updates with keys that are not
     /// strings, a deferred addition), which are saved from the dict instead.

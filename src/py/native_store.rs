@@ -14,7 +14,7 @@ use super::records::{encode_dict, snapshot_dict, subscription_dict};
 use crate::args::{enum_value, int_arg, str_arg};
 use crate::errors::{raise, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
-use crate::fold::Folder;
+use crate::fold::{FoldOptions, Folder, SnapshotSaver};
 use crate::gc_pause::GcPause;
 use crate::store::memory_store::MemoryBackend;
 use crate::store::snapshot::{self, StoredSnapshot};
@@ -30,14 +30,40 @@ use crate::time;
 /// An event store backend callable from Python (wrapped by the public store classes).
 #[pyclass(frozen, module = "stabilize_events._core")]
 pub struct NativeStore {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
+    /// Writes the snapshots rebuilds hand over, after they return.
+    saver: SnapshotSaver,
     /// Largest encoded payload accepted by `append` (a guard against runaway events).
     max_payload_bytes: usize,
     /// Whether a large read decodes its payloads as its rows arrive (see `read_events`).
     decode_ahead: bool,
 }
 
+/// What a fold that looks for a snapshot as it goes found (see `fold_workflow`).
+enum LookUp {
+    /// The workflow has fewer events than the fold looks up at: nothing was looked for.
+    NotReached,
+    /// The snapshot the fold went on from, if any, and why newer ones were passed over.
+    Done(Option<Arc<SnapshotRecord>>, Vec<String>),
+    /// The newest usable snapshot has a legacy hash, to be checked in Python: nothing folded.
+    Legacy(SnapshotRecord, Vec<String>),
+}
+
 impl NativeStore {
+    /// The result of a finished fold, with its snapshot handed to the saver when one is due.
+    fn fold_result<'py>(
+        &self,
+        py: Python<'py>,
+        folder: Folder,
+        entity_id: &str,
+        snapshot_after_events: Option<i64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        match folder.snapshot_due(entity_id, snapshot_after_events) {
+            Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
+            None => folder.into_py(py),
+        }
+    }
+
     /// The backend this store runs on (for the JSON Lines export, `jsonl::python`).
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
@@ -174,7 +200,12 @@ impl NativeStore {
             mmap_reads: bool_option(mmap_reads, "mmap_reads", DEFAULT_MMAP_READS)?,
         };
         let backend = py.detach(|| SqliteBackend::open(config))?;
-        Ok(NativeStore { backend: Box::new(backend), max_payload_bytes, decode_ahead })
+        Ok(NativeStore {
+            backend: Arc::new(backend),
+            saver: SnapshotSaver::default(),
+            max_payload_bytes,
+            decode_ahead,
+        })
     }
 
     /// A new, empty in-memory store.
@@ -182,7 +213,8 @@ impl NativeStore {
     #[pyo3(signature = (max_payload_bytes=None))]
     fn memory(max_payload_bytes: Option<&Bound<'_, PyAny>>) -> PyResult<NativeStore> {
         Ok(NativeStore {
-            backend: Box::new(MemoryBackend::new()),
+            backend: Arc::new(MemoryBackend::new()),
+            saver: SnapshotSaver::default(),
             max_payload_bytes: payload_limit(max_payload_bytes)?,
             // Its reads are never large (see `Backend::parallel_reads_pay`): nothing to decode ahead.
             decode_ahead: false,
@@ -362,11 +394,20 @@ impl NativeStore {
     /// `to_timestamp`) into its state, starting from `initial_state` if given.
     /// Runs without the GIL except to upcast older events through `upcast`.
     /// With `snapshot_after_events`, a snapshot of the state is saved too when at least that
-    /// many events were applied (none skipped, no `to_timestamp`), written while the answer is
-    /// built and committed before this returns; the result then holds `"snapshot_saved": True`.
+    /// many events were applied (none skipped, no `to_timestamp`): handed to a worker thread
+    /// that writes it after this returns (`flush_snapshots` and `close` wait for it, and so
+    /// do this entity's snapshot reads); the result then holds `"snapshot_queued": True`.
+    /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
+    /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
+    /// that many events, and goes on from it if it is further on: a smaller workflow is folded
+    /// with no look-up. The result then holds `"snapshot"` (the `StoredSnapshot` it started
+    /// from, or None) and `"snapshot_skipped"` (why snapshots were passed over); when the
+    /// snapshot found has a legacy hash it holds only `"legacy_snapshot"` and
+    /// `"snapshot_skipped"`, and nothing is folded.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
-        upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None
+        upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None,
+        look_up_snapshot_at=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn fold_workflow<'py>(
@@ -381,6 +422,7 @@ impl NativeStore {
         current_schema_version: i64,
         skip_corrupt: bool,
         snapshot_after_events: Option<i64>,
+        look_up_snapshot_at: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
@@ -392,6 +434,14 @@ impl NativeStore {
             Some(_) => return raise(Kind::ArgumentType, "as_of_time must be a datetime"),
             None => None,
         };
+        let plain_start = from_sequence == 0 && given(initial_state).is_none() && given(upcast).is_none();
+        if look_up_snapshot_at.is_some() && (!plain_start || skip_corrupt) {
+            return raise(
+                Kind::InvalidArgument,
+                "look_up_snapshot_at folds from the first event: it takes no from_sequence, \
+                 initial_state, upcast or skip_corrupt",
+            );
+        }
         let mut folder = Folder::from_py(
             &workflow_id,
             from_sequence,
@@ -403,7 +453,7 @@ impl NativeStore {
         // A state folded up to an instant is no checkpoint for a sequence: no snapshot then.
         let snapshot_after_events = snapshot_after_events.filter(|_| to_timestamp.is_none());
         let entity_id = workflow_id.clone();
-        let filter = Filter {
+        let mut filter = Filter {
             workflow_id: Some(workflow_id),
             from_sequence: Some(from_sequence),
             to_sequence,
@@ -412,15 +462,56 @@ impl NativeStore {
         };
         let full = folder.needs_full_rows();
         let backend: &dyn Backend = &*self.backend;
-        let scanned = py.detach(|| backend.scan(&filter, full, &mut |row| folder.visit(row)));
-        if let Some(err) = folder.py_error.take() {
-            return Err(err);
-        }
-        scanned?;
-        match folder.snapshot_due(&entity_id, snapshot_after_events) {
-            Some(snapshot) => folder.into_py_saving(py, backend, snapshot),
-            None => folder.into_py(py),
-        }
+        let Some(at) = look_up_snapshot_at else {
+            let scanned = py.detach(|| backend.scan(&filter, full, &mut |row| folder.visit(row)));
+            if let Some(err) = folder.py_error.take() {
+                return Err(err);
+            }
+            scanned?;
+            return self.fold_result(py, folder, &entity_id, snapshot_after_events);
+        };
+        let saver = &self.saver;
+        let looked_up = py.detach(|| -> CoreResult<LookUp> {
+            folder.stop_after(Some(u64::try_from(at.max(1) - 1).unwrap_or(0)));
+            let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
+            if !folder.stopped {
+                return scanned.map(|()| LookUp::NotReached);
+            }
+            folder.stop_after(None);
+            saver.wait_for(&entity_id);
+            let (found, skipped) =
+                snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?;
+            let found = match found {
+                Some(record) if !record.state_hash.starts_with(snapshot::HASH_PREFIX) => {
+                    return Ok(LookUp::Legacy(record, skipped));
+                }
+                Some(record) if record.sequence > folder.last_sequence => {
+                    let record = Arc::new(record);
+                    let options = FoldOptions { current_schema_version, skip_corrupt: false, upcast: None };
+                    folder = Folder::from_stored(&entity_id, Arc::clone(&record), options);
+                    Some(record)
+                }
+                _ => None,
+            };
+            filter.from_sequence = Some(folder.last_sequence);
+            backend.scan(&filter, false, &mut |row| folder.visit(row))?;
+            Ok(LookUp::Done(found, skipped))
+        })?;
+        let (found, mut skipped) = match looked_up {
+            LookUp::NotReached => (None, Vec::new()),
+            LookUp::Done(found, skipped) => (found, skipped),
+            LookUp::Legacy(record, skipped) => {
+                let d = PyDict::new(py);
+                d.set_item("legacy_snapshot", StoredSnapshot { record: Arc::new(record) })?;
+                d.set_item("snapshot_skipped", skipped)?;
+                return Ok(d);
+            }
+        };
+        skipped.extend(self.saver.take_failures());
+        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events)?;
+        d.set_item("snapshot", found.map(|record| StoredSnapshot { record }))?;
+        d.set_item("snapshot_skipped", skipped)?;
+        Ok(d)
     }
 
     /// Save a snapshot of an entity's state as of `sequence` (replacing one at the same sequence).
@@ -476,7 +567,11 @@ impl NativeStore {
         let entity_id = str_arg(entity_id, "entity_id")?;
         let max_sequence =
             max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
-        let rows = self.run(py, move |b| b.snapshots(&entity_type, &entity_id, max_sequence, limit))?;
+        let saver = &self.saver;
+        let rows = self.run(py, move |b| {
+            saver.wait_for(&entity_id);
+            b.snapshots(&entity_type, &entity_id, max_sequence, limit)
+        })?;
         PyList::new(py, rows.iter().map(|r| snapshot_dict(py, r)).collect::<PyResult<Vec<_>>>()?)
     }
 
@@ -498,9 +593,12 @@ impl NativeStore {
         let entity_id = str_arg(entity_id, "entity_id")?;
         let max_sequence =
             max_sequence.filter(|m| !m.is_none()).map(|m| int_arg(m, "max_sequence")).transpose()?;
-        let (found, skipped) = self.run(py, move |b| {
+        let saver = &self.saver;
+        let (found, mut skipped) = self.run(py, move |b| {
+            saver.wait_for(&entity_id);
             snapshot::latest_usable(b, &entity_type, &entity_id, max_sequence, max_event_time_us, limit)
         })?;
+        skipped.extend(self.saver.take_failures());
         Ok((found.map(|record| StoredSnapshot { record: Arc::new(record) }), skipped))
     }
 
@@ -568,8 +666,20 @@ impl NativeStore {
             .transpose()
     }
 
-    /// Release the database; later calls raise `StoreClosedError`.
-    fn close(&self, py: Python<'_>) {
-        py.detach(|| self.backend.close())
+    /// Wait until every snapshot handed over by a rebuild is written; why any save failed
+    /// (one line each), since the last call.
+    fn flush_snapshots(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| self.saver.wait_all());
+        self.saver.take_failures()
+    }
+
+    /// Write the pending snapshots (`flush_snapshots`, whose lines it returns), then release
+    /// the database; later calls raise `StoreClosedError`.
+    fn close(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            self.saver.wait_all();
+            self.backend.close();
+        });
+        self.saver.take_failures()
     }
 }

@@ -40,6 +40,10 @@ pub trait Backend: Send + Sync {
     }
     /// Store a snapshot, replacing one at the same (entity, sequence).
     fn save_snapshot(&self, snapshot: &SnapshotRecord) -> CoreResult<()>;
+    /// Store several snapshots, all or none where the backend has transactions.
+    fn save_snapshots(&self, snapshots: &[SnapshotRecord]) -> CoreResult<()> {
+        snapshots.iter().try_for_each(|s| self.save_snapshot(s))
+    }
     /// Snapshots of one entity at or before `max_sequence`, newest first.
     fn snapshots(
         &self,

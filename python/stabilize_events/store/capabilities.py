@@ -53,6 +53,7 @@ class FoldsWorkflows(ABC):
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]:
         """Fold the events of ``workflow_id`` after ``from_sequence`` (up to ``to_sequence`` and
         ``to_timestamp``, both inclusive, when given) onto ``initial_state``.
@@ -64,10 +65,23 @@ class FoldsWorkflows(ABC):
         ``skipped_newer`` (``(event_id, schema_version)`` pairs), ``skipped_corrupt`` (event ids)
         and ``max_event_time_us`` (the newest event time folded, or None).
 
-        With ``snapshot_after_events``, a store may also save a snapshot of the workflow's state
-        when at least that many events were folded (none skipped, no ``to_timestamp``), durable
-        before it returns; it then adds ``snapshot_saved: True`` to the result. Without that key
-        the caller saves one itself if it wants one.
+        With ``snapshot_after_events``, a store may also take over saving a snapshot of the
+        workflow's state when at least that many events were folded (none skipped, no
+        ``to_timestamp``); it then adds ``snapshot_queued: True`` to the result. Without that key
+        the caller saves one itself if it wants one. A snapshot taken over may still be written
+        after this returns: it is there for every later read of that workflow's snapshots, and
+        durable once `KeepsSnapshots.flush_snapshots` or the store's ``close()`` returns. A crash
+        before then loses the snapshot only (never an event), and a snapshot whose bytes do not
+        match its hash is never used.
+
+        ``look_up_snapshot_at`` (only for a store that also `ServesStoredSnapshots`; others raise
+        `InvalidArgumentError`; it takes no ``from_sequence``, ``initial_state``, ``upcast`` or
+        ``skip_corrupt``): the fold looks for the newest usable snapshot itself once it has
+        reached that many events, and goes on from it if it is further on; a smaller workflow is
+        folded with no look-up. The result then also holds ``snapshot`` (the `StoredSnapshot`
+        started from, or None) and ``snapshot_skipped`` (why newer snapshots were passed over).
+        When the snapshot found has a legacy hash (checked by the caller), the result holds only
+        ``legacy_snapshot`` and ``snapshot_skipped``, and nothing is folded.
         """
 
 
@@ -102,6 +116,11 @@ class KeepsSnapshots(ABC):
     @abstractmethod
     def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
         """The newest snapshot of an entity, as a dict, or None."""
+
+    @abstractmethod
+    def flush_snapshots(self) -> None:
+        """Wait until every snapshot the store took over from a fold is written and durable
+        (nothing to wait for in a store that writes each before its fold returns)."""
 
 
 class ServesStoredSnapshots(ABC):

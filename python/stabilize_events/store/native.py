@@ -6,6 +6,7 @@ their constructors differ. Argument checks, encoding and I/O happen in Rust.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,8 @@ from stabilize_events.store.capabilities import (
 from stabilize_events.store.interface import EventQuery, EventStore, require_event_list
 from stabilize_events.store.subscription_records import subscription_config, subscription_from_row
 from stabilize_events.types import EntityType, EventType
+
+logger = logging.getLogger(__name__)
 
 
 def _as_given(given: Any, stored: Event) -> Event:
@@ -267,9 +270,17 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         a failed append counts in neither), or None for a store without group commit."""
         return self._core.commit_stats()
 
+    def flush_snapshots(self) -> None:
+        """Wait until every snapshot a rebuild handed over is written (see
+        `FoldsWorkflows.fold_workflow`); a save that failed is logged as a warning."""
+        for why in self._core.flush_snapshots():
+            logger.warning("%s", why)
+
     def close(self) -> None:
-        """Release the database. Later calls raise `StoreClosedError`."""
-        self._core.close()
+        """Write the snapshots still pending (`flush_snapshots`), then release the database.
+        Later calls raise `StoreClosedError`."""
+        for why in self._core.close():
+            logger.warning("%s", why)
 
     def __enter__(self) -> NativeEventStore:
         return self

@@ -891,11 +891,21 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         current_schema_version: int = CURRENT_SCHEMA_VERSION,
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
+        look_up_snapshot_at: int | None = None,
     ) -> dict[str, Any]:
         """Fold a workflow's events into its state in Rust (`_core.fold_events`), the rows
         streamed from a server-side cursor (memory bounded however long the workflow).
-        ``snapshot_after_events`` is not acted on here: the replayer saves snapshots itself."""
+        With ``snapshot_after_events`` due (folding from the first event), the snapshot is
+        encoded from the folded state in Rust as the answer is built and written before this
+        returns (``snapshot_queued`` in the result); from a given ``initial_state`` the replayer
+        saves it. ``look_up_snapshot_at`` is refused (this store does not serve stored
+        snapshots)."""
         self._check_open()
+        if look_up_snapshot_at is not None:
+            raise InvalidArgumentError(
+                "look_up_snapshot_at: the PostgreSQL store does not look snapshots up as it folds; "
+                "look the snapshot up first (SnapshotStore.latest_usable) and pass it as initial_state"
+            )
         text = (
             f"SELECT {_COLUMNS} FROM {self._prefix}event_log WHERE workflow_id = %s AND sequence > %s "
             f"AND sequence < {_HORIZON}"
@@ -925,8 +935,22 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                         upcast,
                         current_schema_version,
                         skip_corrupt,
+                        None if to_timestamp is not None else snapshot_after_events,
                     )
         folded["last_sequence"] = max(folded["last_sequence"], from_sequence)
+        row = folded.pop("snapshot_row", None)
+        if row is not None:
+            self._write_snapshot(
+                EntityType.WORKFLOW.value,
+                workflow_id,
+                workflow_id,
+                row["version"],
+                row["sequence"],
+                row["state"],
+                row["state_hash"],
+                row["max_event_time_us"],
+            )
+            folded["snapshot_queued"] = True
         return folded
 
     # -- live delivery ---------------------------------------------------------------
@@ -975,6 +999,22 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             raise ArgumentTypeError("state must be a dict")
         encoded = _core.encode_payload(state)
         digest = state_hash_hex if state_hash_hex is not None else _core.snapshot_hash(encoded)
+        self._write_snapshot(
+            _value(entity_type), entity_id, workflow_id, version, sequence, encoded, digest, max_event_time_us
+        )
+
+    def _write_snapshot(
+        self,
+        entity_type: str,
+        entity_id: str,
+        workflow_id: str,
+        version: int,
+        sequence: int,
+        encoded: bytes,
+        digest: str,
+        max_event_time_us: int | None,
+    ) -> None:
+        """Store one snapshot row: its state as encoded, with its hash."""
         self._check_open()
         with self._connection() as conn:
             conn.execute(
@@ -986,7 +1026,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                 f"EXCLUDED.state_hash, created_at_us = EXCLUDED.created_at_us, max_event_us = "
                 f"EXCLUDED.max_event_us",
                 (
-                    _value(entity_type),
+                    entity_type,
                     entity_id,
                     _int("sequence", sequence),
                     workflow_id,
@@ -1055,6 +1095,9 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         """The newest snapshot of an entity, as a dict, or None."""
         found = self.get_snapshots(entity_type, entity_id, None, 1)
         return found[0] if found else None
+
+    def flush_snapshots(self) -> None:
+        """Nothing to wait for: this store writes every snapshot before the call that saves it returns."""
 
     # -- durable subscription positions ---------------------------------------------
 

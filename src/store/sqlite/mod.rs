@@ -257,26 +257,37 @@ impl Backend for SqliteBackend {
     }
 
     fn save_snapshot(&self, snap: &SnapshotRecord) -> CoreResult<()> {
+        self.save_snapshots(std::slice::from_ref(snap))
+    }
+
+    fn save_snapshots(&self, snapshots: &[SnapshotRecord]) -> CoreResult<()> {
+        // One transaction: one commit for a batch, and none of it stored if any fails.
+        fn write(conn: &mut Connection, snapshots: &[SnapshotRecord]) -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO event_snapshot (entity_type, entity_id, sequence, workflow_id, \
+                     version, state, state_hash, created_at_us, max_event_us) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for snap in snapshots {
+                    stmt.execute(rusqlite::params![
+                        snap.entity_type,
+                        snap.entity_id,
+                        snap.sequence,
+                        snap.workflow_id,
+                        snap.version,
+                        snap.state,
+                        snap.state_hash,
+                        snap.created_at_us,
+                        snap.max_event_us,
+                    ])?;
+                }
+            }
+            tx.commit()
+        }
         self.with_writer(|conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO event_snapshot (entity_type, entity_id, sequence, workflow_id, version, \
-                 state, state_hash, created_at_us, max_event_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(rusqlite::params![
-                    snap.entity_type,
-                    snap.entity_id,
-                    snap.sequence,
-                    snap.workflow_id,
-                    snap.version,
-                    snap.state,
-                    snap.state_hash,
-                    snap.created_at_us,
-                    snap.max_event_us,
-                ])
-            })
-            .map(|_| ())
-            .map_err(|e| sql_error(e, "saving a snapshot", &self.config))
+            write(conn, snapshots).map_err(|e| sql_error(e, "saving snapshots", &self.config))
         })
     }
 
