@@ -14,7 +14,9 @@ to check, and the tests skip saying so.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -79,3 +81,22 @@ def test_extras_the_suite_uses_are_installed(dist: importlib.metadata.Distributi
     for req in wanted:
         installed = importlib.metadata.version(req.name)
         assert SpecifierSet(str(req.specifier)).contains(installed, prereleases=True), (req, installed)
+
+
+def test_missing_core_says_what_to_build(tmp_path: Path) -> None:
+    """A source tree without its compiled core names the missing core and how to build it."""
+    package = Path(stabilize_events.__file__).parent
+    copy = tmp_path / "stabilize_events"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-c", "import stabilize_events"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: stabilize_events' compiled core (stabilize_events._core) could not")
+    assert "maturin develop --release" in last
+    assert "circular import" not in last

@@ -17,6 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stabilize_events import errors
+
+try:
+    # Every module below needs the compiled core; say so here rather than as a circular import.
+    import stabilize_events._core  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        f"stabilize_events' compiled core (stabilize_events._core) could not be loaded: {exc}. "
+        "Install the package from a wheel (`pip install stabilize-events`), or build it from a "
+        "source checkout with `pip install .` or `maturin develop --release`."
+    ) from exc
 from stabilize_events.bus import (
     EventBus,
     EventBusStats,
