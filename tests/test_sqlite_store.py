@@ -757,10 +757,10 @@ def _mapped(path: Path) -> bool:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
 def test_mmap_reads_is_the_stores_option(tmp_path: Path) -> None:
-    # With mmap_reads (the default) a store's reads go through a map of its file; without
-    # it the file is never mapped. The events read are the same either way, and opening
+    # With mmap_reads a store's reads go through a map of its file; without it (the
+    # default) the file is never mapped. The events read are the same either way, and opening
     # (or writing) maps nothing.
-    assert SqliteEventStore.__init__.__kwdefaults__["mmap_reads"] is _core.DEFAULT_MMAP_READS is True
+    assert SqliteEventStore.__init__.__kwdefaults__["mmap_reads"] is _core.DEFAULT_MMAP_READS is False
     options = {"default": {}, "on": {"mmap_reads": True}, "off": {"mmap_reads": False}}
     writer = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
     written = [e.data for e in writer.append_batch([new_event(data={"i": i}) for i in range(3_000)])]
@@ -773,7 +773,7 @@ def test_mmap_reads_is_the_stores_option(tmp_path: Path) -> None:
         for s in stores.values():
             assert [e.data for e in s.get_events_since(0, limit=5_000)] == written
         assert {name: _mapped(tmp_path / f"{name}.db") for name in stores} == {
-            "default": True,
+            "default": False,
             "on": True,
             "off": False,
         }

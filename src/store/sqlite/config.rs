@@ -183,14 +183,16 @@ pub const DEFAULT_SYNCHRONOUS: Synchronous = Synchronous::Normal;
 pub const DEFAULT_SPLIT_READS: bool = true;
 /// Default `coalesce_wal_writes`: on. It saves most of an append's system calls.
 pub const DEFAULT_COALESCE_WAL_WRITES: bool = true;
-/// Default `mmap_reads`: on. A read connection's own page cache starts empty, so
+/// Default `mmap_reads`: off. A read connection's own page cache starts empty, so
 /// without a map a process's first read of a large result copies every page in with
-/// a `pread` into freshly allocated cache memory, a system call and a page fault for
-/// each, which its later reads skip: the first read ran at about two thirds of the
-/// later ones' rate. Through the map the first read touches the OS's cached pages
-/// directly (the kernel maps them many at a time), as every later read does.
-/// The cost: an I/O error while reading the file is a `SIGBUS` instead of an error.
-pub const DEFAULT_MMAP_READS: bool = true;
+/// a `pread` into freshly allocated cache memory, which its later reads skip. Through
+/// the map the first read touches the OS's cached pages directly, as later reads do:
+/// it saves about a tenth of a process's first large read. Off by default all the same,
+/// for two costs: an I/O error while reading the file is a `SIGBUS` instead of an error,
+/// and every mapped page a read touches counts in the process's resident memory (a
+/// long workflow's rebuild then grows it by the size of the file, not by the 32 MB
+/// the connection's page cache is bounded to).
+pub const DEFAULT_MMAP_READS: bool = false;
 /// How much of the database file a read connection maps (`mmap_reads`): 1 GiB.
 /// Pages past it are read into SQLite's cache as without the map.
 pub const READ_MMAP_BYTES: i64 = 1 << 30;
