@@ -62,7 +62,7 @@ def test_flush_makes_pending_snapshots_durable_for_other_connections(tmp_path: P
     try:
         for k in range(5):
             store.append_batch(workflow_events(120, workflow_id=f"wf-{k}"))
-        snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100))
+        snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100, min_events=1))
         replayer = EventReplayer(store, snapshots)
         results = [replayer.replay(f"wf-{k}") for k in range(5)]
         snapshots.flush()
@@ -104,7 +104,7 @@ def test_a_failed_save_is_logged_and_the_rebuild_stands(
     reader = SqliteEventStore(f"{sqlite_url(path)}?mode=ro")
     try:
         caplog.set_level(logging.WARNING)
-        snapshots = SnapshotStore(reader, SnapshotPolicy(every_n_events=100))
+        snapshots = SnapshotStore(reader, SnapshotPolicy(every_n_events=100, min_events=1))
         replayer = EventReplayer(reader, snapshots)
         result = replayer.replay(WF)
         same_state(result.final_state, expected)
@@ -129,7 +129,7 @@ CHILD = textwrap.dedent(
     from stabilize_events.snapshots import SnapshotPolicy, SnapshotStore
 
     store = SqliteEventStore(sys.argv[1])
-    snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100))
+    snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100, min_events=1))
     EventReplayer(store, snapshots).replay(sys.argv[2])
     print("queued", flush=True)
     snapshots.flush()
@@ -245,3 +245,34 @@ def test_a_forked_child_does_not_wait_for_its_parents_pending_save(tmp_path: Pat
         assert len(snapshot_rows(path)) == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("skip_corrupt", [False, True], ids=["look-up-fold", "fold-after-look-up"])
+@pytest.mark.parametrize("kind", ["sqlite-file", "in-memory"])
+def test_a_workflow_below_min_events_is_neither_snapshotted_nor_looked_up(
+    kind: str, skip_corrupt: bool, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    """``min_events`` decides which workflows are worth a snapshot, both where the fold looks
+    the snapshot up itself and where the replayer looks it up first (``skip_corrupt``)."""
+    store = new_store(kind, tmp_path, opened)
+    at_least = 60
+    store.append_batch(workflow_events(at_least - 1, workflow_id="below"))
+    store.append_batch(workflow_events(at_least, workflow_id="at"))
+    replayer = policy_replayer(store, every=10, min_events=at_least)
+    for workflow_id, worth in (("below", False), ("at", True)):
+        plain = EventReplayer(store).replay(workflow_id).final_state
+        first = replayer.replay(workflow_id, skip_corrupt=skip_corrupt)
+        store.flush_snapshots()
+        saved = store.get_snapshots(EntityType.WORKFLOW, workflow_id)
+        assert [row["sequence"] for row in saved] == ([first.last_sequence] if worth else [])
+        second = replayer.replay(workflow_id, skip_corrupt=skip_corrupt)
+        expected = (True, 0) if worth else (False, at_least - 1)
+        assert (second.from_snapshot, second.events_replayed) == expected
+        same_state(first.final_state, plain)
+        same_state(second.final_state, plain)
+    # A snapshot of the small workflow stored by other means is not looked up by the fold either.
+    cut = list(store.get_events_for_workflow("below"))[at_least - 11]
+    state = EventReplayer(store).replay("below", as_of_sequence=cut.sequence).final_state
+    SnapshotStore(store).create_workflow_snapshot(state, "below", at_least - 10, cut.sequence)
+    assert not replayer.replay("below").from_snapshot
+    assert policy_replayer(store, every=10).replay("below").from_snapshot

@@ -83,6 +83,7 @@ __all__ = [
     "POSTGRES_POOL_TIMEOUT",
     "PROJECTION_BATCH_SIZE",
     "READ_LIMIT",
+    "SNAPSHOT_MIN_EVENTS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_COALESCE_WAL_WRITES",
     "SQLITE_DECODE_AHEAD",
@@ -106,3 +107,8 @@ __all__ = [
 #: (or the policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
 #: which would cost about as much as folding it.
 SNAPSHOT_LOOK_UP_AT_EVENTS = 32
+
+#: `SnapshotPolicy`'s ``min_events``: a workflow of fewer events is neither snapshotted nor
+#: looked up. Below it, handing a snapshot over costs the rebuild that takes it more than the
+#: rebuild gains by not having to wait for it (see docs/usage.md, "Snapshots").
+SNAPSHOT_MIN_EVENTS = 10_000

@@ -22,7 +22,6 @@ from typing import Any, cast
 
 from stabilize_events import _core
 from stabilize_events._core import Event
-from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
@@ -134,7 +133,7 @@ class EventReplayer:
             snapshot: _core.StoredSnapshot | Snapshot | None = folded["snapshot"]
         else:
             snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
-            due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
+            due = self._sized(self._snapshot_after_events(workflow_id, snapshot, as_of_time), snapshot)
             folded = self._fold(
                 workflow_id,
                 snapshot.sequence if snapshot else 0,
@@ -238,9 +237,10 @@ class EventReplayer:
         ``snapshot`` it started from; None where that does not apply (no policy, a store that
         cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
 
-        The look-up is made once the fold reaches `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the
-        policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
-        which would cost about as much as folding it (a snapshot of it is passed over).
+        The look-up is made once the fold reaches `SnapshotPolicy.look_up_at` events (the
+        policy's ``min_events``, at least `SNAPSHOT_LOOK_UP_AT_EVENTS` or ``every_n_events`` if
+        fewer): a smaller workflow is folded with no look-up (a snapshot of it is passed over)
+        and none is saved of it.
         """
         snapshots, store = self._snapshot_store, self._event_store
         if (
@@ -261,7 +261,7 @@ class EventReplayer:
             CURRENT_SCHEMA_VERSION,
             False,
             snapshot_after_events,
-            min(snapshots.policy.every_n_events, SNAPSHOT_LOOK_UP_AT_EVENTS),
+            snapshots.policy.look_up_at,
         )
         if "legacy_snapshot" in folded:
             # Checked in Python: the lookup is made again the slow way (which says what it skips).
@@ -282,6 +282,15 @@ class EventReplayer:
         if used is not None and used.legacy:
             return None
         return store.events_due(workflow_id)
+
+    def _sized(self, due: int | None, used: _core.StoredSnapshot | Snapshot | None) -> int | None:
+        """``due`` raised so that the fold saves a snapshot only of a workflow of the policy's
+        ``min_events`` or more, counting the events folded into ``used`` (the look-up fold
+        needs none of this: a workflow that ends before its look-up point is not snapshotted)."""
+        snapshots = self._snapshot_store
+        if due is None or snapshots is None or snapshots.policy is None:
+            return due
+        return max(due, snapshots.policy.min_events - (used.version if used else 0))
 
     def _fold(
         self,
@@ -330,8 +339,11 @@ class EventReplayer:
             return
         # A snapshot with a legacy hash (checked the slow way) is replaced by one of the new kind.
         legacy = used is not None and used.legacy
+        workflow_events = (used.version if used else 0) + result.events_replayed
         if not legacy and (
-            result.events_replayed == 0 or not store.should_snapshot(result.entity_id, result.events_replayed)
+            result.events_replayed == 0
+            or not store.policy.worth_snapshotting(workflow_events)
+            or not store.should_snapshot(result.entity_id, result.events_replayed)
         ):
             return
         # The newest event time in the new snapshot's state; unknown if the snapshot it grew from did not say.

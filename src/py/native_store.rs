@@ -400,7 +400,7 @@ impl NativeStore {
     /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
     /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
     /// that many events, and goes on from it if it is further on: a smaller workflow is folded
-    /// with no look-up. The result then holds `"snapshot"` (the `StoredSnapshot` it started
+    /// with no look-up, and no snapshot of it is saved. The result then holds `"snapshot"` (the `StoredSnapshot` it started
     /// from, or None) and `"snapshot_skipped"` (why snapshots were passed over); when the
     /// snapshot found has a legacy hash it holds only `"legacy_snapshot"` and
     /// `"snapshot_skipped"`, and nothing is folded.
@@ -497,9 +497,11 @@ impl NativeStore {
             backend.scan(&filter, false, &mut |row| folder.visit(row))?;
             Ok(LookUp::Done(found, skipped))
         })?;
-        let (found, mut skipped) = match looked_up {
-            LookUp::NotReached => (None, Vec::new()),
-            LookUp::Done(found, skipped) => (found, skipped),
+        // A workflow that ends before the look-up point is too small to be worth a snapshot:
+        // none is saved of it either.
+        let (found, mut skipped, snapshot_after_events) = match looked_up {
+            LookUp::NotReached => (None, Vec::new(), None),
+            LookUp::Done(found, skipped) => (found, skipped, snapshot_after_events),
             LookUp::Legacy(record, skipped) => {
                 let d = PyDict::new(py);
                 d.set_item("legacy_snapshot", StoredSnapshot { record: Arc::new(record) })?;

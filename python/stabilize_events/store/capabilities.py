@@ -78,8 +78,9 @@ class FoldsWorkflows(ABC):
         `InvalidArgumentError`; it takes no ``from_sequence``, ``initial_state``, ``upcast`` or
         ``skip_corrupt``): the fold looks for the newest usable snapshot itself once it has
         reached that many events, and goes on from it if it is further on; a smaller workflow is
-        folded with no look-up. The result then also holds ``snapshot`` (the `StoredSnapshot`
-        started from, or None) and ``snapshot_skipped`` (why newer snapshots were passed over).
+        folded with no look-up, and no snapshot of it is taken over. The result then also holds
+        ``snapshot`` (the `StoredSnapshot` started from, or None) and ``snapshot_skipped`` (why
+        newer snapshots were passed over).
         When the snapshot found has a legacy hash (checked by the caller), the result holds only
         ``legacy_snapshot`` and ``snapshot_skipped``, and nothing is folded.
         """
