@@ -184,7 +184,7 @@ def test_a_workflow_smaller_than_the_look_up_point_is_folded_without_looking(
     kind: str, tmp_path: Path, opened: list[EventStore]
 ) -> None:
     """With a policy, a rebuild looks for a snapshot only once it reaches
-    `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or ``every_n_events``, if fewer)."""
+    `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the policy's ``min_events``, if fewer)."""
     store = new_store(kind, tmp_path, opened)
     small = SNAPSHOT_LOOK_UP_AT_EVENTS - 1
     store.append_batch(workflow_events(small, workflow_id="small"))
@@ -195,15 +195,15 @@ def test_a_workflow_smaller_than_the_look_up_point_is_folded_without_looking(
         cut = [e for e in store.get_events_for_workflow(workflow_id)][at - 1]
         state = EventReplayer(store).replay(workflow_id, as_of_sequence=cut.sequence).final_state
         snapshots.create_workflow_snapshot(state, workflow_id, at, cut.sequence)
-        result = policy_replayer(store).replay(workflow_id)
+        result = policy_replayer(store, min_events=SNAPSHOT_LOOK_UP_AT_EVENTS).replay(workflow_id)
         same_state(result.final_state, plain.final_state)
         if workflow_id == "small":
             assert (result.from_snapshot, result.events_replayed) == (False, small)
         else:
             assert (result.from_snapshot, result.snapshot_sequence) == (True, cut.sequence)
             assert result.events_replayed == small + 10 - at
-    # A policy of fewer events than that looks up at its own count.
-    assert policy_replayer(store, every=5).replay("small").from_snapshot
+    # A policy of a smaller min_events looks up at that count.
+    assert policy_replayer(store, min_events=5).replay("small").from_snapshot
 
 
 def test_fold_that_looks_up_a_snapshot_starts_from_the_first_event(tmp_path: Path) -> None:
@@ -247,15 +247,18 @@ def test_a_forked_child_does_not_wait_for_its_parents_pending_save(tmp_path: Pat
         store.close()
 
 
+@pytest.mark.parametrize(
+    "at_least", [60, SNAPSHOT_LOOK_UP_AT_EVENTS + 20], ids=["below-look-up-point", "past-look-up-point"]
+)
 @pytest.mark.parametrize("skip_corrupt", [False, True], ids=["look-up-fold", "fold-after-look-up"])
 @pytest.mark.parametrize("kind", ["sqlite-file", "in-memory"])
-def test_a_workflow_below_min_events_is_neither_snapshotted_nor_looked_up(
-    kind: str, skip_corrupt: bool, tmp_path: Path, opened: list[EventStore]
+def test_a_workflow_below_min_events_is_not_snapshotted(
+    kind: str, skip_corrupt: bool, at_least: int, tmp_path: Path, opened: list[EventStore]
 ) -> None:
-    """``min_events`` decides which workflows are worth a snapshot, both where the fold looks
-    the snapshot up itself and where the replayer looks it up first (``skip_corrupt``)."""
+    """``min_events`` decides which workflows are worth a snapshot: where the fold looks the
+    snapshot up itself (before and past its look-up point) and where the replayer looks it up
+    first (``skip_corrupt``)."""
     store = new_store(kind, tmp_path, opened)
-    at_least = 60
     store.append_batch(workflow_events(at_least - 1, workflow_id="below"))
     store.append_batch(workflow_events(at_least, workflow_id="at"))
     replayer = policy_replayer(store, every=10, min_events=at_least)
@@ -270,9 +273,9 @@ def test_a_workflow_below_min_events_is_neither_snapshotted_nor_looked_up(
         assert (second.from_snapshot, second.events_replayed) == expected
         same_state(first.final_state, plain)
         same_state(second.final_state, plain)
-    # A snapshot of the small workflow stored by other means is not looked up by the fold either.
+    # A snapshot of the smaller workflow stored by other means is used once it is looked up.
     cut = list(store.get_events_for_workflow("below"))[at_least - 11]
     state = EventReplayer(store).replay("below", as_of_sequence=cut.sequence).final_state
     SnapshotStore(store).create_workflow_snapshot(state, "below", at_least - 10, cut.sequence)
-    assert not replayer.replay("below").from_snapshot
+    assert replayer.replay("below").from_snapshot == (at_least > SNAPSHOT_LOOK_UP_AT_EVENTS)
     assert policy_replayer(store, every=10).replay("below").from_snapshot

@@ -118,10 +118,9 @@ def test_policy_defaults_and_alias() -> None:
 
 def test_policy_min_events_and_look_up_point() -> None:
     assert SnapshotPolicy().min_events == SNAPSHOT_MIN_EVENTS
-    # A workflow is looked up at min_events, but never before the look-up point of small ones.
-    assert SnapshotPolicy(min_events=5_000).look_up_at == 5_000
-    assert SnapshotPolicy(every_n_events=100, min_events=1).look_up_at == SNAPSHOT_LOOK_UP_AT_EVENTS
-    assert SnapshotPolicy(every_n_events=5, min_events=1).look_up_at == 5
+    # A rebuild looks up at SNAPSHOT_LOOK_UP_AT_EVENTS, or at min_events if that is fewer.
+    assert SnapshotPolicy(min_events=SNAPSHOT_LOOK_UP_AT_EVENTS * 10).look_up_at == SNAPSHOT_LOOK_UP_AT_EVENTS
+    assert SnapshotPolicy(every_n_events=5, min_events=7).look_up_at == 7
     policy = SnapshotPolicy(min_events=40)
     assert not policy.worth_snapshotting(39) and policy.worth_snapshotting(40)
 

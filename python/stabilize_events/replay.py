@@ -133,7 +133,7 @@ class EventReplayer:
             snapshot: _core.StoredSnapshot | Snapshot | None = folded["snapshot"]
         else:
             snapshot = self._usable_snapshot(workflow_id, as_of_sequence, as_of_time)
-            due = self._sized(self._snapshot_after_events(workflow_id, snapshot, as_of_time), snapshot)
+            due = self._snapshot_after_events(workflow_id, snapshot, as_of_time)
             folded = self._fold(
                 workflow_id,
                 snapshot.sequence if snapshot else 0,
@@ -237,10 +237,9 @@ class EventReplayer:
         ``snapshot`` it started from; None where that does not apply (no policy, a store that
         cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
 
-        The look-up is made once the fold reaches `SnapshotPolicy.look_up_at` events (the
-        policy's ``min_events``, at least `SNAPSHOT_LOOK_UP_AT_EVENTS` or ``every_n_events`` if
-        fewer): a smaller workflow is folded with no look-up (a snapshot of it is passed over)
-        and none is saved of it.
+        The look-up is made once the fold reaches `SnapshotPolicy.look_up_at` events: a
+        smaller workflow is folded with no look-up (a snapshot of it is passed over), and none
+        is saved of it.
         """
         snapshots, store = self._snapshot_store, self._event_store
         if (
@@ -262,6 +261,7 @@ class EventReplayer:
             False,
             snapshot_after_events,
             snapshots.policy.look_up_at,
+            snapshots.policy.min_events,
         )
         if "legacy_snapshot" in folded:
             # Checked in Python: the lookup is made again the slow way (which says what it skips).
@@ -283,14 +283,11 @@ class EventReplayer:
             return None
         return store.events_due(workflow_id)
 
-    def _sized(self, due: int | None, used: _core.StoredSnapshot | Snapshot | None) -> int | None:
-        """``due`` raised so that the fold saves a snapshot only of a workflow of the policy's
-        ``min_events`` or more, counting the events folded into ``used`` (the look-up fold
-        needs none of this: a workflow that ends before its look-up point is not snapshotted)."""
+    def _min_events(self) -> int | None:
+        """The policy's ``min_events`` (a fold saves no snapshot of a smaller workflow); None
+        without a policy."""
         snapshots = self._snapshot_store
-        if due is None or snapshots is None or snapshots.policy is None:
-            return due
-        return max(due, snapshots.policy.min_events - (used.version if used else 0))
+        return None if snapshots is None or snapshots.policy is None else snapshots.policy.min_events
 
     def _fold(
         self,
@@ -314,6 +311,8 @@ class EventReplayer:
                 CURRENT_SCHEMA_VERSION,
                 skip_corrupt,
                 snapshot_after_events,
+                None,
+                self._min_events(),
             )
         # Any other store (Stabilize's own): read its events, fold them in Rust all the same.
         events: Iterator[Event] = iter(self._event_store.get_events_for_workflow(workflow_id, start))

@@ -106,9 +106,9 @@ class SnapshotPolicy:
     """When to take a snapshot: after ``every_n_events`` replayed past the last
     one, or ``time_interval_seconds`` after it (``event_interval`` is the
     reference's name for ``every_n_events``), of a workflow of at least
-    ``min_events`` events: a smaller one is neither snapshotted nor looked up, as
-    replaying it costs less than taking a snapshot of it (``min_events=1`` snapshots
-    every workflow, as the reference does)."""
+    ``min_events`` events: a smaller one is not snapshotted, as taking a snapshot
+    of it costs its rebuild more than it saves (``min_events=1`` snapshots every
+    workflow, as the reference does)."""
 
     def __init__(
         self,
@@ -150,10 +150,10 @@ class SnapshotPolicy:
 
     @property
     def look_up_at(self) -> int:
-        """How many events a rebuild folds before it looks for a snapshot: `min_events`, but
-        not fewer than `SNAPSHOT_LOOK_UP_AT_EVENTS` (or `every_n_events`, if that is fewer).
-        A workflow that ends before that point is folded with no look-up and not snapshotted."""
-        return max(self.min_events, min(self.every_n_events, SNAPSHOT_LOOK_UP_AT_EVENTS))
+        """How many events a rebuild folds before it looks for a snapshot:
+        `SNAPSHOT_LOOK_UP_AT_EVENTS`, or `min_events` if fewer. A workflow that ends before
+        that point is folded with no look-up and not snapshotted (it is below `min_events`)."""
+        return min(self.min_events, SNAPSHOT_LOOK_UP_AT_EVENTS)
 
     def worth_snapshotting(self, workflow_events: int) -> bool:
         """Whether a workflow of ``workflow_events`` events (all those folded into its state)

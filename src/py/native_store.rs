@@ -57,8 +57,9 @@ impl NativeStore {
         folder: Folder,
         entity_id: &str,
         snapshot_after_events: Option<i64>,
+        snapshot_min_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        match folder.snapshot_due(entity_id, snapshot_after_events) {
+        match folder.snapshot_due(entity_id, snapshot_after_events, snapshot_min_events) {
             Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
             None => folder.into_py(py),
         }
@@ -397,6 +398,8 @@ impl NativeStore {
     /// many events were applied (none skipped, no `to_timestamp`): handed to a worker thread
     /// that writes it after this returns (`flush_snapshots` and `close` wait for it, and so
     /// do this entity's snapshot reads); the result then holds `"snapshot_queued": True`.
+    /// With `snapshot_min_events`, only a state folding at least that many events in all (the
+    /// version of the snapshot it started from plus those applied) is saved.
     /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
     /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
     /// that many events, and goes on from it if it is further on: a smaller workflow is folded
@@ -407,7 +410,7 @@ impl NativeStore {
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
         upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None,
-        look_up_snapshot_at=None
+        look_up_snapshot_at=None, snapshot_min_events=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn fold_workflow<'py>(
@@ -423,6 +426,7 @@ impl NativeStore {
         skip_corrupt: bool,
         snapshot_after_events: Option<i64>,
         look_up_snapshot_at: Option<i64>,
+        snapshot_min_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
@@ -468,7 +472,7 @@ impl NativeStore {
                 return Err(err);
             }
             scanned?;
-            return self.fold_result(py, folder, &entity_id, snapshot_after_events);
+            return self.fold_result(py, folder, &entity_id, snapshot_after_events, snapshot_min_events);
         };
         let saver = &self.saver;
         let looked_up = py.detach(|| -> CoreResult<LookUp> {
@@ -510,7 +514,7 @@ impl NativeStore {
             }
         };
         skipped.extend(self.saver.take_failures());
-        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events)?;
+        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events, snapshot_min_events)?;
         d.set_item("snapshot", found.map(|record| StoredSnapshot { record }))?;
         d.set_item("snapshot_skipped", skipped)?;
         Ok(d)
