@@ -899,8 +899,8 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         With ``snapshot_after_events`` due (folding from the first event), the snapshot is
         encoded from the folded state in Rust as the answer is built and written before this
         returns (``snapshot_queued`` in the result), if the state folds ``snapshot_min_events`` or
-        more; from a given ``initial_state`` the replayer saves it. ``look_up_snapshot_at`` is refused (this store does not serve stored
-        snapshots)."""
+        more; from a given ``initial_state`` the replayer saves it. ``look_up_snapshot_at`` is
+        refused (this store does not serve stored snapshots)."""
         self._check_open()
         if look_up_snapshot_at is not None:
             raise InvalidArgumentError(
