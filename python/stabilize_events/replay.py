@@ -277,11 +277,11 @@ class EventReplayer:
         answer, see `FoldsWorkflows.fold_workflow`); None to leave it to `_maybe_snapshot`:
         no policy, a time-travel query, or a start from a snapshot with a legacy hash."""
         store = self._snapshot_store
-        if store is None or as_of_time is not None or isinstance(used, Snapshot):
+        if store is None or store.policy is None or as_of_time is not None:
             return None
-        if used is not None and used.legacy:
+        if used is not None and (isinstance(used, Snapshot) or used.legacy):
             return None
-        return store.events_due(workflow_id)
+        return store.policy.events_due(workflow_id)
 
     def _min_events(self) -> int | None:
         """The policy's ``min_events`` (a fold saves no snapshot of a smaller workflow); None

@@ -153,7 +153,8 @@ class SnapshotPolicy:
         """How many events a rebuild folds before it looks for a snapshot:
         `SNAPSHOT_LOOK_UP_AT_EVENTS`, or `min_events` if fewer. A workflow that ends before
         that point is folded with no look-up and not snapshotted (it is below `min_events`)."""
-        return min(self.min_events, SNAPSHOT_LOOK_UP_AT_EVENTS)
+        at = self.min_events
+        return at if at < SNAPSHOT_LOOK_UP_AT_EVENTS else SNAPSHOT_LOOK_UP_AT_EVENTS
 
     def worth_snapshotting(self, workflow_events: int) -> bool:
         """Whether a workflow of ``workflow_events`` events (all those folded into its state)
@@ -171,8 +172,8 @@ class SnapshotPolicy:
     def events_due(self, entity_id: str) -> int:
         """The fewest events replayed past the last snapshot that call for a new one now:
         ``should_snapshot(entity_id, n)`` holds exactly for ``n >= events_due(entity_id)``."""
-        with self._lock:
-            last = self._last_snapshot.get(entity_id)
+        # One read of one key needs no lock (every rebuild with a policy asks this).
+        last = self._last_snapshot.get(entity_id)
         if last is not None and time.monotonic() - last >= self.time_interval_seconds:
             return 1
         return self.every_n_events
