@@ -24,7 +24,9 @@ use crate::store::sqlite::config::{
 };
 use crate::store::sqlite::index_key::index_key;
 use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
-use crate::store::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
+use crate::store::{
+    split_read, Backend, Expectation, Filter, SnapshotRead, SnapshotRecord, SubscriptionRecord,
+};
 use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).
@@ -475,16 +477,52 @@ impl NativeStore {
             return self.fold_result(py, folder, &entity_id, snapshot_after_events, snapshot_min_events);
         };
         let saver = &self.saver;
+        let pause_after = u64::try_from(at.max(1) - 1).unwrap_or(0);
         let looked_up = py.detach(|| -> CoreResult<LookUp> {
-            folder.stop_after(Some(u64::try_from(at.max(1) - 1).unwrap_or(0)));
-            let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
-            if !folder.stopped {
-                return scanned.map(|()| LookUp::NotReached);
-            }
-            folder.stop_after(None);
+            // Where the backend can, the snapshots are read within the scan's own read, and the
+            // scan goes on when none is found. A pending save of this workflow is waited for
+            // before that read starts, so that the read sees it.
             saver.wait_for(&entity_id);
-            let (found, skipped) =
-                snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?;
+            let mut paused: Option<(Option<SnapshotRecord>, Vec<String>)> = None;
+            let mut pause = |read: &mut SnapshotRead<'_>| -> CoreResult<bool> {
+                let (found, skipped) = snapshot::latest_usable_from(
+                    read,
+                    "workflow",
+                    &entity_id,
+                    to_sequence,
+                    to_timestamp,
+                    50,
+                )?;
+                let go_on = found.is_none();
+                paused = Some((found, skipped));
+                Ok(go_on)
+            };
+            let (found, skipped) = match backend.scan_pausing(
+                &filter,
+                false,
+                &mut |row| folder.visit(row),
+                pause_after,
+                &mut pause,
+            ) {
+                Some(scanned) => {
+                    scanned?;
+                    match paused {
+                        None => return Ok(LookUp::NotReached),
+                        Some((None, skipped)) => return Ok(LookUp::Done(None, skipped)),
+                        Some(found_and_skipped) => found_and_skipped,
+                    }
+                }
+                None => {
+                    folder.stop_after(Some(pause_after));
+                    let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
+                    if !folder.stopped {
+                        return scanned.map(|()| LookUp::NotReached);
+                    }
+                    folder.stop_after(None);
+                    saver.wait_for(&entity_id);
+                    snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?
+                }
+            };
             let found = match found {
                 Some(record) if !record.state_hash.starts_with(snapshot::HASH_PREFIX) => {
                     return Ok(LookUp::Legacy(record, skipped));
