@@ -18,7 +18,7 @@ Target on every shape: no rebuild with snapshots is slower than one without. The
 its default ``min_events`` (``defaults.SNAPSHOT_MIN_EVENTS``, 10,000): the ``small-*`` and
 ``many-500`` workflows are below it and get no snapshot (a snapshot would make their first
 rebuild 4-10% slower, see docs/usage.md), and those of fewer than
-``defaults.SNAPSHOT_LOOK_UP_AT_EVENTS`` (128) events are not looked up either; their ratios
+``defaults.SNAPSHOT_LOOK_UP_AT_EVENTS`` (64) events are not looked up either; their ratios
 show what the policy costs them (look-ups only). ``standard-*`` and ``long`` get snapshots.
 
 Each round rebuilds every workflow of the shape three ways, timed one after the other:

@@ -104,10 +104,10 @@ __all__ = [
 # -- snapshots -------------------------------------------------------------------------
 
 #: A rebuild with a snapshot policy looks for a snapshot once it has folded this many events
-#: (or the policy's ``min_events``, if fewer): a look-up costs about as much as folding eight
-#: events, so a smaller workflow is folded with no look-up, and a workflow rebuilt from a
+#: (or the policy's ``min_events``, if fewer): a look-up costs about as much as folding one or
+#: two events, so a smaller workflow is folded with no look-up, and a workflow rebuilt from a
 #: snapshot folds at most this many events before it looks.
-SNAPSHOT_LOOK_UP_AT_EVENTS = 128
+SNAPSHOT_LOOK_UP_AT_EVENTS = 64
 
 #: `SnapshotPolicy`'s ``min_events``: a workflow of fewer events is not snapshotted. Below it,
 #: handing a snapshot over costs the rebuild that takes it more than the saving it defers
