@@ -405,10 +405,10 @@ impl NativeStore {
     /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
     /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
     /// that many events, and goes on from it if it is further on: a smaller workflow is folded
-    /// with no look-up, and no snapshot of it is saved. The result then holds `"snapshot"` (the `StoredSnapshot` it started
-    /// from, or None) and `"snapshot_skipped"` (why snapshots were passed over); when the
-    /// snapshot found has a legacy hash it holds only `"legacy_snapshot"` and
-    /// `"snapshot_skipped"`, and nothing is folded.
+    /// with no look-up, and no snapshot of it is saved. The result then holds `"snapshot"`
+    /// (the `StoredSnapshot` it started from, or None) and `"snapshot_skipped"` (why snapshots
+    /// were passed over); when the snapshot found has a legacy hash it holds only
+    /// `"legacy_snapshot"` and `"snapshot_skipped"`, and nothing is folded.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
         upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None,
@@ -519,7 +519,6 @@ impl NativeStore {
                         return scanned.map(|()| LookUp::NotReached);
                     }
                     folder.stop_after(None);
-                    saver.wait_for(&entity_id);
                     snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?
                 }
             };
