@@ -48,11 +48,12 @@ fn decode_payload<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bo
 /// onto nothing or a `StoredSnapshot`, the result also holds `"snapshot_row"`: the snapshot
 /// to store, `{"version", "sequence", "state", "state_hash", "max_event_time_us"}`, its state
 /// the msgpack of the answer (encoded from the folded state while the answer is built) and
-/// its hash over those bytes, for the caller to write.
+/// its hash over those bytes, for the caller to write; with `snapshot_min_events`, only when
+/// the state folds at least that many events in all (the snapshot's version plus those applied).
 #[pyfunction]
 #[pyo3(signature = (
     workflow_id, events, initial_state=None, upcast=None, current_schema_version=1, skip_corrupt=false,
-    snapshot_after_events=None
+    snapshot_after_events=None, snapshot_min_events=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn fold_events<'py>(
@@ -64,6 +65,7 @@ fn fold_events<'py>(
     current_schema_version: i64,
     skip_corrupt: bool,
     snapshot_after_events: Option<i64>,
+    snapshot_min_events: Option<i64>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let mut folder =
         fold::Folder::from_py(workflow_id, 0, initial_state, upcast, current_schema_version, skip_corrupt)?;
@@ -76,7 +78,7 @@ fn fold_events<'py>(
         }
         visited?;
     }
-    match folder.snapshot_due(workflow_id, snapshot_after_events) {
+    match folder.snapshot_due(workflow_id, snapshot_after_events, snapshot_min_events) {
         Some(snapshot) => folder.into_py_with_snapshot_row(py, snapshot),
         None => folder.into_py(py),
     }

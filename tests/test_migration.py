@@ -314,7 +314,7 @@ def test_snapshot_holds_the_upcast_state(kind: str, tmp_path: Path, opened: list
     store = new_store(kind, tmp_path, opened)
     stored = store.append_batch(mixed_stream())
     get_event_migrator().register(0, 1)(v0_to_v1)
-    replayer = EventReplayer(store, SnapshotStore(store, SnapshotPolicy(every_n_events=3)))
+    replayer = EventReplayer(store, SnapshotStore(store, SnapshotPolicy(every_n_events=3, min_events=1)))
     first = replayer.replay(WF)
     reset_event_migrator()  # the snapshot already holds the upcast state
     second = replayer.replay(WF)

@@ -62,7 +62,7 @@ def test_flush_makes_pending_snapshots_durable_for_other_connections(tmp_path: P
     try:
         for k in range(5):
             store.append_batch(workflow_events(120, workflow_id=f"wf-{k}"))
-        snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100))
+        snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100, min_events=1))
         replayer = EventReplayer(store, snapshots)
         results = [replayer.replay(f"wf-{k}") for k in range(5)]
         snapshots.flush()
@@ -104,7 +104,7 @@ def test_a_failed_save_is_logged_and_the_rebuild_stands(
     reader = SqliteEventStore(f"{sqlite_url(path)}?mode=ro")
     try:
         caplog.set_level(logging.WARNING)
-        snapshots = SnapshotStore(reader, SnapshotPolicy(every_n_events=100))
+        snapshots = SnapshotStore(reader, SnapshotPolicy(every_n_events=100, min_events=1))
         replayer = EventReplayer(reader, snapshots)
         result = replayer.replay(WF)
         same_state(result.final_state, expected)
@@ -129,7 +129,7 @@ CHILD = textwrap.dedent(
     from stabilize_events.snapshots import SnapshotPolicy, SnapshotStore
 
     store = SqliteEventStore(sys.argv[1])
-    snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100))
+    snapshots = SnapshotStore(store, SnapshotPolicy(every_n_events=100, min_events=1))
     EventReplayer(store, snapshots).replay(sys.argv[2])
     print("queued", flush=True)
     snapshots.flush()
@@ -184,7 +184,7 @@ def test_a_workflow_smaller_than_the_look_up_point_is_folded_without_looking(
     kind: str, tmp_path: Path, opened: list[EventStore]
 ) -> None:
     """With a policy, a rebuild looks for a snapshot only once it reaches
-    `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or ``every_n_events``, if fewer)."""
+    `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the policy's ``min_events``, if fewer)."""
     store = new_store(kind, tmp_path, opened)
     small = SNAPSHOT_LOOK_UP_AT_EVENTS - 1
     store.append_batch(workflow_events(small, workflow_id="small"))
@@ -195,15 +195,15 @@ def test_a_workflow_smaller_than_the_look_up_point_is_folded_without_looking(
         cut = [e for e in store.get_events_for_workflow(workflow_id)][at - 1]
         state = EventReplayer(store).replay(workflow_id, as_of_sequence=cut.sequence).final_state
         snapshots.create_workflow_snapshot(state, workflow_id, at, cut.sequence)
-        result = policy_replayer(store).replay(workflow_id)
+        result = policy_replayer(store, min_events=SNAPSHOT_LOOK_UP_AT_EVENTS).replay(workflow_id)
         same_state(result.final_state, plain.final_state)
         if workflow_id == "small":
             assert (result.from_snapshot, result.events_replayed) == (False, small)
         else:
             assert (result.from_snapshot, result.snapshot_sequence) == (True, cut.sequence)
             assert result.events_replayed == small + 10 - at
-    # A policy of fewer events than that looks up at its own count.
-    assert policy_replayer(store, every=5).replay("small").from_snapshot
+    # A policy of a smaller min_events looks up at that count.
+    assert policy_replayer(store, min_events=5).replay("small").from_snapshot
 
 
 def test_fold_that_looks_up_a_snapshot_starts_from_the_first_event(tmp_path: Path) -> None:
@@ -245,3 +245,37 @@ def test_a_forked_child_does_not_wait_for_its_parents_pending_save(tmp_path: Pat
         assert len(snapshot_rows(path)) == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "at_least", [60, SNAPSHOT_LOOK_UP_AT_EVENTS + 20], ids=["below-look-up-point", "past-look-up-point"]
+)
+@pytest.mark.parametrize("skip_corrupt", [False, True], ids=["look-up-fold", "fold-after-look-up"])
+@pytest.mark.parametrize("kind", ["sqlite-file", "in-memory"])
+def test_a_workflow_below_min_events_is_not_snapshotted(
+    kind: str, skip_corrupt: bool, at_least: int, tmp_path: Path, opened: list[EventStore]
+) -> None:
+    """``min_events`` decides which workflows are worth a snapshot: where the fold looks the
+    snapshot up itself (before and past its look-up point) and where the replayer looks it up
+    first (``skip_corrupt``)."""
+    store = new_store(kind, tmp_path, opened)
+    store.append_batch(workflow_events(at_least - 1, workflow_id="below"))
+    store.append_batch(workflow_events(at_least, workflow_id="at"))
+    replayer = policy_replayer(store, every=10, min_events=at_least)
+    for workflow_id, worth in (("below", False), ("at", True)):
+        plain = EventReplayer(store).replay(workflow_id).final_state
+        first = replayer.replay(workflow_id, skip_corrupt=skip_corrupt)
+        store.flush_snapshots()
+        saved = store.get_snapshots(EntityType.WORKFLOW, workflow_id)
+        assert [row["sequence"] for row in saved] == ([first.last_sequence] if worth else [])
+        second = replayer.replay(workflow_id, skip_corrupt=skip_corrupt)
+        expected = (True, 0) if worth else (False, at_least - 1)
+        assert (second.from_snapshot, second.events_replayed) == expected
+        same_state(first.final_state, plain)
+        same_state(second.final_state, plain)
+    # A snapshot of the smaller workflow stored by other means is used once it is looked up.
+    cut = list(store.get_events_for_workflow("below"))[at_least - 11]
+    state = EventReplayer(store).replay("below", as_of_sequence=cut.sequence).final_state
+    SnapshotStore(store).create_workflow_snapshot(state, "below", at_least - 10, cut.sequence)
+    assert replayer.replay("below").from_snapshot == (at_least > SNAPSHOT_LOOK_UP_AT_EVENTS)
+    assert policy_replayer(store, every=10).replay("below").from_snapshot

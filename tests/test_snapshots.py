@@ -33,6 +33,7 @@ from stabilize_events import (
 )
 from stabilize_events._core import encode_payload
 from stabilize_events.canonical import canonical_json, state_hash
+from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS, SNAPSHOT_MIN_EVENTS
 from stabilize_events.replay import EventReplayer, ReplayResult
 from stabilize_events.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
 from stabilize_events.store.capabilities import FoldsWorkflows
@@ -92,8 +93,11 @@ def workflow_events(n: int, workflow_id: str = WF, start: int = 0) -> list[Event
     return events
 
 
-def policy_replayer(store: EventStore, every: int = 100) -> EventReplayer:
-    return EventReplayer(store, SnapshotStore(store, SnapshotPolicy(every_n_events=every)))
+def policy_replayer(store: EventStore, every: int = 100, min_events: int = 1) -> EventReplayer:
+    """A replayer with a policy of ``every`` events; the workflows of these tests are small, so
+    by default every workflow is worth a snapshot (``min_events=1``)."""
+    policy = SnapshotPolicy(every_n_events=every, min_events=min_events)
+    return EventReplayer(store, SnapshotStore(store, policy))
 
 
 def stored_workflow(store: EventStore) -> list[Event]:
@@ -112,6 +116,15 @@ def test_policy_defaults_and_alias() -> None:
     assert SnapshotPolicy(5, 60).time_interval_seconds == 60
 
 
+def test_policy_min_events_and_look_up_point() -> None:
+    assert SnapshotPolicy().min_events == SNAPSHOT_MIN_EVENTS
+    # A rebuild looks up at SNAPSHOT_LOOK_UP_AT_EVENTS, or at min_events if that is fewer.
+    assert SnapshotPolicy(min_events=SNAPSHOT_LOOK_UP_AT_EVENTS * 10).look_up_at == SNAPSHOT_LOOK_UP_AT_EVENTS
+    assert SnapshotPolicy(every_n_events=5, min_events=7).look_up_at == 7
+    policy = SnapshotPolicy(min_events=40)
+    assert not policy.worth_snapshotting(39) and policy.worth_snapshotting(40)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -123,6 +136,11 @@ def test_policy_defaults_and_alias() -> None:
         ({"every_n_events": 10.0}, errors.ArgumentTypeError),
         ({"time_interval_seconds": 0}, errors.InvalidArgumentError),
         ({"time_interval_seconds": -1}, errors.InvalidArgumentError),
+        ({"min_events": 0}, errors.InvalidArgumentError),
+        ({"min_events": -3}, errors.InvalidArgumentError),
+        ({"min_events": True}, errors.ArgumentTypeError),
+        ({"min_events": "500"}, errors.ArgumentTypeError),
+        ({"min_events": 500.0}, errors.ArgumentTypeError),
     ],
 )
 def test_policy_rejects_bad_values(kwargs: dict[str, Any], error: type[Exception]) -> None:

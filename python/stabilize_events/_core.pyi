@@ -182,6 +182,7 @@ class NativeStore:
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
         look_up_snapshot_at: int | None = None,
+        snapshot_min_events: int | None = None,
     ) -> dict[str, Any]: ...
     def latest_snapshot(
         self,
@@ -211,9 +212,11 @@ def fold_events(
     current_schema_version: int = 1,
     skip_corrupt: bool = False,
     snapshot_after_events: int | None = None,
+    snapshot_min_events: int | None = None,
 ) -> dict[str, Any]:
     """Fold events given as objects into the state of ``workflow_id`` (with
-    ``snapshot_after_events``, a ``snapshot_row`` to store when one is due)."""
+    ``snapshot_after_events``, a ``snapshot_row`` to store when one is due and the state folds
+    ``snapshot_min_events`` events or more in all)."""
 
 def sqlite_database_path(url: str) -> Path | None:
     """The absolute database file ``url`` (a URL or plain path) names; None for ``:memory:``.

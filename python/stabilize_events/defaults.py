@@ -83,6 +83,7 @@ __all__ = [
     "POSTGRES_POOL_TIMEOUT",
     "PROJECTION_BATCH_SIZE",
     "READ_LIMIT",
+    "SNAPSHOT_MIN_EVENTS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_COALESCE_WAL_WRITES",
     "SQLITE_DECODE_AHEAD",
@@ -103,6 +104,12 @@ __all__ = [
 # -- snapshots -------------------------------------------------------------------------
 
 #: A rebuild with a snapshot policy looks for a snapshot once it has folded this many events
-#: (or the policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
-#: which would cost about as much as folding it.
-SNAPSHOT_LOOK_UP_AT_EVENTS = 32
+#: (or the policy's ``min_events``, if fewer): a look-up costs about as much as folding one or
+#: two events, so a smaller workflow is folded with no look-up, and a workflow rebuilt from a
+#: snapshot folds at most this many events before it looks.
+SNAPSHOT_LOOK_UP_AT_EVENTS = 64
+
+#: `SnapshotPolicy`'s ``min_events``: a workflow of fewer events is not snapshotted. Below it,
+#: handing a snapshot over costs the rebuild that takes it more than the saving it defers
+#: (see docs/usage.md, "Snapshots").
+SNAPSHOT_MIN_EVENTS = 10_000

@@ -22,7 +22,6 @@ from typing import Any, cast
 
 from stabilize_events import _core
 from stabilize_events._core import Event
-from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
 from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
@@ -238,9 +237,9 @@ class EventReplayer:
         ``snapshot`` it started from; None where that does not apply (no policy, a store that
         cannot, upcasting, skipping corrupt rows, or a snapshot with a legacy hash found).
 
-        The look-up is made once the fold reaches `SNAPSHOT_LOOK_UP_AT_EVENTS` events (or the
-        policy's ``every_n_events``, if fewer): a smaller workflow is folded with no look-up,
-        which would cost about as much as folding it (a snapshot of it is passed over).
+        The look-up is made once the fold reaches `SnapshotPolicy.look_up_at` events: a
+        smaller workflow is folded with no look-up (a snapshot of it is passed over), and none
+        is saved of it.
         """
         snapshots, store = self._snapshot_store, self._event_store
         if (
@@ -261,7 +260,8 @@ class EventReplayer:
             CURRENT_SCHEMA_VERSION,
             False,
             snapshot_after_events,
-            min(snapshots.policy.every_n_events, SNAPSHOT_LOOK_UP_AT_EVENTS),
+            snapshots.policy.look_up_at,
+            snapshots.policy.min_events,
         )
         if "legacy_snapshot" in folded:
             # Checked in Python: the lookup is made again the slow way (which says what it skips).
@@ -277,11 +277,17 @@ class EventReplayer:
         answer, see `FoldsWorkflows.fold_workflow`); None to leave it to `_maybe_snapshot`:
         no policy, a time-travel query, or a start from a snapshot with a legacy hash."""
         store = self._snapshot_store
-        if store is None or as_of_time is not None or isinstance(used, Snapshot):
+        if store is None or store.policy is None or as_of_time is not None:
             return None
-        if used is not None and used.legacy:
+        if used is not None and (isinstance(used, Snapshot) or used.legacy):
             return None
-        return store.events_due(workflow_id)
+        return store.policy.events_due(workflow_id)
+
+    def _min_events(self) -> int | None:
+        """The policy's ``min_events`` (a fold saves no snapshot of a smaller workflow); None
+        without a policy."""
+        snapshots = self._snapshot_store
+        return None if snapshots is None or snapshots.policy is None else snapshots.policy.min_events
 
     def _fold(
         self,
@@ -305,6 +311,8 @@ class EventReplayer:
                 CURRENT_SCHEMA_VERSION,
                 skip_corrupt,
                 snapshot_after_events,
+                None,
+                self._min_events(),
             )
         # Any other store (Stabilize's own): read its events, fold them in Rust all the same.
         events: Iterator[Event] = iter(self._event_store.get_events_for_workflow(workflow_id, start))
@@ -330,8 +338,11 @@ class EventReplayer:
             return
         # A snapshot with a legacy hash (checked the slow way) is replaced by one of the new kind.
         legacy = used is not None and used.legacy
+        workflow_events = (used.version if used else 0) + result.events_replayed
         if not legacy and (
-            result.events_replayed == 0 or not store.should_snapshot(result.entity_id, result.events_replayed)
+            result.events_replayed == 0
+            or not store.policy.worth_snapshotting(workflow_events)
+            or not store.should_snapshot(result.entity_id, result.events_replayed)
         ):
             return
         # The newest event time in the new snapshot's state; unknown if the snapshot it grew from did not say.

@@ -24,6 +24,7 @@ from typing import Any
 
 from stabilize_events import _core
 from stabilize_events.canonical import state_hash
+from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS, SNAPSHOT_MIN_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.store.capabilities import KeepsSnapshots, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
@@ -104,7 +105,10 @@ class Snapshot:
 class SnapshotPolicy:
     """When to take a snapshot: after ``every_n_events`` replayed past the last
     one, or ``time_interval_seconds`` after it (``event_interval`` is the
-    reference's name for ``every_n_events``)."""
+    reference's name for ``every_n_events``), of a workflow of at least
+    ``min_events`` events: a smaller one is not snapshotted, as taking a snapshot
+    of it costs its rebuild more than it saves (``min_events=1`` snapshots every
+    workflow, as the reference does)."""
 
     def __init__(
         self,
@@ -112,6 +116,7 @@ class SnapshotPolicy:
         time_interval_seconds: float = 3600,
         *,
         event_interval: int | None = None,
+        min_events: int = SNAPSHOT_MIN_EVENTS,
     ) -> None:
         name = "every_n_events"
         if event_interval is not None:
@@ -122,10 +127,18 @@ class SnapshotPolicy:
             raise InvalidArgumentError(
                 f"{name} must be >= 1, not {every_n_events} (it counts the events replayed between snapshots)"
             )
+        if isinstance(min_events, bool) or not isinstance(min_events, int):
+            raise ArgumentTypeError(f"min_events must be an int, not {type(min_events).__name__}")
+        if min_events < 1:
+            raise InvalidArgumentError(
+                f"min_events must be >= 1, not {min_events} (it is the size, in events, of the smallest "
+                "workflow worth a snapshot; 1 snapshots every workflow)"
+            )
         if time_interval_seconds <= 0:
             raise InvalidArgumentError(f"time_interval_seconds must be > 0, not {time_interval_seconds}")
         self.every_n_events = every_n_events
         self.time_interval_seconds = time_interval_seconds
+        self.min_events = min_events
         self._lock = threading.Lock()
         self._events_since: dict[str, int] = {}
         self._last_snapshot: dict[str, float] = {}
@@ -134,6 +147,19 @@ class SnapshotPolicy:
     def event_interval(self) -> int:
         """The reference's name for `every_n_events`."""
         return self.every_n_events
+
+    @property
+    def look_up_at(self) -> int:
+        """How many events a rebuild folds before it looks for a snapshot:
+        `SNAPSHOT_LOOK_UP_AT_EVENTS`, or `min_events` if fewer. A workflow that ends before
+        that point is folded with no look-up and not snapshotted (it is below `min_events`)."""
+        at = self.min_events
+        return at if at < SNAPSHOT_LOOK_UP_AT_EVENTS else SNAPSHOT_LOOK_UP_AT_EVENTS
+
+    def worth_snapshotting(self, workflow_events: int) -> bool:
+        """Whether a workflow of ``workflow_events`` events (all those folded into its state)
+        is large enough for a snapshot (`min_events`)."""
+        return workflow_events >= self.min_events
 
     def should_snapshot(self, entity_id: str, events_since: int) -> bool:
         """Whether ``events_since`` events (or the time passed) call for a new snapshot."""
@@ -146,8 +172,8 @@ class SnapshotPolicy:
     def events_due(self, entity_id: str) -> int:
         """The fewest events replayed past the last snapshot that call for a new one now:
         ``should_snapshot(entity_id, n)`` holds exactly for ``n >= events_due(entity_id)``."""
-        with self._lock:
-            last = self._last_snapshot.get(entity_id)
+        # One read of one key needs no lock (every rebuild with a policy asks this).
+        last = self._last_snapshot.get(entity_id)
         if last is not None and time.monotonic() - last >= self.time_interval_seconds:
             return 1
         return self.every_n_events

@@ -22,6 +22,7 @@
 //!   message back.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,9 @@ struct Shared {
     finished: Condvar,
     /// Signalled whenever a save is handed over or someone starts waiting.
     wake: Condvar,
+    /// Whether a save is in flight or a failure is held (see `settle`): while it is not,
+    /// `wait_for` and `take_failures` return without the lock, as most rebuilds find.
+    busy: AtomicBool,
 }
 
 impl Shared {
@@ -112,8 +116,15 @@ impl Shared {
         if queue.pid != pid {
             // A new process (first use, or a forked child): nothing of another's is waited for.
             *queue = Queue { pid, ..Queue::default() };
+            self.settle(&queue);
         }
         queue
+    }
+
+    /// Set `busy` from `queue`; called under the lock after every change it depends on.
+    fn settle(&self, queue: &Queue) {
+        let busy = queue.in_flight > 0 || !queue.failures.is_empty() || queue.failures_dropped > 0;
+        self.busy.store(busy, Ordering::Release);
     }
 
     /// Wait (as a waiter: held snapshots are written at once) until `done` holds.
@@ -156,6 +167,7 @@ impl SnapshotSaver {
         queue.held_weight += 1 + state.entity_count();
         let was_empty = queue.jobs.is_empty();
         queue.jobs.push_back(Job { state, record });
+        self.shared.settle(&queue);
         if queue.save_now() || was_empty {
             // The worker waits for a quiet moment from the first state on; a later one only
             // moves that moment, which the worker sees when it wakes.
@@ -176,12 +188,16 @@ impl SnapshotSaver {
             for job in dropped {
                 queue.finish(&job.record, &why);
             }
+            self.shared.settle(&queue);
             self.shared.finished.notify_all();
         }
     }
 
     /// Wait until no save of `entity_id` is pending. Call it without the GIL.
     pub fn wait_for(&self, entity_id: &str) {
+        if !self.shared.busy.load(Ordering::Acquire) {
+            return;
+        }
         self.shared.wait_until(|q| !q.pending.contains_key(entity_id));
     }
 
@@ -192,12 +208,16 @@ impl SnapshotSaver {
 
     /// Why the saves that failed since the last call failed, one line each.
     pub fn take_failures(&self) -> Vec<String> {
+        if !self.shared.busy.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut queue = self.shared.lock();
         let mut out = std::mem::take(&mut queue.failures);
         if queue.failures_dropped > 0 {
             out.push(format!("{} more snapshots were not saved", queue.failures_dropped));
             queue.failures_dropped = 0;
         }
+        self.shared.settle(&queue);
         out
     }
 }
@@ -263,5 +283,6 @@ fn save(shared: &Shared, backend: &dyn Backend, jobs: VecDeque<Job>) {
     for (record, outcome) in &outcomes {
         queue.finish(record, outcome);
     }
+    shared.settle(&queue);
     shared.finished.notify_all();
 }

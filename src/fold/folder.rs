@@ -255,8 +255,15 @@ impl Folder {
 
     /// The snapshot of the folded state to save when `min_events` or more events were
     /// applied (and none skipped, which a snapshot would hide from later rebuilds), with
-    /// no state yet; None when no snapshot is due or the fold started from a given dict.
-    pub fn snapshot_due(&self, workflow_id: &str, min_events: Option<i64>) -> Option<SnapshotRecord> {
+    /// no state yet; None when no snapshot is due, the state folds fewer than
+    /// `min_state_events` events in all (the version it started from plus those applied),
+    /// or the fold started from a given dict.
+    pub fn snapshot_due(
+        &self,
+        workflow_id: &str,
+        min_events: Option<i64>,
+        min_state_events: Option<i64>,
+    ) -> Option<SnapshotRecord> {
         let min_events = u64::try_from(min_events?.max(1)).ok()?;
         if self.events_replayed < min_events
             || !self.skipped_newer.is_empty()
@@ -273,11 +280,15 @@ impl Folder {
             }
             Start::Given => return None,
         };
+        let version = version.saturating_add(i64::try_from(self.events_replayed).unwrap_or(i64::MAX));
+        if min_state_events.is_some_and(|min| version < min) {
+            return None;
+        }
         Some(SnapshotRecord {
             entity_type: "workflow".into(),
             entity_id: workflow_id.to_owned(),
             workflow_id: workflow_id.to_owned(),
-            version: version.saturating_add(i64::try_from(self.events_replayed).unwrap_or(i64::MAX)),
+            version,
             sequence: self.last_sequence,
             created_at_us: crate::time::now_micros(),
             max_event_us,

@@ -24,7 +24,9 @@ use crate::store::sqlite::config::{
 };
 use crate::store::sqlite::index_key::index_key;
 use crate::store::sqlite::{Location, SqliteBackend, SqliteConfig, Synchronous};
-use crate::store::{split_read, Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord};
+use crate::store::{
+    split_read, Backend, Expectation, Filter, SnapshotRead, SnapshotRecord, SubscriptionRecord,
+};
 use crate::time;
 
 /// An event store backend callable from Python (wrapped by the public store classes).
@@ -57,8 +59,9 @@ impl NativeStore {
         folder: Folder,
         entity_id: &str,
         snapshot_after_events: Option<i64>,
+        snapshot_min_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        match folder.snapshot_due(entity_id, snapshot_after_events) {
+        match folder.snapshot_due(entity_id, snapshot_after_events, snapshot_min_events) {
             Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
             None => folder.into_py(py),
         }
@@ -397,17 +400,19 @@ impl NativeStore {
     /// many events were applied (none skipped, no `to_timestamp`): handed to a worker thread
     /// that writes it after this returns (`flush_snapshots` and `close` wait for it, and so
     /// do this entity's snapshot reads); the result then holds `"snapshot_queued": True`.
+    /// With `snapshot_min_events`, only a state folding at least that many events in all (the
+    /// version of the snapshot it started from plus those applied) is saved.
     /// With `look_up_snapshot_at` (from the first event, no `initial_state`, `upcast` or
     /// `skip_corrupt`), the fold looks for the newest usable snapshot itself once it reaches
     /// that many events, and goes on from it if it is further on: a smaller workflow is folded
-    /// with no look-up. The result then holds `"snapshot"` (the `StoredSnapshot` it started
-    /// from, or None) and `"snapshot_skipped"` (why snapshots were passed over); when the
-    /// snapshot found has a legacy hash it holds only `"legacy_snapshot"` and
-    /// `"snapshot_skipped"`, and nothing is folded.
+    /// with no look-up, and no snapshot of it is saved. The result then holds `"snapshot"`
+    /// (the `StoredSnapshot` it started from, or None) and `"snapshot_skipped"` (why snapshots
+    /// were passed over); when the snapshot found has a legacy hash it holds only
+    /// `"legacy_snapshot"` and `"snapshot_skipped"`, and nothing is folded.
     #[pyo3(signature = (
         workflow_id, from_sequence=None, to_sequence=None, to_timestamp=None, initial_state=None,
         upcast=None, current_schema_version=1, skip_corrupt=false, snapshot_after_events=None,
-        look_up_snapshot_at=None
+        look_up_snapshot_at=None, snapshot_min_events=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn fold_workflow<'py>(
@@ -423,6 +428,7 @@ impl NativeStore {
         skip_corrupt: bool,
         snapshot_after_events: Option<i64>,
         look_up_snapshot_at: Option<i64>,
+        snapshot_min_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let workflow_id = str_arg(workflow_id, "workflow_id")?;
         let given = |o: Option<&Bound<'py, PyAny>>| o.filter(|v| !v.is_none()).cloned();
@@ -468,19 +474,54 @@ impl NativeStore {
                 return Err(err);
             }
             scanned?;
-            return self.fold_result(py, folder, &entity_id, snapshot_after_events);
+            return self.fold_result(py, folder, &entity_id, snapshot_after_events, snapshot_min_events);
         };
         let saver = &self.saver;
+        let pause_after = u64::try_from(at.max(1) - 1).unwrap_or(0);
         let looked_up = py.detach(|| -> CoreResult<LookUp> {
-            folder.stop_after(Some(u64::try_from(at.max(1) - 1).unwrap_or(0)));
-            let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
-            if !folder.stopped {
-                return scanned.map(|()| LookUp::NotReached);
-            }
-            folder.stop_after(None);
+            // Where the backend can, the snapshots are read within the scan's own read, and the
+            // scan goes on when none is found. A pending save of this workflow is waited for
+            // before that read starts, so that the read sees it.
             saver.wait_for(&entity_id);
-            let (found, skipped) =
-                snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?;
+            let mut paused: Option<(Option<SnapshotRecord>, Vec<String>)> = None;
+            let mut pause = |read: &mut SnapshotRead<'_>| -> CoreResult<bool> {
+                let (found, skipped) = snapshot::latest_usable_from(
+                    read,
+                    "workflow",
+                    &entity_id,
+                    to_sequence,
+                    to_timestamp,
+                    50,
+                )?;
+                let go_on = found.is_none();
+                paused = Some((found, skipped));
+                Ok(go_on)
+            };
+            let (found, skipped) = match backend.scan_pausing(
+                &filter,
+                false,
+                &mut |row| folder.visit(row),
+                pause_after,
+                &mut pause,
+            ) {
+                Some(scanned) => {
+                    scanned?;
+                    match paused {
+                        None => return Ok(LookUp::NotReached),
+                        Some((None, skipped)) => return Ok(LookUp::Done(None, skipped)),
+                        Some(found_and_skipped) => found_and_skipped,
+                    }
+                }
+                None => {
+                    folder.stop_after(Some(pause_after));
+                    let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
+                    if !folder.stopped {
+                        return scanned.map(|()| LookUp::NotReached);
+                    }
+                    folder.stop_after(None);
+                    snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?
+                }
+            };
             let found = match found {
                 Some(record) if !record.state_hash.starts_with(snapshot::HASH_PREFIX) => {
                     return Ok(LookUp::Legacy(record, skipped));
@@ -497,9 +538,11 @@ impl NativeStore {
             backend.scan(&filter, false, &mut |row| folder.visit(row))?;
             Ok(LookUp::Done(found, skipped))
         })?;
-        let (found, mut skipped) = match looked_up {
-            LookUp::NotReached => (None, Vec::new()),
-            LookUp::Done(found, skipped) => (found, skipped),
+        // A workflow that ends before the look-up point is too small to be worth a snapshot:
+        // none is saved of it either.
+        let (found, mut skipped, snapshot_after_events) = match looked_up {
+            LookUp::NotReached => (None, Vec::new(), None),
+            LookUp::Done(found, skipped) => (found, skipped, snapshot_after_events),
             LookUp::Legacy(record, skipped) => {
                 let d = PyDict::new(py);
                 d.set_item("legacy_snapshot", StoredSnapshot { record: Arc::new(record) })?;
@@ -508,7 +551,7 @@ impl NativeStore {
             }
         };
         skipped.extend(self.saver.take_failures());
-        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events)?;
+        let d = self.fold_result(py, folder, &entity_id, snapshot_after_events, snapshot_min_events)?;
         d.set_item("snapshot", found.map(|record| StoredSnapshot { record }))?;
         d.set_item("snapshot_skipped", skipped)?;
         Ok(d)

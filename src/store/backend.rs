@@ -12,6 +12,12 @@ use crate::fold::EventView;
 pub type Visitor<'v> = dyn FnMut(CoreResult<EventView<'_>>) -> CoreResult<()> + 'v;
 /// Receives each record of `Backend::query_each`.
 pub type Take<'t> = dyn FnMut(Arc<EventRecord>) -> CoreResult<()> + Send + 't;
+/// Reads one entity's snapshots as `Backend::snapshots` does (entity type, entity id, max
+/// sequence, limit).
+pub type SnapshotRead<'r> = dyn FnMut(&str, &str, Option<i64>, usize) -> CoreResult<Vec<SnapshotRecord>> + 'r;
+/// Called where `Backend::scan_pausing` pauses, with the snapshots as the scan sees them;
+/// returns whether the scan goes on.
+pub type Pause<'p> = dyn FnMut(&mut SnapshotRead<'_>) -> CoreResult<bool> + 'p;
 /// What every backend provides. Implementations are shared between threads.
 pub trait Backend: Send + Sync {
     /// Store `records` atomically in order if every expectation holds; return
@@ -29,6 +35,20 @@ pub trait Backend: Send + Sync {
     /// reads are filled (sequence, ids, types, timestamp, data, schema version).
     /// An error returned by `visit` stops the scan and is returned.
     fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()>;
+    /// `scan`, pausing once `pause_after` rows were visited, before the next one (not at all
+    /// when no row comes after them): `pause` reads snapshots within the scan's own read (one
+    /// read transaction for both), and the scan stops there (`Ok`) when it returns false.
+    /// None where the backend has no such read: the caller then stops the scan to read them.
+    fn scan_pausing(
+        &self,
+        _filter: &Filter,
+        _full: bool,
+        _visit: &mut Visitor<'_>,
+        _pause_after: u64,
+        _pause: &mut Pause<'_>,
+    ) -> Option<CoreResult<()>> {
+        None
+    }
     /// How many records match `filter` (paging ignored).
     fn count(&self, filter: &Filter) -> CoreResult<i64>;
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;

@@ -13,7 +13,7 @@ pub mod snapshot;
 pub mod split_read;
 pub mod sqlite;
 
-pub use backend::{Backend, Take, Visitor};
+pub use backend::{Backend, Pause, SnapshotRead, Take, Visitor};
 pub use filter::Filter;
 
 /// Optimistic concurrency: the entity's latest stored event must have `version`

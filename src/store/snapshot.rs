@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, SnapshotRecord};
+use super::{Backend, SnapshotRead, SnapshotRecord};
 use crate::codec;
 use crate::errors::CoreResult;
 use crate::time;
@@ -70,10 +70,23 @@ pub fn latest_usable(
     max_event_us: Option<i64>,
     limit: usize,
 ) -> CoreResult<(Option<SnapshotRecord>, Vec<String>)> {
+    let mut read = |t: &str, id: &str, max: Option<i64>, n: usize| backend.snapshots(t, id, max, n);
+    latest_usable_from(&mut read, entity_type, entity_id, max_sequence, max_event_us, limit)
+}
+
+/// `latest_usable`, the snapshots read through `read` (see `Backend::scan_pausing`).
+pub fn latest_usable_from(
+    read: &mut SnapshotRead<'_>,
+    entity_type: &str,
+    entity_id: &str,
+    max_sequence: Option<i64>,
+    max_event_us: Option<i64>,
+    limit: usize,
+) -> CoreResult<(Option<SnapshotRecord>, Vec<String>)> {
     let mut skipped = Vec::new();
     let mut bound = max_sequence;
     for _ in 0..limit {
-        let Some(record) = backend.snapshots(entity_type, entity_id, bound, 1)?.into_iter().next() else {
+        let Some(record) = read(entity_type, entity_id, bound, 1)?.into_iter().next() else {
             break;
         };
         bound = Some(record.sequence - 1);

@@ -54,6 +54,7 @@ class FoldsWorkflows(ABC):
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
         look_up_snapshot_at: int | None = None,
+        snapshot_min_events: int | None = None,
     ) -> dict[str, Any]:
         """Fold the events of ``workflow_id`` after ``from_sequence`` (up to ``to_sequence`` and
         ``to_timestamp``, both inclusive, when given) onto ``initial_state``.
@@ -68,7 +69,9 @@ class FoldsWorkflows(ABC):
         With ``snapshot_after_events``, a store may also take over saving a snapshot of the
         workflow's state when at least that many events were folded (none skipped, no
         ``to_timestamp``); it then adds ``snapshot_queued: True`` to the result. Without that key
-        the caller saves one itself if it wants one. A snapshot taken over may still be written
+        the caller saves one itself if it wants one. With ``snapshot_min_events``, none is taken
+        over of a state folding fewer events in all (the version of the snapshot the fold started
+        from plus the events folded). A snapshot taken over may still be written
         after this returns: it is there for every later read of that workflow's snapshots, and
         durable once `KeepsSnapshots.flush_snapshots` or the store's ``close()`` returns. A crash
         before then loses the snapshot only (never an event), and a snapshot whose bytes do not
@@ -78,8 +81,9 @@ class FoldsWorkflows(ABC):
         `InvalidArgumentError`; it takes no ``from_sequence``, ``initial_state``, ``upcast`` or
         ``skip_corrupt``): the fold looks for the newest usable snapshot itself once it has
         reached that many events, and goes on from it if it is further on; a smaller workflow is
-        folded with no look-up. The result then also holds ``snapshot`` (the `StoredSnapshot`
-        started from, or None) and ``snapshot_skipped`` (why newer snapshots were passed over).
+        folded with no look-up, and no snapshot of it is taken over. The result then also holds
+        ``snapshot`` (the `StoredSnapshot` started from, or None) and ``snapshot_skipped`` (why
+        newer snapshots were passed over).
         When the snapshot found has a legacy hash (checked by the caller), the result holds only
         ``legacy_snapshot`` and ``snapshot_skipped``, and nothing is folded.
         """

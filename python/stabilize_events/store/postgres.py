@@ -892,14 +892,15 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
         skip_corrupt: bool = False,
         snapshot_after_events: int | None = None,
         look_up_snapshot_at: int | None = None,
+        snapshot_min_events: int | None = None,
     ) -> dict[str, Any]:
         """Fold a workflow's events into its state in Rust (`_core.fold_events`), the rows
         streamed from a server-side cursor (memory bounded however long the workflow).
         With ``snapshot_after_events`` due (folding from the first event), the snapshot is
         encoded from the folded state in Rust as the answer is built and written before this
-        returns (``snapshot_queued`` in the result); from a given ``initial_state`` the replayer
-        saves it. ``look_up_snapshot_at`` is refused (this store does not serve stored
-        snapshots)."""
+        returns (``snapshot_queued`` in the result), if the state folds ``snapshot_min_events`` or
+        more; from a given ``initial_state`` the replayer saves it. ``look_up_snapshot_at`` is
+        refused (this store does not serve stored snapshots)."""
         self._check_open()
         if look_up_snapshot_at is not None:
             raise InvalidArgumentError(
@@ -936,6 +937,7 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
                         current_schema_version,
                         skip_corrupt,
                         None if to_timestamp is not None else snapshot_after_events,
+                        snapshot_min_events,
                     )
         folded["last_sequence"] = max(folded["last_sequence"], from_sequence)
         row = folded.pop("snapshot_row", None)

@@ -41,7 +41,7 @@ pub use schema::SCHEMA_VERSION;
 use schema::{COLUMNS, FOLD_COLUMNS};
 use write::{commit_group, Request, WriteQueue, Writer};
 
-use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Take, Visitor};
+use super::{Backend, Expectation, Filter, Pause, SnapshotRecord, SubscriptionRecord, Take, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::EventRecord;
 
@@ -138,6 +138,42 @@ impl SqliteBackend {
         result
     }
 
+    /// `Backend::scan`, or with `pause` `Backend::scan_pausing`: the snapshots are read on the
+    /// scan's connection while its statement is open, so within the same read transaction.
+    fn scan_rows(
+        &self,
+        filter: &Filter,
+        full: bool,
+        visit: &mut Visitor<'_>,
+        mut pause: Option<(u64, &mut Pause<'_>)>,
+    ) -> CoreResult<()> {
+        let (sql, params) = where_clause(filter);
+        let columns = if full { COLUMNS } else { FOLD_COLUMNS };
+        let full_sql = format!("SELECT {columns} FROM event_log{sql} ORDER BY sequence ASC");
+        self.with_scans(|conn, scans| {
+            let mut rows = scans
+                .query(conn, &full_sql, &params)
+                .map_err(|e| sql_error(e, "scanning events", &self.config))?;
+            let mut seen = 0u64;
+            while let Some(row) = rows.next().map_err(|e| sql_error(e, "scanning events", &self.config))? {
+                if let Some((at, pause)) = pause.as_mut() {
+                    if seen == *at {
+                        let mut read =
+                            |entity_type: &str, entity_id: &str, max: Option<i64>, limit: usize| {
+                                read_snapshots(conn, &self.config, entity_type, entity_id, max, limit)
+                            };
+                        if !pause(&mut read)? {
+                            return Ok(());
+                        }
+                    }
+                    seen += 1;
+                }
+                visit(row_to_view(&row, full))?;
+            }
+            Ok(())
+        })
+    }
+
     fn closed_error(&self) -> CoreError {
         CoreError::new(
             Kind::StoreClosed,
@@ -219,18 +255,18 @@ impl Backend for SqliteBackend {
     }
 
     fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()> {
-        let (sql, params) = where_clause(filter);
-        let columns = if full { COLUMNS } else { FOLD_COLUMNS };
-        let full_sql = format!("SELECT {columns} FROM event_log{sql} ORDER BY sequence ASC");
-        self.with_scans(|conn, scans| {
-            let mut rows = scans
-                .query(conn, &full_sql, &params)
-                .map_err(|e| sql_error(e, "scanning events", &self.config))?;
-            while let Some(row) = rows.next().map_err(|e| sql_error(e, "scanning events", &self.config))? {
-                visit(row_to_view(&row, full))?;
-            }
-            Ok(())
-        })
+        self.scan_rows(filter, full, visit, None)
+    }
+
+    fn scan_pausing(
+        &self,
+        filter: &Filter,
+        full: bool,
+        visit: &mut Visitor<'_>,
+        pause_after: u64,
+        pause: &mut Pause<'_>,
+    ) -> Option<CoreResult<()>> {
+        Some(self.scan_rows(filter, full, visit, Some((pause_after, pause))))
     }
 
     fn count(&self, filter: &Filter) -> CoreResult<i64> {
@@ -299,45 +335,7 @@ impl Backend for SqliteBackend {
         limit: usize,
     ) -> CoreResult<Vec<SnapshotRecord>> {
         self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT entity_type, entity_id, sequence, workflow_id, version, state, state_hash, created_at_us, \
-                     max_event_us \
-                     FROM event_snapshot WHERE entity_type = ?1 AND entity_id = ?2 AND sequence <= ?3 \
-                     ORDER BY sequence DESC LIMIT ?4",
-                )
-                .map_err(|e| sql_error(e, "preparing a snapshot query", &self.config))?;
-            let rows = stmt
-                .query_map(
-                    rusqlite::params![entity_type, entity_id, max_sequence.unwrap_or(i64::MAX), limit as i64],
-                    |r| {
-                        // A row of the wrong shape is reported on the record (and then
-                        // skipped with a warning), never allowed to block a rebuild.
-                        let read = || -> rusqlite::Result<SnapshotRecord> {
-                            Ok(SnapshotRecord {
-                                entity_type: r.get(0)?,
-                                entity_id: r.get(1)?,
-                                sequence: r.get(2)?,
-                                workflow_id: r.get(3)?,
-                                version: r.get(4)?,
-                                state: r.get(5)?,
-                                state_hash: r.get(6)?,
-                                created_at_us: r.get(7)?,
-                                max_event_us: r.get(8)?,
-                                problem: None,
-                            })
-                        };
-                        Ok(read().unwrap_or_else(|e| SnapshotRecord {
-                            entity_type: entity_type.to_owned(),
-                            entity_id: entity_id.to_owned(),
-                            sequence: r.get(2).unwrap_or(0),
-                            problem: Some(format!("the stored row is malformed: {e}")),
-                            ..SnapshotRecord::default()
-                        }))
-                    },
-                )
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(|e| sql_error(e, "reading snapshots", &self.config))
+            read_snapshots(conn, &self.config, entity_type, entity_id, max_sequence, limit)
         })
     }
 
@@ -409,4 +407,54 @@ impl Backend for SqliteBackend {
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+}
+
+/// `Backend::snapshots` on `conn` (a reader, or the scan's connection mid-scan).
+fn read_snapshots(
+    conn: &Connection,
+    config: &SqliteConfig,
+    entity_type: &str,
+    entity_id: &str,
+    max_sequence: Option<i64>,
+    limit: usize,
+) -> CoreResult<Vec<SnapshotRecord>> {
+    let mut stmt = conn
+            .prepare_cached(
+                "SELECT entity_type, entity_id, sequence, workflow_id, version, state, state_hash, created_at_us, \
+                 max_event_us \
+                 FROM event_snapshot WHERE entity_type = ?1 AND entity_id = ?2 AND sequence <= ?3 \
+                 ORDER BY sequence DESC LIMIT ?4",
+            )
+            .map_err(|e| sql_error(e, "preparing a snapshot query", config))?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![entity_type, entity_id, max_sequence.unwrap_or(i64::MAX), limit as i64],
+            |r| {
+                // A row of the wrong shape is reported on the record (and then
+                // skipped with a warning), never allowed to block a rebuild.
+                let read = || -> rusqlite::Result<SnapshotRecord> {
+                    Ok(SnapshotRecord {
+                        entity_type: r.get(0)?,
+                        entity_id: r.get(1)?,
+                        sequence: r.get(2)?,
+                        workflow_id: r.get(3)?,
+                        version: r.get(4)?,
+                        state: r.get(5)?,
+                        state_hash: r.get(6)?,
+                        created_at_us: r.get(7)?,
+                        max_event_us: r.get(8)?,
+                        problem: None,
+                    })
+                };
+                Ok(read().unwrap_or_else(|e| SnapshotRecord {
+                    entity_type: entity_type.to_owned(),
+                    entity_id: entity_id.to_owned(),
+                    sequence: r.get(2).unwrap_or(0),
+                    problem: Some(format!("the stored row is malformed: {e}")),
+                    ..SnapshotRecord::default()
+                }))
+            },
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+    rows.map_err(|e| sql_error(e, "reading snapshots", config))
 }
