@@ -152,6 +152,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(snapshot_bytes_intact, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_hash, m)?)?;
     m.add_function(wrap_pyfunction!(events_from_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(event::stored_event_type, m)?)?;
     m.add("EVENT_FIELDS", event::FIELDS)?;
     m.add_function(wrap_pyfunction!(sqlite_library, m)?)?;
     m.add_function(wrap_pyfunction!(sqlite_version, m)?)?;

@@ -6,19 +6,28 @@ import copy
 import dataclasses
 import pickle
 import re
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import close_store, sqlite_url
 from stabilize_events import (
     EntityType,
     Event,
     EventMetadata,
     EventType,
+    InMemoryEventStore,
+    SqliteEventStore,
+    _core,
     create_stage_event,
     create_task_event,
     create_workflow_event,
 )
+from stabilize_events.errors import InvalidArgumentError
 from stabilize_events.types import RAW_EVENT_TYPE
 
 ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
@@ -488,3 +497,56 @@ def test_unknown_event_type_event_is_constructible() -> None:
     assert e.event_type is EventType.UNKNOWN
     assert e.data[RAW_EVENT_TYPE] == "future.thing"
     assert e.to_dict()["event_type"] == "unknown.event"
+
+
+@pytest.mark.parametrize("typo", ["stage.startd", "STAGE_STARTED", "task-failed", ""])
+def test_a_string_that_names_no_event_type_is_refused(typo: str) -> None:
+    # A typo must not be stored as an event that reads back as EventType.UNKNOWN.
+    with pytest.raises(InvalidArgumentError) as raised:
+        Event(event_type=typo)
+    assert str(raised.value) == (
+        f'event_type "{typo}" is not an event type; pass an EventType member or its value, '
+        'such as EventType.STAGE_STARTED or "stage.started"'
+    )
+
+
+def test_a_string_that_names_an_event_type_is_taken_as_its_member() -> None:
+    assert Event(event_type="task.failed").event_type is EventType.TASK_FAILED
+    unknown = Event(event_type="unknown.event", data={RAW_EVENT_TYPE: "future.thing"})
+    assert unknown.event_type is EventType.UNKNOWN
+
+
+def test_a_member_of_another_enum_is_recorded_and_read_back_as_unknown() -> None:
+    # A newer Stabilize's EventType may hold types this build does not know: its events are
+    # kept, read back as UNKNOWN with their type string.
+    class NewerEventType(Enum):
+        TELEPORTED = "stage.teleported"
+
+    store = InMemoryEventStore()
+    stored = store.append(Event(event_type=NewerEventType.TELEPORTED, workflow_id="wf", data={"a": 1}))
+    got = store.get_event_by_id(stored.event_id)
+    assert got is not None
+    assert got.event_type is EventType.UNKNOWN
+    assert got.data == {"a": 1, RAW_EVENT_TYPE: "stage.teleported"}
+
+
+def test_stored_event_type_reads_a_rows_type_as_a_store_does(tmp_path: Path) -> None:
+    known = {"a": 1}
+    assert _core.stored_event_type("task.failed", known) is EventType.TASK_FAILED
+    assert known == {"a": 1}
+    unknown = {"a": 1}
+    assert _core.stored_event_type("future.thing", unknown) is EventType.UNKNOWN
+    assert unknown == {"a": 1, RAW_EVENT_TYPE: "future.thing"}
+    carried = {RAW_EVENT_TYPE: "older.thing"}
+    assert _core.stored_event_type("unknown.event", carried) is EventType.UNKNOWN
+    assert carried == {RAW_EVENT_TYPE: "older.thing"}
+    # An event built from it is stored under the row's own type string.
+    store = SqliteEventStore(sqlite_url(tmp_path / "events.db"))
+    data = {"a": 1}
+    stored = store.append(Event(event_type=_core.stored_event_type("future.thing", data), data=data))
+    got = store.get_event_by_id(stored.event_id)
+    assert got is not None and got.event_type is EventType.UNKNOWN
+    assert got.data == {"a": 1, RAW_EVENT_TYPE: "future.thing"}
+    close_store(store)
+    with closing(sqlite3.connect(tmp_path / "events.db")) as db:
+        assert db.execute("SELECT event_type FROM event_log").fetchall() == [("future.thing",)]

@@ -233,6 +233,12 @@ def events_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
     msgpack bytes, decoded when first used), correlation_id, causation_id, actor,
     source_handler, schema_version."""
 
+def stored_event_type(event_type: str, data: dict[str, Any]) -> EventType:
+    """The `EventType` a stored row's type string reads as, for code building events from
+    stored rows of its own: a type this build does not know is ``EventType.UNKNOWN``, the
+    string kept in ``data`` (changed in place) under ``_raw_event_type``, as a store's read
+    keeps it. Pass the member, not the string, to `Event` (which refuses unknown strings)."""
+
 def snapshot_hash(state: bytes) -> str:
     """``sha256-msgpack:<hex>``: the hash of a snapshot whose state is stored as ``state``
     (bytes made by `encode_payload`), as `snapshot_bytes_intact` checks it."""

@@ -8,6 +8,6 @@ mod record;
 mod rows;
 
 pub use metadata::EventMetadata;
-pub use py_event::{coerce_event, Event, FIELDS};
+pub use py_event::{coerce_event, stored_event_type, Event, FIELDS};
 pub use record::{EventRecord, Text};
 pub use rows::events_from_rows;

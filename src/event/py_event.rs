@@ -32,6 +32,40 @@ fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
     Ok(event_type == UNKNOWN_TYPE || !pyrefs::event_types(py)?.by_value.contains_key(event_type))
 }
 
+/// For a stored type string that reads back as `EventType.UNKNOWN`, keep the string in the
+/// payload under `_raw_event_type` (an "unknown.event" row may already carry its original
+/// type there); whether it does.
+fn keep_unknown_type(py: Python<'_>, event_type: &str, data: &Bound<'_, PyDict>) -> PyResult<bool> {
+    if !reads_as_unknown(py, event_type)? {
+        return Ok(false);
+    }
+    if !data.contains(RAW_EVENT_TYPE)? {
+        data.set_item(RAW_EVENT_TYPE, event_type)?;
+    }
+    Ok(true)
+}
+
+/// The `EventType` member a stored row's type string reads as, for code that builds events
+/// from stored rows of its own: a type this build does not know is `EventType.UNKNOWN`, its
+/// string kept in ``data`` (changed in place) as a native store's read keeps it.
+#[pyfunction]
+pub fn stored_event_type<'py>(
+    py: Python<'py>,
+    event_type: &str,
+    data: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let table = pyrefs::event_types(py)?;
+    let member = if keep_unknown_type(py, event_type, data)? {
+        table.unknown.as_ref()
+    } else {
+        table.by_value.get(event_type)
+    };
+    match member {
+        Some(m) => Ok(m.bind(py).clone()),
+        None => raise(Kind::Store, "EventType has no UNKNOWN member"),
+    }
+}
+
 impl Event {
     /// An event read from a store: nothing is converted to Python yet.
     pub fn from_record(rec: Arc<EventRecord>) -> Event {
@@ -134,13 +168,8 @@ impl Event {
                 )
                 .into());
             }
-            if reads_as_unknown(py, &self.rec.event_type)? {
-                if let Ok(d) = obj.cast::<PyDict>() {
-                    // An "unknown.event" row may already carry its original type.
-                    if !d.contains(RAW_EVENT_TYPE)? {
-                        d.set_item(RAW_EVENT_TYPE, self.rec.event_type.as_str())?;
-                    }
-                }
+            if let Ok(d) = obj.cast::<PyDict>() {
+                keep_unknown_type(py, &self.rec.event_type, d)?;
             }
             Ok(obj)
         })
@@ -241,7 +270,24 @@ impl Event {
             None => PyDict::new(py).into_any(),
         };
         let mut event_type_str = match given(event_type) {
-            Some(t) => enum_value(&t, "event_type")?,
+            Some(t) => {
+                let v = enum_value(&t, "event_type")?;
+                // A string is the caller's own spelling: a typo must not become an UNKNOWN
+                // event. A member of another enum (a newer Stabilize's) is taken as it is.
+                if t.is_instance_of::<PyString>()
+                    && v != UNKNOWN_TYPE
+                    && !pyrefs::event_types(py)?.by_value.contains_key(&v)
+                {
+                    return raise(
+                        Kind::InvalidArgument,
+                        format!(
+                            "event_type {v:?} is not an event type; pass an EventType member or \
+                             its value, such as EventType.STAGE_STARTED or \"stage.started\""
+                        ),
+                    );
+                }
+                v
+            }
             None => "status.changed".to_owned(),
         };
         if event_type_str == UNKNOWN_TYPE {

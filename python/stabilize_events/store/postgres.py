@@ -1457,7 +1457,7 @@ def _event(row: Sequence[Any]) -> Event:
         ) from None
     return Event(
         event_id=event_id,
-        event_type=event_type,
+        event_type=_core.stored_event_type(event_type, data) if isinstance(data, dict) else event_type,
         timestamp=_EPOCH + timedelta(microseconds=ts),
         sequence=seq,
         entity_type=entity_type,

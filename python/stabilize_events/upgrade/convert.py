@@ -21,6 +21,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from stabilize_events import _core
 from stabilize_events._core import Event, EventMetadata
 from stabilize_events.errors import CorruptEventError
 from stabilize_events.types import RAW_EVENT_TYPE, EventType, parse_event_type
@@ -90,22 +91,24 @@ def parse_data(row: SourceRow) -> dict[str, Any]:
 
 def event_from_row(row: SourceRow) -> Event:
     """``row`` as our `Event`, with its sequence; the type string is kept as written
-    (a type this build does not know stays that string in the table)."""
+    (a type this build does not know stays that string in the table, and its payload
+    carries it as a read of it would)."""
     try:
         timestamp = parse_timestamp(row.timestamp)
     except (ValueError, TypeError):
         raise bad_row(row, f"its timestamp {row.timestamp!r} is not an ISO timestamp") from None
+    data = parse_data(row)
     try:
         return Event(
             event_id=row.event_id,
-            event_type=row.event_type,
+            event_type=_core.stored_event_type(row.event_type, data),
             timestamp=timestamp,
             sequence=row.sequence,
             entity_type=row.entity_type,
             entity_id=row.entity_id,
             workflow_id=row.workflow_id,
             version=row.version,
-            data=parse_data(row),
+            data=data,
             metadata=EventMetadata(
                 correlation_id=row.correlation_id,
                 causation_id=row.causation_id,
