@@ -620,6 +620,22 @@ def test_unknown_event_type_keeps_raw_type(store: EventStore, make_event: MakeEv
     assert got.data["payload"] == [1]
 
 
+def test_a_type_this_build_does_not_know_reads_back_as_unknown_with_its_name(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    # Recorded by a newer writer (its own enum's member): read back as UNKNOWN, its name in the
+    # payload, whether or not the read holds text a store keeps escaped (NUL, U+E000).
+    class NewerEventType(enum.Enum):
+        TELEPORTED = "stage.teleported"
+
+    for entity_id in ("plain", "nul\x00in-id", "private\ue000use"):
+        e = store.append(make_event(event_type=NewerEventType.TELEPORTED, entity_id=entity_id, data={"n": 1}))
+        got = store.get_event_by_id(e.event_id)
+        assert got is not None and got.entity_id == entity_id
+        assert got.event_type is EventType.UNKNOWN
+        assert got.data == {"n": 1, RAW_EVENT_TYPE: "stage.teleported"}
+
+
 def test_large_payload_round_trips(store: EventStore, make_event: MakeEvent) -> None:
     data = {"blob": b"\x01" * 1_000_000, "rows": [{"i": i, "s": "x" * 50} for i in range(5000)]}
     e = store.append(make_event(data=data))
