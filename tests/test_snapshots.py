@@ -197,7 +197,8 @@ def test_snapshot_hash_is_sha256_of_canonical_state() -> None:
 
 
 def test_snapshot_store_needs_a_store_that_keeps_snapshots() -> None:
-    with pytest.raises(errors.ArgumentTypeError):
+    # The module names whose store it is (Stabilize's has the same class name as ours).
+    with pytest.raises(errors.ArgumentTypeError, match=r"^helpers\.replay_oracle\.ListStore cannot store"):
         SnapshotStore(ListStore())
 
 

@@ -202,9 +202,10 @@ class SnapshotStore:
 
     def __init__(self, event_store: EventStore, policy: SnapshotPolicy | None = None) -> None:
         if not isinstance(event_store, KeepsSnapshots):
+            kind = f"{type(event_store).__module__}.{type(event_store).__qualname__}"
             raise ArgumentTypeError(
-                f"{type(event_store).__name__} cannot store snapshots (it is not a KeepsSnapshots store; "
-                "use one of the built-in stores)"
+                f"{kind} cannot store snapshots (it is not a KeepsSnapshots store); use a store of "
+                "stabilize_events (SqliteEventStore, PostgresEventStore, InMemoryEventStore)"
             )
         if policy is not None and not isinstance(policy, SnapshotPolicy):
             raise ArgumentTypeError(_not_our_policy(policy))
