@@ -5,7 +5,8 @@ use pyo3::types::{PyBytes, PyInt, PyString};
 
 use crate::errors::{raise, Kind};
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+/// The qualified name of `obj`'s type, for messages ("... not int").
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().qualname().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 

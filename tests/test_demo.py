@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 from stabilize_events import EventQuery, EventType, InMemoryEventStore, SqliteEventStore
 from stabilize_events.cli import main
 from stabilize_events.demo import SCENARIOS, run_demo
@@ -70,10 +71,12 @@ TOTAL = sum(sum(c.values()) for c in EXPECTED.values())
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m stabilize_events ARGS`` in ``cwd``."""
+    """``python -m stabilize_events ARGS`` in ``cwd``, of the package under test (a relative
+    ``PYTHONPATH`` would not reach it from ``cwd``)."""
     return subprocess.run(
         [sys.executable, "-m", "stabilize_events", *args],
         cwd=cwd,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,

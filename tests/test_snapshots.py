@@ -27,6 +27,7 @@ from stabilize_events import (
     EventMetadata,
     EventStore,
     EventType,
+    InMemoryEventStore,
     SqliteEventStore,
     _core,
     errors,
@@ -136,6 +137,10 @@ def test_policy_min_events_and_look_up_point() -> None:
         ({"every_n_events": 10.0}, errors.ArgumentTypeError),
         ({"time_interval_seconds": 0}, errors.InvalidArgumentError),
         ({"time_interval_seconds": -1}, errors.InvalidArgumentError),
+        ({"time_interval_seconds": float("nan")}, errors.InvalidArgumentError),
+        ({"time_interval_seconds": "60"}, errors.ArgumentTypeError),
+        ({"time_interval_seconds": None}, errors.ArgumentTypeError),
+        ({"time_interval_seconds": True}, errors.ArgumentTypeError),
         ({"min_events": 0}, errors.InvalidArgumentError),
         ({"min_events": -3}, errors.InvalidArgumentError),
         ({"min_events": True}, errors.ArgumentTypeError),
@@ -192,8 +197,31 @@ def test_snapshot_hash_is_sha256_of_canonical_state() -> None:
 
 
 def test_snapshot_store_needs_a_store_that_keeps_snapshots() -> None:
-    with pytest.raises(errors.ArgumentTypeError):
+    # The module names whose store it is (Stabilize's has the same class name as ours).
+    with pytest.raises(errors.ArgumentTypeError, match=r"^helpers\.replay_oracle\.ListStore cannot store"):
         SnapshotStore(ListStore())
+
+
+def test_policy_and_snapshot_store_of_another_kind_are_refused_where_given() -> None:
+    # Refused when the store or replayer is built, naming what to pass, not an AttributeError
+    # at the first rebuild.
+    se = pytest.importorskip("stabilize.events")
+    store = InMemoryEventStore()
+    with pytest.raises(errors.ArgumentTypeError, match=r"^policy must be a stabilize_events\.SnapshotPolicy"):
+        SnapshotStore(store, policy=100)  # type: ignore[arg-type]
+    with pytest.raises(errors.ArgumentTypeError, match="import SnapshotPolicy from stabilize_events"):
+        SnapshotStore(store, policy=se.SnapshotPolicy(event_interval=10))  # type: ignore[arg-type]
+    with pytest.raises(errors.ArgumentTypeError, match=r"^snapshot_store must be .*wrap the policy"):
+        EventReplayer(store, snapshot_store=SnapshotPolicy())  # type: ignore[arg-type]
+    with pytest.raises(
+        errors.ArgumentTypeError, match="import SnapshotStore and SnapshotPolicy from stabilize_events"
+    ):
+        EventReplayer(store, snapshot_store=se.SnapshotStore(store))  # type: ignore[arg-type]
+    with pytest.raises(
+        errors.ArgumentTypeError, match=r"^snapshot_store must be .*, not .*InMemoryEventStore$"
+    ):
+        EventReplayer(store, snapshot_store=store)  # type: ignore[arg-type]
+    assert EventReplayer(store, snapshot_store=None).rebuild_workflow_state(WF)["stages"] == {}
 
 
 # --- replay from snapshots -----------------------------------------------------------------

@@ -75,6 +75,19 @@ WEBHOOK_MAX_BACKOFF = 30.0
 #: Events per store read while a `ProjectionRunner` catches up.
 PROJECTION_BATCH_SIZE = 1000
 
+# -- snapshots -------------------------------------------------------------------------
+
+#: A rebuild with a snapshot policy looks for a snapshot once it has folded this many events
+#: (or the policy's ``min_events``, if fewer): a look-up costs about as much as folding one or
+#: two events, so a smaller workflow is folded with no look-up, and a workflow rebuilt from a
+#: snapshot folds at most this many events before it looks.
+SNAPSHOT_LOOK_UP_AT_EVENTS = 64
+
+#: `SnapshotPolicy`'s ``min_events``: a workflow of fewer events is not snapshotted. Below it,
+#: handing a snapshot over costs the rebuild that takes it more than the saving it defers
+#: (see docs/usage.md, "Snapshots").
+SNAPSHOT_MIN_EVENTS = 10_000
+
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "POSTGRES_CONNECT_TIMEOUT",
@@ -83,6 +96,7 @@ __all__ = [
     "POSTGRES_POOL_TIMEOUT",
     "PROJECTION_BATCH_SIZE",
     "READ_LIMIT",
+    "SNAPSHOT_LOOK_UP_AT_EVENTS",
     "SNAPSHOT_MIN_EVENTS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_COALESCE_WAL_WRITES",
@@ -100,16 +114,3 @@ __all__ = [
     "WEBHOOK_MAX_BACKOFF",
     "WEBHOOK_TIMEOUT",
 ]
-
-# -- snapshots -------------------------------------------------------------------------
-
-#: A rebuild with a snapshot policy looks for a snapshot once it has folded this many events
-#: (or the policy's ``min_events``, if fewer): a look-up costs about as much as folding one or
-#: two events, so a smaller workflow is folded with no look-up, and a workflow rebuilt from a
-#: snapshot folds at most this many events before it looks.
-SNAPSHOT_LOOK_UP_AT_EVENTS = 64
-
-#: `SnapshotPolicy`'s ``min_events``: a workflow of fewer events is not snapshotted. Below it,
-#: handing a snapshot over costs the rebuild that takes it more than the saving it defers
-#: (see docs/usage.md, "Snapshots").
-SNAPSHOT_MIN_EVENTS = 10_000

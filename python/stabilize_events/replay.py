@@ -24,7 +24,13 @@ from stabilize_events import _core
 from stabilize_events._core import Event
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.migration import get_event_migrator
-from stabilize_events.snapshots import Snapshot, SnapshotStore, datetime_to_micros, micros_to_datetime
+from stabilize_events.snapshots import (
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotStore,
+    datetime_to_micros,
+    micros_to_datetime,
+)
 from stabilize_events.store.capabilities import FoldsWorkflows, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
 from stabilize_events.types import CURRENT_SCHEMA_VERSION, EntityType
@@ -98,6 +104,8 @@ class EventReplayer:
     """Rebuilds workflow state from an event store, optionally via snapshots."""
 
     def __init__(self, event_store: EventStore, snapshot_store: SnapshotStore | None = None) -> None:
+        if snapshot_store is not None and not isinstance(snapshot_store, SnapshotStore):
+            raise ArgumentTypeError(_not_our_snapshot_store(snapshot_store))
         self._event_store = event_store
         self._snapshot_store = snapshot_store
         # What the store can do, asked once (an ABC check costs a rebuild of a small workflow
@@ -364,6 +372,18 @@ class EventReplayer:
                 max_event_time=None if newest is None else micros_to_datetime(newest),
             )
         )
+
+
+def _not_our_snapshot_store(given: object) -> str:
+    """Why ``given`` is refused as an `EventReplayer`'s ``snapshot_store``, and what to pass instead."""
+    kind = f"{type(given).__module__}.{type(given).__qualname__}"
+    message = f"snapshot_store must be a stabilize_events.SnapshotStore or None, not {kind}"
+    if isinstance(given, SnapshotPolicy):
+        return f"{message}; wrap the policy: SnapshotStore(event_store, policy=...)"
+    if type(given).__name__ == "SnapshotStore":
+        # Stabilize's own (a half-migrated import): its policy and look-ups are not ours.
+        return f"{message}; import SnapshotStore and SnapshotPolicy from stabilize_events"
+    return message
 
 
 def _seed(snapshot: _core.StoredSnapshot | Snapshot | None) -> dict[str, Any] | _core.StoredSnapshot | None:

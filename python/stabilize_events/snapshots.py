@@ -134,8 +134,14 @@ class SnapshotPolicy:
                 f"min_events must be >= 1, not {min_events} (it is the size, in events, of the smallest "
                 "workflow worth a snapshot; 1 snapshots every workflow)"
             )
-        if time_interval_seconds <= 0:
-            raise InvalidArgumentError(f"time_interval_seconds must be > 0, not {time_interval_seconds}")
+        if isinstance(time_interval_seconds, bool) or not isinstance(time_interval_seconds, (int, float)):
+            kind = type(time_interval_seconds).__name__
+            raise ArgumentTypeError(f"time_interval_seconds must be a number of seconds, not {kind}")
+        if not time_interval_seconds > 0:  # NaN too: no time would ever call for a snapshot
+            raise InvalidArgumentError(
+                f"time_interval_seconds must be > 0, not {time_interval_seconds} (the seconds after a "
+                "snapshot that call for the next one)"
+            )
         self.every_n_events = every_n_events
         self.time_interval_seconds = time_interval_seconds
         self.min_events = min_events
@@ -196,10 +202,13 @@ class SnapshotStore:
 
     def __init__(self, event_store: EventStore, policy: SnapshotPolicy | None = None) -> None:
         if not isinstance(event_store, KeepsSnapshots):
+            kind = f"{type(event_store).__module__}.{type(event_store).__qualname__}"
             raise ArgumentTypeError(
-                f"{type(event_store).__name__} cannot store snapshots (it is not a KeepsSnapshots store; "
-                "use one of the built-in stores)"
+                f"{kind} cannot store snapshots (it is not a KeepsSnapshots store); use a store of "
+                "stabilize_events (SqliteEventStore, PostgresEventStore, InMemoryEventStore)"
             )
+        if policy is not None and not isinstance(policy, SnapshotPolicy):
+            raise ArgumentTypeError(_not_our_policy(policy))
         self._event_store: KeepsSnapshots = event_store
         self.policy = policy
 
@@ -330,6 +339,16 @@ class SnapshotStore:
         """Count one event towards the policy."""
         if self.policy is not None:
             self.policy.record_event(entity_id)
+
+
+def _not_our_policy(policy: object) -> str:
+    """Why ``policy`` is refused as a `SnapshotStore`'s policy, and what to pass instead."""
+    kind = f"{type(policy).__module__}.{type(policy).__qualname__}"
+    message = f"policy must be a stabilize_events.SnapshotPolicy or None, not {kind}"
+    if type(policy).__name__ == "SnapshotPolicy":
+        # Stabilize's own policy (a half-migrated import): it has neither min_events nor a look-up point.
+        return f"{message}; import SnapshotPolicy from stabilize_events, as SnapshotStore is"
+    return message
 
 
 #: How many snapshots of an entity a replay looks at, newest first, before replaying from the start.

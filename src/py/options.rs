@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::args::{int_arg, str_arg};
+use crate::args::{int_arg, str_arg, type_name};
 use crate::errors::{raise, Kind};
 use crate::event::Event;
 use crate::store::Expectation;
@@ -22,7 +22,7 @@ pub fn bool_option(value: Option<&Bound<'_, PyAny>>, name: &str, default: bool) 
     match value.filter(|v| !v.is_none()) {
         None => Ok(default),
         Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => v.is_truthy(),
-        Some(_) => raise(Kind::ArgumentType, format!("{name} must be a bool")),
+        Some(v) => raise(Kind::ArgumentType, format!("{name} must be a bool, not {}", type_name(v))),
     }
 }
 
