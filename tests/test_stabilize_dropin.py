@@ -470,3 +470,56 @@ def test_configuring_without_stabilize_leaves_it_alone(tmp_path: Path) -> None:
     assert se.get_event_recorder() is None
     recorder = ours.configure_event_sourcing(ours.InMemoryEventStore())
     assert se.get_event_recorder() is recorder
+
+
+def _stabilize_snapshot_of_20_events(store: Any) -> tuple[Any, dict[str, Any]]:
+    """20 events of workflow ``wf`` in ``store``, and a snapshot of them saved by Stabilize's
+    own `SnapshotStore` over it; the snapshot store and the state it saved."""
+    store.append_batch(
+        [
+            ours.Event(
+                event_type=ours.EventType.STAGE_STARTED,
+                entity_type=ours.EntityType.STAGE,
+                entity_id=f"stage-{i}",
+                workflow_id="wf",
+                version=1,
+                data={"name": f"stage {i}"},
+            )
+            for i in range(20)
+        ]
+    )
+    theirs = se.SnapshotStore(store)
+    state = se.EventReplayer(store).rebuild_workflow_state("wf")
+    theirs.create_workflow_snapshot(state, "wf", 20, 20)
+    return theirs, state
+
+
+def test_stabilize_snapshot_store_loads_snapshots_from_our_store(store: Any) -> None:
+    """Stabilize's `SnapshotStore` over ours (an app that changed only its store): the snapshot
+    it saved, and one our `SnapshotStore` saved, pass its integrity check and load."""
+    theirs, state = _stabilize_snapshot_of_20_events(store)
+    loaded = theirs.get_latest_snapshot(se.EntityType.WORKFLOW, "wf")
+    assert loaded is not None and (loaded.sequence, loaded.version) == (20, 20)
+    assert loaded.state == store.get_snapshots(ours.EntityType.WORKFLOW, "wf", None, 1)[0]["state"]
+    assert loaded.state["stages"].keys() == state["stages"].keys()
+
+    store.append(ours.Event(event_type=ours.EventType.STAGE_STARTED, entity_id="stage-20", workflow_id="wf"))
+    ours_snapshots = ours.SnapshotStore(store, policy=ours.SnapshotPolicy(every_n_events=1, min_events=1))
+    ours.EventReplayer(store, snapshot_store=ours_snapshots).rebuild_workflow_state("wf")
+    ours_snapshots.flush()
+    newest = theirs.get_latest_snapshot(se.EntityType.WORKFLOW, "wf")
+    assert newest is not None and newest.sequence == 21
+    assert newest.state == ours.EventReplayer(store).rebuild_workflow_state("wf")
+
+
+def test_stabilize_snapshot_store_refuses_a_damaged_snapshot_in_our_store(tmp_path: Path) -> None:
+    """A snapshot whose stored state was edited fails Stabilize's check too: never loaded."""
+    store = ours.SqliteEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    theirs, _ = _stabilize_snapshot_of_20_events(store)
+    edited = ours._core.encode_payload({"workflow_id": "wf", "status": "SUCCEEDED"})
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        db.execute("UPDATE event_snapshot SET state = ?", (edited,))
+    db.close()
+    with pytest.raises(ValueError, match="Snapshot state integrity check failed"):
+        theirs.get_latest_snapshot(se.EntityType.WORKFLOW, "wf")
+    store.close()

@@ -332,8 +332,8 @@ def test_upgrade_copies_events_snapshots_and_subscriptions_as_stabilize_reads_th
 
         for wf in source.workflow_ids[:2]:
             their_snapshot = their_snapshots[wf]
-            our_snapshot = ours.get_latest_snapshot(EntityType.WORKFLOW, wf)
-            assert their_snapshot is not None and our_snapshot is not None
+            our_snapshot = ours.get_snapshots(EntityType.WORKFLOW, wf, None, 1)[0]
+            assert their_snapshot is not None
             for key in ("entity_id", "workflow_id", "version", "sequence", "state"):
                 assert our_snapshot[key] == their_snapshot[key], key
             # Recomputed in our form (over the stored bytes): Stabilize's hash would fail our check.
@@ -341,6 +341,9 @@ def test_upgrade_copies_events_snapshots_and_subscriptions_as_stabilize_reads_th
                 our_snapshot["state_hash"].startswith("sha256-msgpack:") and our_snapshot["hash_ok"] is True
             )
             assert our_snapshot["state_hash"] != their_snapshot["state_hash"]
+            # The reference's call (Stabilize's SnapshotStore makes it) gives Stabilize's own form.
+            for_stabilize = ours.get_latest_snapshot(EntityType.WORKFLOW, wf)
+            assert for_stabilize is not None and for_stabilize["state_hash"] == their_snapshot["state_hash"]
             usable = SnapshotStore(ours).get_latest_snapshot(
                 EntityType.WORKFLOW, wf, max_event_time=datetime.now(UTC)
             )

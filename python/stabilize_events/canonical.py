@@ -33,6 +33,27 @@ def state_hash(state: Any) -> str:
     return hashlib.sha256(canonical_json(state).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def stabilize_state_hash(state: Any) -> str:
+    """The hash Stabilize's own ``Snapshot`` computes of ``state`` and checks a loaded
+    snapshot against (hex SHA-256 of ``json.dumps(state, sort_keys=True, default=str)``);
+    TypeError where that ``json.dumps`` fails (keys of types that do not sort together)."""
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def snapshot_row_intact(row: dict[str, Any]) -> bool:
+    """Whether a ``get_snapshots`` row matches its hash: checked by the store over the
+    stored bytes (``hash_ok``), or for a legacy hash over the canonical JSON of its state."""
+    ok = row.get("hash_ok")
+    if ok is not None:
+        return bool(ok)
+    return legacy_hash_intact(row.get("state"), row.get("state_hash"))
+
+
+def legacy_hash_intact(state: Any, stored_hash: Any) -> bool:
+    """Whether a snapshot with a legacy hash (SHA-256 of canonical JSON) matches it."""
+    return isinstance(state, dict) and isinstance(stored_hash, str) and state_hash(state) == stored_hash
+
+
 def _key_text(key: Any) -> str:
     """A key as ``json.dumps`` writes it (TypeError for a type JSON refuses as a key)."""
     if isinstance(key, str):

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stabilize_events import _core
-from stabilize_events.canonical import state_hash
+from stabilize_events.canonical import legacy_hash_intact, snapshot_row_intact, state_hash
 from stabilize_events.defaults import SNAPSHOT_LOOK_UP_AT_EVENTS, SNAPSHOT_MIN_EVENTS
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.store.capabilities import KeepsSnapshots, ServesStoredSnapshots
@@ -266,7 +266,7 @@ class SnapshotStore:
                 logger.warning("%s", why)
             if found is None:
                 return None
-            if not found.legacy or _legacy_intact(found.state, found.state_hash):
+            if not found.legacy or legacy_hash_intact(found.state, found.state_hash):
                 return found
             logger.warning(
                 "ignoring snapshot of %s %s at sequence %d: its state does not match its SHA-256 hash",
@@ -353,20 +353,6 @@ def _not_our_policy(policy: object) -> str:
 
 #: How many snapshots of an entity a replay looks at, newest first, before replaying from the start.
 _MAX_SNAPSHOTS_TRIED = 50
-
-
-def snapshot_row_intact(row: dict[str, Any]) -> bool:
-    """Whether a ``get_snapshots`` row matches its hash: checked by the store over the
-    stored bytes (``hash_ok``), or for a legacy hash over the canonical JSON of its state."""
-    ok = row.get("hash_ok")
-    if ok is not None:
-        return bool(ok)
-    return _legacy_intact(row.get("state"), row.get("state_hash"))
-
-
-def _legacy_intact(state: Any, stored_hash: Any) -> bool:
-    """Whether a snapshot with a legacy hash (SHA-256 of canonical JSON) matches it."""
-    return isinstance(state, dict) and isinstance(stored_hash, str) and state_hash(state) == stored_hash
 
 
 def _from_stored(stored: _core.StoredSnapshot) -> Snapshot:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stabilize_events._core import decode_payload, snapshot_bytes_intact
+from stabilize_events.canonical import snapshot_row_intact
 from stabilize_events.cli.common import (
     EXIT_OK,
     add_json_option,
@@ -27,7 +28,6 @@ from stabilize_events.cli.common import (
     shown_url,
     store_url,
 )
-from stabilize_events.snapshots import snapshot_row_intact
 
 FAILED_BASE = 16
 INTEGRITY, PAYLOADS, SNAPSHOTS = 1, 2, 4

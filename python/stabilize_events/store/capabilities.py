@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stabilize_events.canonical import snapshot_row_intact, stabilize_state_hash
 from stabilize_events.defaults import READ_LIMIT
 from stabilize_events.types import CURRENT_SCHEMA_VERSION
 
@@ -117,9 +118,23 @@ class KeepsSnapshots(ABC):
         """Snapshots of an entity at or before ``max_sequence``, newest first, as dicts (with
         ``state_error`` and ``hash_ok`` saying whether each can be trusted)."""
 
-    @abstractmethod
     def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
-        """The newest snapshot of an entity, as a dict, or None."""
+        """The newest snapshot of an entity, as a `get_snapshots` dict, or None.
+
+        This is the reference's call, the one Stabilize's own ``SnapshotStore`` makes, which
+        then checks ``state_hash`` against its own hash of ``state``: an intact snapshot
+        carries its hash in that form (`canonical.stabilize_state_hash`), and one that fails
+        this store's check keeps its stored hash, so it fails Stabilize's check too."""
+        found = self.get_snapshots(entity_type, entity_id, None, 1)
+        if not found:
+            return None
+        row = found[0]
+        if snapshot_row_intact(row):
+            try:
+                row["state_hash"] = stabilize_state_hash(row["state"])
+            except TypeError:
+                pass  # Stabilize cannot hash such a state either
+        return row
 
     @abstractmethod
     def flush_snapshots(self) -> None:

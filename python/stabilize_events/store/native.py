@@ -195,11 +195,6 @@ class NativeEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, ServesStoredS
         """
         return self._core.snapshots(entity_type, entity_id, max_sequence, limit)
 
-    def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
-        """The newest snapshot of an entity, as a dict, or None."""
-        found = self.get_snapshots(entity_type, entity_id, None, 1)
-        return found[0] if found else None
-
     def latest_stored_snapshot(self, *args: Any, **kwargs: Any) -> tuple[StoredSnapshot | None, list[str]]:
         """The newest intact snapshot, its state left as the stored bytes, and why newer ones
         were passed over; arguments as `ServesStoredSnapshots.latest_stored_snapshot`."""

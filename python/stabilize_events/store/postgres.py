@@ -1093,11 +1093,6 @@ class PostgresEventStore(EventStore, FoldsWorkflows, KeepsSnapshots, KeepsSubscr
             )
         return out
 
-    def get_latest_snapshot(self, entity_type: EntityType, entity_id: str) -> dict[str, Any] | None:
-        """The newest snapshot of an entity, as a dict, or None."""
-        found = self.get_snapshots(entity_type, entity_id, None, 1)
-        return found[0] if found else None
-
     def flush_snapshots(self) -> None:
         """Nothing to wait for: this store writes every snapshot before the call that saves it returns."""
 

@@ -19,8 +19,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from stabilize_events._core import Event
+from stabilize_events.canonical import snapshot_row_intact
 from stabilize_events.errors import PayloadError, SchemaError, StoreError
-from stabilize_events.snapshots import snapshot_row_intact
 from stabilize_events.store.interface import EventQuery
 from stabilize_events.types import EntityType, EventType, parse_event_type
 from stabilize_events.upgrade import convert
