@@ -30,6 +30,7 @@ from stabilize_events.snapshots import (
     SnapshotStore,
     datetime_to_micros,
     micros_to_datetime,
+    not_ours,
 )
 from stabilize_events.store.capabilities import FoldsWorkflows, ServesStoredSnapshots
 from stabilize_events.store.interface import EventStore
@@ -366,7 +367,7 @@ class EventReplayer:
                 entity_type=EntityType.WORKFLOW,
                 entity_id=result.entity_id,
                 workflow_id=result.entity_id,
-                version=(used.version if used else 0) + result.events_replayed,
+                version=workflow_events,
                 sequence=result.last_sequence,
                 state=result.final_state,
                 max_event_time=None if newest is None else micros_to_datetime(newest),
@@ -376,13 +377,10 @@ class EventReplayer:
 
 def _not_our_snapshot_store(given: object) -> str:
     """Why ``given`` is refused as an `EventReplayer`'s ``snapshot_store``, and what to pass instead."""
-    kind = f"{type(given).__module__}.{type(given).__qualname__}"
-    message = f"snapshot_store must be a stabilize_events.SnapshotStore or None, not {kind}"
+    hint = "import SnapshotStore and SnapshotPolicy from stabilize_events"
+    message = not_ours("snapshot_store", given, SnapshotStore, hint)
     if isinstance(given, SnapshotPolicy):
         return f"{message}; wrap the policy: SnapshotStore(event_store, policy=...)"
-    if type(given).__name__ == "SnapshotStore":
-        # Stabilize's own (a half-migrated import): its policy and look-ups are not ours.
-        return f"{message}; import SnapshotStore and SnapshotPolicy from stabilize_events"
     return message
 
 

@@ -202,13 +202,13 @@ class SnapshotStore:
 
     def __init__(self, event_store: EventStore, policy: SnapshotPolicy | None = None) -> None:
         if not isinstance(event_store, KeepsSnapshots):
-            kind = f"{type(event_store).__module__}.{type(event_store).__qualname__}"
             raise ArgumentTypeError(
-                f"{kind} cannot store snapshots (it is not a KeepsSnapshots store); use a store of "
-                "stabilize_events (SqliteEventStore, PostgresEventStore, InMemoryEventStore)"
+                f"{_type_path(event_store)} cannot store snapshots (it is not a KeepsSnapshots store); use a "
+                "store of stabilize_events (SqliteEventStore, PostgresEventStore, InMemoryEventStore)"
             )
         if policy is not None and not isinstance(policy, SnapshotPolicy):
-            raise ArgumentTypeError(_not_our_policy(policy))
+            hint = "import SnapshotPolicy from stabilize_events, as SnapshotStore is"
+            raise ArgumentTypeError(not_ours("policy", policy, SnapshotPolicy, hint))
         self._event_store: KeepsSnapshots = event_store
         self.policy = policy
 
@@ -319,11 +319,6 @@ class SnapshotStore:
         """Whether the policy (if any) calls for a snapshot now."""
         return self.policy is not None and self.policy.should_snapshot(entity_id, events_since_snapshot)
 
-    def events_due(self, entity_id: str) -> int | None:
-        """The fewest events replayed that call for a snapshot now (`SnapshotPolicy.events_due`);
-        None without a policy."""
-        return None if self.policy is None else self.policy.events_due(entity_id)
-
     def flush(self) -> None:
         """Wait until every snapshot the event store is still writing after a rebuild is
         written and durable (`KeepsSnapshots.flush_snapshots`; closing the store waits too)."""
@@ -341,14 +336,19 @@ class SnapshotStore:
             self.policy.record_event(entity_id)
 
 
-def _not_our_policy(policy: object) -> str:
-    """Why ``policy`` is refused as a `SnapshotStore`'s policy, and what to pass instead."""
-    kind = f"{type(policy).__module__}.{type(policy).__qualname__}"
-    message = f"policy must be a stabilize_events.SnapshotPolicy or None, not {kind}"
-    if type(policy).__name__ == "SnapshotPolicy":
-        # Stabilize's own policy (a half-migrated import): it has neither min_events nor a look-up point.
-        return f"{message}; import SnapshotPolicy from stabilize_events, as SnapshotStore is"
+def not_ours(name: str, given: object, ours: type, import_hint: str) -> str:
+    """Why ``given`` is refused as ``name``, which takes our ``ours`` or None; where it is
+    Stabilize's class of the same name (a half-migrated import, whose policy and look-ups
+    are not ours), ``import_hint`` says what to import instead."""
+    message = f"{name} must be a stabilize_events.{ours.__name__} or None, not {_type_path(given)}"
+    if type(given).__name__ == ours.__name__:
+        return f"{message}; {import_hint}"
     return message
+
+
+def _type_path(given: object) -> str:
+    """``given``'s type as module and qualified name, so Stabilize's classes read apart from ours."""
+    return f"{type(given).__module__}.{type(given).__qualname__}"
 
 
 #: How many snapshots of an entity a replay looks at, newest first, before replaying from the start.

@@ -1256,8 +1256,7 @@ class NotificationWaiter:
 def encode_rows(codec: NativeStore, events: Iterable[Any]) -> list[tuple[Event, tuple[Any, ...]]]:
     """Each event checked and encoded by the core (``codec``), with the values of its
     ``event_log`` row in `Statements.names` order (text escaped, see `_esc`)."""
-    if isinstance(events, (str, bytes, dict)):
-        raise ArgumentTypeError(f"events must be a list of events, not {type(events).__qualname__}")
+    require_event_list(events)
     encoded = [codec.sqlite_row(event) for event in events]
     rows = [(stored, row[:13]) for stored, row in encoded]
     # One scan of every text value of the batch (C loops): escaping is rare.

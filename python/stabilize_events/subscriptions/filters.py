@@ -46,16 +46,12 @@ def compile_matcher(
     return lambda e: all(check(e) for check in checks)
 
 
-def event_types_filter(event_types: Any) -> list[EventType] | None:
-    """``event_types`` as a list of `EventType` members (see `type_filter`): one type or its
+def validate_filters(event_types: Any, entity_filter: Mapping[str, Any] | None) -> list[EventType] | None:
+    """``event_types`` as a list of `EventType` members (see `type_filter`: one type or its
     value is a list of one; a name that is no event type is refused, never a filter that
-    could only match nothing."""
-    return type_filter(event_types, EventType, "event_types")
-
-
-def validate_filters(event_types: list[EventType] | None, entity_filter: Mapping[str, Any] | None) -> None:
-    """Raise `ArgumentTypeError` / `InvalidArgumentError` naming what the filters hold wrong."""
-    event_types_filter(event_types)
+    could only match nothing), once ``entity_filter`` is checked too; raises
+    `ArgumentTypeError` / `InvalidArgumentError` naming what the filters hold wrong."""
+    wanted = type_filter(event_types, EventType, "event_types")
     if entity_filter:
         unknown = sorted(set(entity_filter) - FILTER_KEYS)
         if unknown:
@@ -66,6 +62,7 @@ def validate_filters(event_types: list[EventType] | None, entity_filter: Mapping
             value = _entity_type_value(entity_filter["entity_type"])
             if value not in {t.value for t in EntityType}:
                 raise InvalidArgumentError(f"entity_filter entity_type {value!r} is not an entity type")
+    return wanted
 
 
-__all__ = ["FILTER_KEYS", "compile_matcher", "event_types_filter", "validate_filters"]
+__all__ = ["FILTER_KEYS", "compile_matcher", "validate_filters"]

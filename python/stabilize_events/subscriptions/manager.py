@@ -25,7 +25,7 @@ from stabilize_events.defaults import (
 from stabilize_events.errors import ArgumentTypeError, InvalidArgumentError
 from stabilize_events.subscriptions.delivery import BatchDelivery
 from stabilize_events.subscriptions.errors import SubscriptionNotFoundError
-from stabilize_events.subscriptions.filters import event_types_filter, validate_filters
+from stabilize_events.subscriptions.filters import validate_filters
 from stabilize_events.subscriptions.polling import Poller
 from stabilize_events.subscriptions.records import SubscriptionRecords
 from stabilize_events.subscriptions.subscription import DurableSubscription, Handler
@@ -124,8 +124,7 @@ class SubscriptionManager:
             raise InvalidArgumentError(f"max_errors must be >= 1, not {max_errors}")
         if handler_timeout is not None and handler_timeout <= 0:
             raise InvalidArgumentError(f"handler_timeout must be > 0 seconds, not {handler_timeout}")
-        wanted = event_types_filter(event_types)
-        validate_filters(wanted, entity_filter)
+        wanted = validate_filters(event_types, entity_filter)
         last_sequence = self._start_position(start_from)
 
         subscription = DurableSubscription(
