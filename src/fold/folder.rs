@@ -40,11 +40,6 @@ pub struct Folder {
     /// What the fold started from, for a snapshot it saves: nothing, a stored snapshot's
     /// (version, newest event time), or a state given as a dict (no snapshot is saved then).
     start: Start,
-    /// Rows to fold before the scan is stopped (`stop_after`), and rows seen so far.
-    stop_after: Option<u64>,
-    rows_seen: u64,
-    /// Whether the scan was stopped there, with rows left.
-    pub stopped: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -75,9 +70,6 @@ impl Folder {
             py_error: None,
             seed: None,
             start: Start::Empty,
-            stop_after: None,
-            rows_seen: 0,
-            stopped: false,
         }
     }
 
@@ -88,13 +80,6 @@ impl Folder {
         folder.start = Start::Stored { version: record.version, max_event_us: record.max_event_us };
         folder.seed = Some((workflow_id.to_owned(), record));
         folder
-    }
-
-    /// Stop the scan (with an error the caller drops, `stopped` set) when a row comes after
-    /// `rows` rows, before it is folded in; `None` folds on to the end.
-    pub fn stop_after(&mut self, rows: Option<u64>) {
-        self.stop_after = rows;
-        self.stopped = false;
     }
 
     /// A folder from the Python-facing arguments shared by every fold entry point.
@@ -179,13 +164,6 @@ impl Folder {
 
     /// Fold one scanned row in.
     pub fn visit(&mut self, row: CoreResult<EventView<'_>>) -> CoreResult<()> {
-        if let Some(limit) = self.stop_after {
-            if self.rows_seen >= limit {
-                self.stopped = true;
-                return Err(CoreError::new(Kind::Store, "the fold stopped to look for a snapshot"));
-            }
-            self.rows_seen += 1;
-        }
         let view = match row {
             Ok(v) => v,
             Err(e) if self.options.skip_corrupt && e.kind == Kind::CorruptEvent => {

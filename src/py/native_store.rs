@@ -497,30 +497,11 @@ impl NativeStore {
                 paused = Some((found, skipped));
                 Ok(go_on)
             };
-            let (found, skipped) = match backend.scan_pausing(
-                &filter,
-                false,
-                &mut |row| folder.visit(row),
-                pause_after,
-                &mut pause,
-            ) {
-                Some(scanned) => {
-                    scanned?;
-                    match paused {
-                        None => return Ok(LookUp::NotReached),
-                        Some((None, skipped)) => return Ok(LookUp::Done(None, skipped)),
-                        Some(found_and_skipped) => found_and_skipped,
-                    }
-                }
-                None => {
-                    folder.stop_after(Some(pause_after));
-                    let scanned = backend.scan(&filter, false, &mut |row| folder.visit(row));
-                    if !folder.stopped {
-                        return scanned.map(|()| LookUp::NotReached);
-                    }
-                    folder.stop_after(None);
-                    snapshot::latest_usable(backend, "workflow", &entity_id, to_sequence, to_timestamp, 50)?
-                }
+            backend.scan_pausing(&filter, false, &mut |row| folder.visit(row), pause_after, &mut pause)?;
+            let (found, skipped) = match paused {
+                None => return Ok(LookUp::NotReached),
+                Some((None, skipped)) => return Ok(LookUp::Done(None, skipped)),
+                Some(found_and_skipped) => found_and_skipped,
             };
             let found = match found {
                 Some(record) if !record.state_hash.starts_with(snapshot::HASH_PREFIX) => {

@@ -36,19 +36,17 @@ pub trait Backend: Send + Sync {
     /// An error returned by `visit` stops the scan and is returned.
     fn scan(&self, filter: &Filter, full: bool, visit: &mut Visitor<'_>) -> CoreResult<()>;
     /// `scan`, pausing once `pause_after` rows were visited, before the next one (not at all
-    /// when no row comes after them): `pause` reads snapshots within the scan's own read (one
-    /// read transaction for both), and the scan stops there (`Ok`) when it returns false.
-    /// None where the backend has no such read: the caller then stops the scan to read them.
+    /// when no row comes after them): `pause` reads snapshots as the scan sees the store (on
+    /// SQLite within the scan's own read transaction), and the scan stops there (`Ok`) when
+    /// it returns false.
     fn scan_pausing(
         &self,
-        _filter: &Filter,
-        _full: bool,
-        _visit: &mut Visitor<'_>,
-        _pause_after: u64,
-        _pause: &mut Pause<'_>,
-    ) -> Option<CoreResult<()>> {
-        None
-    }
+        filter: &Filter,
+        full: bool,
+        visit: &mut Visitor<'_>,
+        pause_after: u64,
+        pause: &mut Pause<'_>,
+    ) -> CoreResult<()>;
     /// How many records match `filter` (paging ignored).
     fn count(&self, filter: &Filter) -> CoreResult<i64>;
     fn by_id(&self, event_id: &str) -> CoreResult<Option<Arc<EventRecord>>>;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use hashbrown::{HashMap, HashSet};
 
 use super::filter::OrderBy;
-use super::{Backend, Expectation, Filter, SnapshotRecord, SubscriptionRecord, Visitor};
+use super::{Backend, Expectation, Filter, Pause, SnapshotRecord, SubscriptionRecord, Visitor};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{EventRecord, Text};
 use crate::fold::EventView;
@@ -128,6 +128,29 @@ impl Backend for MemoryBackend {
         let hits =
             self.read(|s| candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect::<Vec<_>>())?;
         for r in &hits {
+            visit(Ok(EventView::of(r)))?;
+        }
+        Ok(())
+    }
+
+    fn scan_pausing(
+        &self,
+        filter: &Filter,
+        _full: bool,
+        visit: &mut Visitor<'_>,
+        pause_after: u64,
+        pause: &mut Pause<'_>,
+    ) -> CoreResult<()> {
+        let hits =
+            self.read(|s| candidates(s, filter).filter(|r| filter.matches(r)).cloned().collect::<Vec<_>>())?;
+        for (seen, r) in hits.iter().enumerate() {
+            if seen as u64 == pause_after
+                && !pause(&mut |entity_type, entity_id, max, limit| {
+                    self.snapshots(entity_type, entity_id, max, limit)
+                })?
+            {
+                return Ok(());
+            }
             visit(Ok(EventView::of(r)))?;
         }
         Ok(())

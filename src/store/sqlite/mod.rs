@@ -265,8 +265,8 @@ impl Backend for SqliteBackend {
         visit: &mut Visitor<'_>,
         pause_after: u64,
         pause: &mut Pause<'_>,
-    ) -> Option<CoreResult<()>> {
-        Some(self.scan_rows(filter, full, visit, Some((pause_after, pause))))
+    ) -> CoreResult<()> {
+        self.scan_rows(filter, full, visit, Some((pause_after, pause)))
     }
 
     fn count(&self, filter: &Filter) -> CoreResult<i64> {
