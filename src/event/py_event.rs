@@ -34,15 +34,22 @@ fn reads_as_unknown(py: Python<'_>, event_type: &str) -> PyResult<bool> {
 
 /// For a stored type string that reads back as `EventType.UNKNOWN`, keep the string in the
 /// payload under `_raw_event_type` (an "unknown.event" row may already carry its original
-/// type there); whether it does.
-fn keep_unknown_type(py: Python<'_>, event_type: &str, data: &Bound<'_, PyDict>) -> PyResult<bool> {
-    if !reads_as_unknown(py, event_type)? {
-        return Ok(false);
-    }
-    if !data.contains(RAW_EVENT_TYPE)? {
+/// type there).
+fn keep_unknown_type(py: Python<'_>, event_type: &str, data: &Bound<'_, PyDict>) -> PyResult<()> {
+    if reads_as_unknown(py, event_type)? && !data.contains(RAW_EVENT_TYPE)? {
         data.set_item(RAW_EVENT_TYPE, event_type)?;
     }
-    Ok(true)
+    Ok(())
+}
+
+/// The `EventType` member a stored type string reads as (`UNKNOWN` for one this build does
+/// not know).
+fn event_type_member<'py>(py: Python<'py>, event_type: &str) -> PyResult<Bound<'py, PyAny>> {
+    let table = pyrefs::event_types(py)?;
+    match table.by_value.get(event_type).or(table.unknown.as_ref()) {
+        Some(m) => Ok(m.bind(py).clone()),
+        None => raise(Kind::Store, "EventType has no UNKNOWN member"),
+    }
 }
 
 /// The `EventType` member a stored row's type string reads as, for code that builds events
@@ -54,16 +61,8 @@ pub fn stored_event_type<'py>(
     event_type: &str,
     data: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let table = pyrefs::event_types(py)?;
-    let member = if keep_unknown_type(py, event_type, data)? {
-        table.unknown.as_ref()
-    } else {
-        table.by_value.get(event_type)
-    };
-    match member {
-        Some(m) => Ok(m.bind(py).clone()),
-        None => raise(Kind::Store, "EventType has no UNKNOWN member"),
-    }
+    keep_unknown_type(py, event_type, data)?;
+    event_type_member(py, event_type)
 }
 
 impl Event {
@@ -176,11 +175,7 @@ impl Event {
     }
 
     fn event_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let table = pyrefs::event_types(py)?;
-        match table.by_value.get(self.rec.event_type.as_str()).or(table.unknown.as_ref()) {
-            Some(m) => Ok(m.bind(py).clone()),
-            None => raise(Kind::Store, "EventType has no UNKNOWN member"),
-        }
+        event_type_member(py, &self.rec.event_type)
     }
 
     fn entity_type_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -274,10 +269,7 @@ impl Event {
                 let v = enum_value(&t, "event_type")?;
                 // A string is the caller's own spelling: a typo must not become an UNKNOWN
                 // event. A member of another enum (a newer Stabilize's) is taken as it is.
-                if t.is_instance_of::<PyString>()
-                    && v != UNKNOWN_TYPE
-                    && !pyrefs::event_types(py)?.by_value.contains_key(&v)
-                {
+                if t.is_instance_of::<PyString>() && !pyrefs::event_types(py)?.by_value.contains_key(&v) {
                     return raise(
                         Kind::InvalidArgument,
                         format!(

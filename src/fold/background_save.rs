@@ -54,10 +54,8 @@ struct Queue {
     /// States to save, in order, and their weight in all (see `MAX_HELD_WEIGHT`).
     jobs: VecDeque<Job>,
     held_weight: usize,
-    /// Saves handed over and not finished, by entity id.
+    /// Saves handed over and not finished, by entity id (none in flight when empty).
     pending: HashMap<String, usize>,
-    /// All saves handed over and not finished.
-    in_flight: usize,
     /// Threads waiting for saves to finish: the held ones are written at once then.
     waiters: usize,
     last_arrival: Option<Instant>,
@@ -83,7 +81,6 @@ impl Queue {
                 self.pending.remove(&record.entity_id);
             }
         }
-        self.in_flight -= 1;
         if let Err(why) = outcome {
             if self.failures.len() < MAX_FAILURES {
                 self.failures.push(format!(
@@ -123,7 +120,7 @@ impl Shared {
 
     /// Set `busy` from `queue`; called under the lock after every change it depends on.
     fn settle(&self, queue: &Queue) {
-        let busy = queue.in_flight > 0 || !queue.failures.is_empty() || queue.failures_dropped > 0;
+        let busy = !queue.pending.is_empty() || !queue.failures.is_empty() || queue.failures_dropped > 0;
         self.busy.store(busy, Ordering::Release);
     }
 
@@ -162,7 +159,6 @@ impl SnapshotSaver {
     pub fn submit(&self, backend: &Arc<dyn Backend>, state: WorkflowState, record: SnapshotRecord) {
         let mut queue = self.shared.lock();
         *queue.pending.entry(record.entity_id.clone()).or_default() += 1;
-        queue.in_flight += 1;
         queue.last_arrival = Some(Instant::now());
         queue.held_weight += 1 + state.entity_count();
         let was_empty = queue.jobs.is_empty();
@@ -203,7 +199,7 @@ impl SnapshotSaver {
 
     /// Wait until every save handed over is written. Call it without the GIL.
     pub fn wait_all(&self) {
-        self.shared.wait_until(|q| q.in_flight == 0);
+        self.shared.wait_until(|q| q.pending.is_empty());
     }
 
     /// Why the saves that failed since the last call failed, one line each.
