@@ -140,9 +140,10 @@ impl Shared {
 }
 
 /// Writes the snapshots of one store's rebuilds on a worker thread (see the module doc).
-#[derive(Default)]
 pub struct SnapshotSaver {
     shared: Arc<Shared>,
+    /// The store's backend, which the worker writes to.
+    backend: Arc<dyn Backend>,
 }
 
 impl Drop for SnapshotSaver {
@@ -153,10 +154,15 @@ impl Drop for SnapshotSaver {
 }
 
 impl SnapshotSaver {
+    /// A saver writing to `backend` (its worker starts with the first save).
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        SnapshotSaver { shared: Arc::default(), backend }
+    }
+
     /// Hand `state` over to be saved as `record` (its `state` and `state_hash` are filled
     /// in by the worker). Never waits for a save; call it without the GIL all the same (it
     /// takes a lock the worker holds briefly).
-    pub fn submit(&self, backend: &Arc<dyn Backend>, state: WorkflowState, record: SnapshotRecord) {
+    pub fn submit(&self, state: WorkflowState, record: SnapshotRecord) {
         let mut queue = self.shared.lock();
         *queue.pending.entry(record.entity_id.clone()).or_default() += 1;
         queue.last_arrival = Some(Instant::now());
@@ -173,7 +179,7 @@ impl SnapshotSaver {
             return;
         }
         queue.worker_running = true;
-        let (shared, backend) = (Arc::clone(&self.shared), Arc::clone(backend));
+        let (shared, backend) = (Arc::clone(&self.shared), Arc::clone(&self.backend));
         let spawned =
             std::thread::Builder::new().name("snapshot-saver".into()).spawn(move || work(&shared, &*backend));
         if let Err(e) = spawned {

@@ -12,7 +12,7 @@ use super::{EventView, WorkflowState};
 use crate::errors::{CoreError, CoreResult, Kind};
 use crate::event::{coerce_event, Event, EventRecord};
 use crate::store::snapshot::{bytes_hash, StoredSnapshot};
-use crate::store::{Backend, SnapshotRecord};
+use crate::store::SnapshotRecord;
 
 /// How a fold treats events it cannot simply apply.
 pub struct FoldOptions {
@@ -300,7 +300,6 @@ impl Folder {
         mut self,
         py: Python<'py>,
         saver: &SnapshotSaver,
-        backend: &Arc<dyn Backend>,
         snapshot: SnapshotRecord,
     ) -> PyResult<Bound<'py, PyDict>> {
         self.seed_state()?;
@@ -309,8 +308,8 @@ impl Folder {
         }
         let state = self.state.to_py(py)?;
         let folded = std::mem::replace(&mut self.state, WorkflowState::new(""));
-        // It waits only when the saver is full, for a save that may need the writer's lock.
-        py.detach(|| saver.submit(backend, folded, snapshot));
+        // Without the GIL: it takes a lock the saver's worker holds briefly.
+        py.detach(|| saver.submit(folded, snapshot));
         let d = self.result_py(py, state)?;
         d.set_item("snapshot_queued", true)?;
         Ok(d)

@@ -153,7 +153,6 @@ impl SqliteTarget {
                 Err((e, written_last)) => {
                     // The step kept the rows before the one that failed (`OR FAIL`); the
                     // transaction is rolled back by the caller.
-                    let group = &fresh[at..at + n];
                     let failed = at
                         + written_last
                             .and_then(|s| group.iter().position(|r| r.sequence == s))

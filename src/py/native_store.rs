@@ -62,7 +62,7 @@ impl NativeStore {
         snapshot_min_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         match folder.snapshot_due(entity_id, snapshot_after_events, snapshot_min_events) {
-            Some(snapshot) => folder.into_py_queueing(py, &self.saver, &self.backend, snapshot),
+            Some(snapshot) => folder.into_py_queueing(py, &self.saver, snapshot),
             None => folder.into_py(py),
         }
     }
@@ -202,10 +202,10 @@ impl NativeStore {
             )?,
             mmap_reads: bool_option(mmap_reads, "mmap_reads", DEFAULT_MMAP_READS)?,
         };
-        let backend = py.detach(|| SqliteBackend::open(config))?;
+        let backend: Arc<dyn Backend> = Arc::new(py.detach(|| SqliteBackend::open(config))?);
         Ok(NativeStore {
-            backend: Arc::new(backend),
-            saver: SnapshotSaver::default(),
+            saver: SnapshotSaver::new(Arc::clone(&backend)),
+            backend,
             max_payload_bytes,
             decode_ahead,
         })
@@ -215,9 +215,10 @@ impl NativeStore {
     #[staticmethod]
     #[pyo3(signature = (max_payload_bytes=None))]
     fn memory(max_payload_bytes: Option<&Bound<'_, PyAny>>) -> PyResult<NativeStore> {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         Ok(NativeStore {
-            backend: Arc::new(MemoryBackend::new()),
-            saver: SnapshotSaver::default(),
+            saver: SnapshotSaver::new(Arc::clone(&backend)),
+            backend,
             max_payload_bytes: payload_limit(max_payload_bytes)?,
             // Its reads are never large (see `Backend::parallel_reads_pay`): nothing to decode ahead.
             decode_ahead: false,
@@ -700,10 +701,8 @@ impl NativeStore {
     /// Write the pending snapshots (`flush_snapshots`, whose lines it returns), then release
     /// the database; later calls raise `StoreClosedError`.
     fn close(&self, py: Python<'_>) -> Vec<String> {
-        py.detach(|| {
-            self.saver.wait_all();
-            self.backend.close();
-        });
-        self.saver.take_failures()
+        let failures = self.flush_snapshots(py);
+        py.detach(|| self.backend.close());
+        failures
     }
 }
